@@ -1,0 +1,44 @@
+"""The unit of NLI data: a premise, a hypothesis and (when known) a label name."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+#: The three NLI classes, in the GLUE / Hugging Face order that new models use by default.
+NLI_LABELS: tuple[str, ...] = ("entailment", "neutral", "contradiction")
+#: The order used by the "Dive into Deep Learning" SNLI code.
+D2L_LABELS: tuple[str, ...] = ("entailment", "contradiction", "neutral")
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One premise–hypothesis pair. ``label`` is a lower-case name, or None when unlabelled."""
+
+    premise: str
+    hypothesis: str
+    label: str | None = None
+    genre: str | None = None
+
+
+@dataclass
+class Dataset:
+    """Examples read from one source, and a count of the rows left out, by reason."""
+
+    name: str
+    examples: list[Example]
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def label_counts(self) -> Counter[str]:
+        return Counter(e.label for e in self.examples if e.label is not None)
+
+    def describe(self) -> str:
+        """One line: size, labels and what was skipped."""
+        labels = ", ".join(f"{k} {v:,}" for k, v in sorted(self.label_counts().items()))
+        text = f"{self.name}: {len(self):,} pairs ({labels or 'unlabelled'})"
+        if self.skipped:
+            text += "; skipped " + ", ".join(f"{v:,} {k}" for k, v in sorted(self.skipped.items()))
+        return text

@@ -1,0 +1,34 @@
+"""Typed errors. Library code raises these; the CLI turns each into one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class BertnliError(Exception):
+    """Base class of every error bertnli raises on purpose."""
+
+
+class DataError(BertnliError):
+    """A data file is missing or malformed. Names the file and, where known, the line."""
+
+    def __init__(self, path: str | Path, problem: str, line: int | None = None) -> None:
+        self.path, self.problem, self.line = str(path), problem, line
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {problem}")
+
+
+class CheckpointError(BertnliError):
+    """A checkpoint is missing, corrupt, or does not fit the model. Names the file."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class DownloadError(BertnliError):
+    """A download failed or its checksum did not match."""
+
+
+class ConfigError(BertnliError):
+    """An option or combination of options cannot work."""

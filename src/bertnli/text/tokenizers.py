@@ -1,0 +1,135 @@
+"""Tokenizers behind one interface: d2l's word-level vocabulary and WordPiece (the `tokenizers` library).
+
+A tokenizer turns texts into lists of token ids *without* special tokens; the pair encoder
+(`bertnli.text.pairs`) adds <cls>/<sep>, truncates and pads.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, normalizers, pre_tokenizers
+
+from bertnli.errors import CheckpointError
+
+D2L_SPECIALS = {"unk": "<unk>", "pad": "<pad>", "cls": "<cls>", "sep": "<sep>", "mask": "<mask>"}
+WORDPIECE_SPECIALS = {"unk": "[UNK]", "pad": "[PAD]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"}
+
+
+class Tokenizer(ABC):
+    """Texts → token ids, plus the ids of the special tokens the pair encoder needs."""
+
+    cls_id: int
+    sep_id: int
+    pad_id: int
+    unk_id: int
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int: ...
+
+    @abstractmethod
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, no special tokens."""
+
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write the files that `load_tokenizer(directory)` reads back."""
+
+    def _set_specials(self, lookup: dict[str, int], names: dict[str, str], source: str) -> None:
+        for role, token in names.items():
+            if role == "mask":
+                continue
+            if token not in lookup:
+                raise CheckpointError(source, f"vocabulary has no {token} token")
+            setattr(self, f"{role}_id", lookup[token])
+
+
+class WordTokenizer(Tokenizer):
+    """d2l's tokenizer: lower-case, split on whitespace, whole words; unknown words become <unk>."""
+
+    def __init__(self, vocab: Sequence[str], source: str = "vocab.json") -> None:
+        self.itos = list(vocab)
+        self.stoi = {token: i for i, token in enumerate(self.itos)}
+        self._set_specials(self.stoi, D2L_SPECIALS, source)
+
+    @classmethod
+    def from_file(cls, path: Path) -> WordTokenizer:
+        try:
+            vocab = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(path, f"cannot read vocabulary: {exc}") from None
+        if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
+            raise CheckpointError(path, "expected a JSON list of tokens (index → word)")
+        return cls(vocab, str(path))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.itos)
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        get, unk = self.stoi.get, self.unk_id
+        return [[get(word, unk) for word in text.lower().split()] for text in texts]
+
+    def save(self, directory: Path) -> None:
+        (Path(directory) / "vocab.json").write_text(json.dumps(self.itos, ensure_ascii=False), encoding="utf-8")
+
+
+class WordPieceTokenizer(Tokenizer):
+    """BERT's WordPiece, run by the `tokenizers` library (parallel, in Rust)."""
+
+    def __init__(self, tokenizer: HFTokenizer, source: str = "tokenizer.json") -> None:
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        self.tokenizer = tokenizer
+        self._set_specials(tokenizer.get_vocab(), WORDPIECE_SPECIALS, source)
+
+    @classmethod
+    def from_file(cls, path: Path) -> WordPieceTokenizer:
+        try:
+            return cls(HFTokenizer.from_file(str(path)), str(path))
+        except Exception as exc:  # the library raises a bare Exception on bad JSON
+            raise CheckpointError(path, f"cannot read tokenizer: {exc}") from None
+
+    @classmethod
+    def from_vocab(cls, path: Path, lowercase: bool = True) -> WordPieceTokenizer:
+        """Build BERT's WordPiece pipeline from a ``vocab.txt`` (one token a line)."""
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise CheckpointError(path, f"cannot read vocabulary: {exc}") from None
+        vocab = {token: i for i, token in enumerate(lines)}
+        tok = HFTokenizer(models.WordPiece(vocab, unk_token=WORDPIECE_SPECIALS["unk"]))
+        tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=None)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok.decoder = decoders.WordPiece()
+        return cls(tok, str(path))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        # encode_batch_fast (tokenizers >= 0.21) skips the character offsets we never read.
+        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        encodings = encode(list(texts), add_special_tokens=False)
+        return [e.ids for e in encodings]
+
+    def save(self, directory: Path) -> None:
+        self.tokenizer.save(str(Path(directory) / "tokenizer.json"))
+
+
+def load_tokenizer(directory: Path, lowercase: bool = True) -> Tokenizer:
+    """The tokenizer stored in a model folder: ``vocab.json`` (d2l), ``tokenizer.json`` or ``vocab.txt``."""
+    directory = Path(directory)
+    if (directory / "vocab.json").is_file():
+        return WordTokenizer.from_file(directory / "vocab.json")
+    if (directory / "tokenizer.json").is_file():
+        return WordPieceTokenizer.from_file(directory / "tokenizer.json")
+    if (directory / "vocab.txt").is_file():
+        return WordPieceTokenizer.from_vocab(directory / "vocab.txt", lowercase=lowercase)
+    raise CheckpointError(directory, "no tokenizer found (expected vocab.json, tokenizer.json or vocab.txt)")
