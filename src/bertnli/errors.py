@@ -32,3 +32,11 @@ class DownloadError(BertnliError):
 
 class ConfigError(BertnliError):
     """An option or combination of options cannot work."""
+
+
+class TrainingInterrupted(BertnliError):
+    """Training stopped on Ctrl-C after saving a checkpoint. Carries the run directory."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        super().__init__(f"interrupted; the checkpoint is saved: resume with `bertnli train --resume {run_dir}`")

@@ -1,0 +1,388 @@
+"""The `bertnli` command line: argument parsing and printing only; the work happens in the modules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bertnli.errors import BertnliError, TrainingInterrupted
+
+EXAMPLES = {
+    "train": """examples:
+  bertnli train --dataset snli --out runs/snli                       # official SNLI, downloaded once
+  bertnli train --train ../shared/data/snli/snli_1.0_dev.jsonl --out runs/dev --epochs 1
+  bertnli train --train a.jsonl --train b.jsonl --eval dev.jsonl --recipe d2l --model bert.small.torch.zip
+  bertnli train --resume runs/dev                                    # continue a stopped run
+  torchrun --nproc-per-node 4 -m bertnli train --dataset snli --out runs/ddp""",
+    "evaluate": """examples:
+  bertnli evaluate --model runs/dev --data ../shared/data/mnli/multinli_1.0_dev_matched.jsonl
+  bertnli evaluate --model runs/dev --data snli_dev.jsonl --data SICK.txt --report reports/
+  bertnli evaluate --model runs/dev --data rte/dev.tsv --two-class --json""",
+    "predict": """examples:
+  bertnli predict --model runs/dev "A man plays a guitar." "A person makes music."
+  bertnli predict --model runs/dev --input pairs.jsonl --output predictions.jsonl""",
+    "data": """examples:
+  bertnli data download snli                 # fetch and verify snli_1.0.zip into the cache
+  bertnli data inspect ../shared/data/sick/SICK.txt""",
+    "plot": """examples:
+  bertnli plot runs/dev                      # curves.png, confusion.png, class_scores.png""",
+    "serve": """examples:
+  bertnli serve --model runs/dev --port 8000
+  curl -s localhost:8000/predict -H 'content-type: application/json' \\
+       -d '{"pairs": [{"premise": "A dog runs.", "hypothesis": "An animal moves."}]}'""",
+    "export": """examples:
+  bertnli export runs/dev --format hf exported/hf
+  bertnli export runs/dev --format onnx exported/onnx""",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bertnli",
+        description="Fine-tune pretrained BERT encoders for natural language inference.",
+        epilog="Run `bertnli COMMAND --help` for each command's options and examples.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help, epilog=EXAMPLES.get(name),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    _add_train(command("train", "Fine-tune a pretrained BERT on NLI pairs."))
+    _add_evaluate(command("evaluate", "Score a fine-tuned model on labelled data."))
+    _add_predict(command("predict", "Label premise–hypothesis pairs."))
+    _add_data(command("data", "Download or inspect NLI datasets."))
+    plot = command("plot", "Draw a run's curves, confusion matrix and per-class scores.")
+    plot.add_argument("run", help="the run directory")
+    _add_serve(command("serve", "Serve a model over HTTP (JSON API with OpenAPI docs)."))
+    _add_export(command("export", "Export a model to Hugging Face or ONNX."))
+    return parser
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--d2l-text", action="store_true",
+                   help="read SNLI's binary-parse columns without parentheses, exactly as the d2l chapter")
+    p.add_argument("--limit", type=int, help="use only the first N pairs of each file (quick trials)")
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("data")
+    src.add_argument("--dataset", help="a public dataset by name (snli, mnli), downloaded and cached")
+    src.add_argument("--train", action="append", metavar="FILE",
+                     help="training file (jsonl, txt, tsv, csv, SICK.txt, zip[:split]); repeat to combine")
+    src.add_argument("--eval", action="append", metavar="FILE", help="validation file(s)")
+    src.add_argument("--validation-fraction", type=float, default=0.1,
+                     help="without --eval, hold out this seeded share of the training data (default 0.1)")
+    _add_data_options(src)
+    run = p.add_argument_group("run")
+    run.add_argument("--out", type=Path, help="run directory (default runs/<dataset or file name>)")
+    run.add_argument("--resume", type=Path, metavar="RUN", help="continue a stopped run from its checkpoint")
+    run.add_argument("--overwrite", action="store_true", help="start over in an existing run directory")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    hp = p.add_argument_group("recipe (defaults come from --recipe)")
+    hp.add_argument("--model", default="minilm",
+                    help="pretrained checkpoint: minilm (default, offline), a d2l zip or folder, "
+                         "a Hugging Face folder or hub id, or a bertnli run")
+    hp.add_argument("--recipe", choices=["finetune", "d2l"], default="finetune",
+                    help="finetune: AdamW 5e-5, batch 32, warm-up + linear decay; "
+                         "d2l: Adam 1e-4, batch 512, 5 epochs")
+    for flag, kind, text in [
+        ("--epochs", int, "passes over the training data"), ("--batch-size", int, "pairs per step"),
+        ("--lr", float, "peak learning rate"), ("--max-len", int, "tokens per pair, with specials"),
+        ("--seed", int, "random seed (data order, dropout, validation split)"),
+        ("--weight-decay", float, "AdamW weight decay"), ("--warmup-ratio", float, "share of steps warming up"),
+        ("--max-tokens", int, "also cap each batch at this many padded tokens"),
+        ("--grad-accum", int, "batches per optimizer step"), ("--grad-clip", float, "clip the gradient norm"),
+        ("--early-stopping", int, "stop after N epochs without a better validation accuracy"),
+        ("--num-heads", int, "attention heads, for d2l checkpoints of unusual sizes"),
+        ("--log-every", int, "steps between logged records"),
+        ("--checkpoint-every", int, "steps between mid-epoch checkpoints"),
+    ]:
+        hp.add_argument(flag, type=kind, help=text)
+    hp.add_argument("--optimizer", choices=["adam", "adamw"])
+    hp.add_argument("--schedule", choices=["constant", "linear"])
+    hw = p.add_argument_group("hardware")
+    hw.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1 ...")
+    hw.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="auto: bf16 autocast on GPUs that support it, else fp32")
+    hw.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
+    hw.add_argument("--tensorboard", action="store_true", help="also write a TensorBoard log in the run")
+
+
+def _add_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="a run directory or a saved model folder")
+    p.add_argument("--data", action="append", required=True, metavar="FILE", help="labelled file; repeat")
+    p.add_argument("--two-class", action="store_true",
+                   help="merge neutral and contradiction into not_entailment (for RTE-style data)")
+    p.add_argument("--report", type=Path, metavar="DIR", help="write report.md, report.json and plots here")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    p.add_argument("--device", default="auto")
+    _add_data_options(p)
+
+
+def _add_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="a run directory or a saved model folder")
+    p.add_argument("premise", nargs="?")
+    p.add_argument("hypothesis", nargs="?")
+    p.add_argument("--input", type=Path, help="jsonl with premise/hypothesis (or sentence1/sentence2) keys")
+    p.add_argument("--output", type=Path, help="where to write predictions.jsonl (default: standard output)")
+    p.add_argument("--device", default="auto")
+
+
+def _add_data(p: argparse.ArgumentParser) -> None:
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    download = actions.add_parser("download", help="fetch a public dataset into the cache and verify it")
+    download.add_argument("name", help="snli, mnli, ...")
+    download.add_argument("--cache-dir", type=Path, help="default $BERTNLI_CACHE or ~/.cache/bertnli")
+    download.add_argument("--url", help="fetch from this mirror instead of the official address")
+    inspect = actions.add_parser("inspect", help="read a file and report its size, labels and skipped rows")
+    inspect.add_argument("files", nargs="+")
+    _add_data_options(inspect)
+
+
+def _add_serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="a run directory or a saved model folder")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--max-pairs", type=int, default=256, help="pairs allowed in one request")
+    p.add_argument("--max-chars", type=int, default=2000, help="characters allowed in one text")
+
+
+def _add_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a run directory or a saved model folder")
+    p.add_argument("out", type=Path, help="output folder")
+    p.add_argument("--format", choices=["hf", "onnx"], required=True)
+
+
+# ---- commands ------------------------------------------------------------------------------------
+def _read(spec: str, args: argparse.Namespace):
+    from bertnli.data import read_dataset
+
+    dataset = read_dataset(spec, d2l_text=getattr(args, "d2l_text", False))
+    if getattr(args, "limit", None):
+        dataset.examples = dataset.examples[: args.limit]
+    return dataset
+
+
+def _combine(name: str, parts):
+    from bertnli.data import Dataset
+
+    combined = Dataset(name, [e for part in parts for e in part.examples])
+    for part in parts:
+        combined.skipped.update(part.skipped)
+    return combined
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from bertnli.training import RunDir, TrainConfig, train
+
+    if args.resume:
+        source = RunDir(args.resume).read_config()["data"]["source"]
+        train_set, eval_set = _load_training_data(argparse.Namespace(**source))
+        _print_result(train(TrainConfig(), train_set, eval_set, args.resume, resume=True,
+                            progress=not args.no_progress))
+        return
+    if not args.dataset and not args.train:
+        raise BertnliError("give training data: --train FILE (repeatable) or --dataset snli")
+    overrides = {k: getattr(args, k) for k in (
+        "epochs", "batch_size", "lr", "max_len", "seed", "weight_decay", "warmup_ratio", "max_tokens",
+        "grad_accum", "grad_clip", "early_stopping", "num_heads", "log_every", "checkpoint_every",
+        "optimizer", "schedule")}
+    cfg = TrainConfig.from_recipe(args.recipe, model=args.model, device=args.device, precision=args.precision,
+                                  compile=args.compile or None, tensorboard=args.tensorboard or None,
+                                  **overrides)
+    source = {k: getattr(args, k) for k in ("dataset", "train", "eval", "validation_fraction", "d2l_text",
+                                            "limit")}
+    source["seed"] = cfg.seed
+    train_set, eval_set = _load_training_data(argparse.Namespace(**source))
+    out = args.out or Path("runs") / (args.dataset or Path(args.train[0]).stem)
+    print(train_set.describe(), file=sys.stderr)
+    print(eval_set.describe(), file=sys.stderr)
+    _print_result(train(cfg, train_set, eval_set, out, overwrite=args.overwrite, progress=not args.no_progress,
+                        source=source))
+
+
+def _load_training_data(args: argparse.Namespace):
+    """(train, validation) from --dataset, or --train/--eval files, holding out a slice when no --eval."""
+    from bertnli.data import read_dataset, train_validation_split
+
+    if args.dataset:
+        train_set = read_dataset(args.dataset, split="train", d2l_text=args.d2l_text)
+        eval_set = read_dataset(args.dataset, split="dev" if args.dataset == "snli" else "dev_matched",
+                                d2l_text=args.d2l_text)
+    else:
+        train_set = _combine("+".join(Path(s).name for s in args.train), [_read(s, args) for s in args.train])
+        eval_set = _combine("+".join(Path(s).name for s in args.eval), [_read(s, args) for s in args.eval]) \
+            if args.eval else None
+    if args.limit:
+        train_set.examples = train_set.examples[: args.limit]
+    if eval_set is None:
+        train_set, eval_set = train_validation_split(train_set, validation_fraction=args.validation_fraction,
+                                                     seed=args.seed)
+    return train_set, eval_set
+
+
+def _print_result(result) -> None:
+    for record in result.epochs:
+        line = (f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, "
+                f"train accuracy {record['train_accuracy']:.4f}")
+        if "eval_accuracy" in record:
+            line += f", validation accuracy {record['eval_accuracy']:.4f}"
+        line += f", {record['pairs_per_second']:,.0f} pairs/s"
+        print(line)
+    print(f"model saved in {result.run_dir / 'model'}; curves in {result.run_dir / 'curves.png'}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from bertnli.evaluation import evaluate
+    from bertnli.inference import NLIModel
+    from bertnli.plots import plot_evaluation
+
+    model = NLIModel.load(args.model, device=args.device)
+    results = [evaluate(model, _read(spec, args), two_class=args.two_class) for spec in args.data]
+    if args.report:
+        for r in results:
+            stem = f"{Path(r.dataset).stem}_" if len(results) > 1 else ""
+            plot_evaluation(r, args.report, stem)
+        print(f"report written to {args.report}", file=sys.stderr)
+    if args.json:
+        payload = results[0].to_dict() if len(results) == 1 else {"results": [r.to_dict() for r in results]}
+        print(json.dumps(payload, indent=2))
+        return
+    for r in results:
+        _print_evaluation(r)
+    if len(results) > 1:
+        print("\n" + _comparison_table(results))
+
+
+def _print_evaluation(result) -> None:
+    report = result.report
+    width = max(len(label) for label in report.labels) + 2
+    print(f"\n{result.dataset}: accuracy {report.accuracy:.4f} on {report.total:,} pairs"
+          f" (macro F1 {report.macro_f1():.4f})")
+    print(f"{'':{width}}{'precision':>10}{'recall':>10}{'F1':>10}{'support':>10}")
+    for label, s in report.per_class().items():
+        print(f"{label:{width}}{s['precision']:>10.4f}{s['recall']:>10.4f}{s['f1']:>10.4f}{s['support']:>10,}")
+    print("confusion (rows gold, columns predicted):")
+    print(f"{'':{width}}" + "".join(f"{label[:12]:>14}" for label in report.labels))
+    for label, row in zip(report.labels, report.confusion):
+        print(f"{label:{width}}" + "".join(f"{n:>14,}" for n in row))
+
+
+def _comparison_table(results) -> str:
+    lines = [f"{'dataset':40}{'pairs':>10}{'accuracy':>10}{'macro F1':>10}"]
+    lines += [f"{r.dataset[:39]:40}{r.report.total:>10,}{r.accuracy:>10.4f}{r.report.macro_f1():>10.4f}"
+              for r in results]
+    return "\n".join(lines)
+
+
+def _read_pairs_jsonl(path: Path) -> list[tuple[str, str]]:
+    from bertnli.errors import DataError
+
+    pairs = []
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise DataError(path, f"not valid JSON: {exc.args[0]}", number) from None
+            premise = row.get("premise", row.get("sentence1")) if isinstance(row, dict) else None
+            hypothesis = row.get("hypothesis", row.get("sentence2")) if isinstance(row, dict) else None
+            if not isinstance(premise, str) or not isinstance(hypothesis, str):
+                raise DataError(path, "needs string fields premise and hypothesis (or sentence1, sentence2)",
+                                number)
+            pairs.append((premise, hypothesis))
+    return pairs
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from bertnli.inference import NLIModel
+
+    if args.input is None and (args.premise is None or args.hypothesis is None):
+        raise BertnliError("give a premise and a hypothesis, or --input pairs.jsonl")
+    pairs = _read_pairs_jsonl(args.input) if args.input else [(args.premise, args.hypothesis)]
+    predictions = NLIModel.load(args.model, device=args.device).predict(pairs)
+    if args.input is None:
+        p = predictions[0]
+        print(p.label)
+        for label, prob in sorted(p.probabilities.items(), key=lambda kv: -kv[1]):
+            print(f"  {label:15} {prob:.4f}")
+        return
+    lines = [json.dumps({"premise": pr, "hypothesis": hy, **p.to_dict()}) for (pr, hy), p in
+             zip(pairs, predictions)]
+    if args.output:
+        args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        print(f"{len(lines):,} predictions written to {args.output}", file=sys.stderr)
+    else:
+        print("\n".join(lines))
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    if args.action == "download":
+        from bertnli.data import download
+
+        path = download(args.name, args.cache_dir, url=args.url)
+        print(f"{args.name}: {path}")
+        return
+    for spec in args.files:
+        print(_read(spec, args).describe())
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from bertnli.plots import plot_class_scores, plot_confusion, plot_curves, report_from_json
+    from bertnli.training import RunDir
+
+    run = RunDir(args.run)
+    run.read_config()
+    paths = [plot_curves(run)]
+    saved = run.path / "evaluation.json"
+    if saved.is_file():
+        report = report_from_json(saved)
+        paths += [plot_confusion(report, run.path / "confusion.png", title=run.path.name),
+                  plot_class_scores(report, run.path / "class_scores.png", title=run.path.name)]
+    for path in paths:
+        print(path)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from bertnli.serving import serve
+
+    serve(args.model, host=args.host, port=args.port, device=args.device, max_pairs=args.max_pairs,
+          max_chars=args.max_chars)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from bertnli.export import export
+
+    path = export(args.model, args.out, args.format)
+    print(f"exported to {path}")
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "data": cmd_data,
+            "plot": cmd_plot, "serve": cmd_serve, "export": cmd_export}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except TrainingInterrupted as exc:
+        print(f"bertnli {args.command}: {exc}", file=sys.stderr)
+        return 130
+    except BertnliError as exc:
+        print(f"bertnli {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"bertnli {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

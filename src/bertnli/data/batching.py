@@ -1,0 +1,67 @@
+"""Which pairs go together in a batch: length buckets, token budgets, and shards for data parallelism.
+
+Batches are lists of indices into an `EncodedPairs`. The schedule of an epoch is a pure function of
+(seed, epoch), so a resumed run replays the same batches and a data-parallel rank can take its share
+without talking to the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: How many batches are drawn together, sorted by length and cut: bigger means less padding, less mixing.
+BUCKET_BATCHES = 64
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How to cut batches: at most ``batch_size`` pairs and, if set, ``max_tokens`` padded tokens."""
+
+    batch_size: int
+    max_tokens: int | None = None
+
+    def cut(self, order: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+        """Cut ``order`` (indices, ideally sorted by length) into consecutive batches."""
+        if self.max_tokens is None:
+            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches, start = [], 0
+        while start < len(order):
+            stop, longest = start, 0
+            while stop < len(order) and stop - start < self.batch_size:
+                longest = max(longest, int(lengths[order[stop]]))
+                if (stop - start + 1) * longest > self.max_tokens and stop > start:
+                    break
+                stop += 1
+            batches.append(order[start:stop])
+            start = stop
+        return batches
+
+
+def training_batches(lengths: np.ndarray, plan: BatchPlan, seed: int, epoch: int) -> list[np.ndarray]:
+    """One epoch's batches: shuffle, sort within buckets of ``BUCKET_BATCHES`` batches, shuffle batches.
+
+    Every pair appears exactly once. Same (seed, epoch) → same batches.
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    bucket = plan.batch_size * BUCKET_BATCHES
+    batches: list[np.ndarray] = []
+    for start in range(0, len(order), bucket):
+        chunk = order[start : start + bucket]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(plan.cut(chunk, lengths))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def inference_batches(lengths: np.ndarray, plan: BatchPlan) -> list[np.ndarray]:
+    """Batches for evaluation and prediction: all pairs sorted by length, longest first."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return plan.cut(order, lengths)
+
+
+def shard(batch: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """This rank's share of a global batch (interleaved, so shares have similar lengths)."""
+    return batch[rank::world_size]
+

@@ -1,0 +1,115 @@
+"""Evaluate a fine-tuned model on labelled data: scores, confident mistakes, accuracy by pair length."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bertnli.data.example import Dataset
+from bertnli.errors import DataError
+from bertnli.inference import NLIModel
+from bertnli.training.metrics import ClassificationReport
+
+TWO_CLASS = ["entailment", "not_entailment"]
+LENGTH_EDGES = (16, 24, 32, 48, 64, 96, 128)
+
+
+@dataclass
+class Evaluation:
+    """The outcome of evaluating one model on one dataset."""
+
+    dataset: str
+    report: ClassificationReport
+    skipped: dict[str, int]
+    confident_errors: list[dict]
+    by_length: list[dict]
+
+    @property
+    def accuracy(self) -> float:
+        return self.report.accuracy
+
+    def to_dict(self) -> dict:
+        return {"dataset": self.dataset, **self.report.to_dict(), "skipped": self.skipped,
+                "confident_errors": self.confident_errors, "accuracy_by_length": self.by_length}
+
+    def to_markdown(self) -> str:
+        r = self.report
+        lines = [f"# Evaluation on {self.dataset}", "",
+                 f"Accuracy **{r.accuracy:.4f}** on {r.total:,} pairs (macro F1 {r.macro_f1():.4f}).", ""]
+        if self.skipped:
+            lines += ["Skipped: " + ", ".join(f"{v:,} {k}" for k, v in self.skipped.items()), ""]
+        lines += ["| label | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {k} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']:,} |"
+                  for k, v in r.per_class().items()]
+        lines += ["", "## Confusion matrix (rows gold, columns predicted)", "",
+                  "| gold \\ predicted | " + " | ".join(r.labels) + " |", "|---|" + "---:|" * len(r.labels)]
+        lines += [f"| {g} | " + " | ".join(f"{c:,}" for c in row) + " |" for g, row in zip(r.labels, r.confusion)]
+        lines += ["", "## Accuracy by pair length (tokens with specials)", "",
+                  "| length | pairs | accuracy |", "|---|---:|---:|"]
+        lines += [f"| {b['range']} | {b['pairs']:,} | {b['accuracy']:.4f} |" for b in self.by_length]
+        lines += ["", "## Most confidently wrong", "", "| premise | hypothesis | gold | predicted | p |",
+                  "|---|---|---|---|---:|"]
+        lines += [f"| {_cell(e['premise'])} | {_cell(e['hypothesis'])} | {e['gold']} | {e['predicted']} | "
+                  f"{e['confidence']:.3f} |" for e in self.confident_errors]
+        return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _merge_to_two_classes(labels: list[str], probs: np.ndarray) -> np.ndarray:
+    """Entailment stays; every other label's probability goes to not_entailment."""
+    entail = labels.index("entailment")
+    merged = np.empty((len(probs), 2), dtype=probs.dtype)
+    merged[:, 0] = probs[:, entail]
+    merged[:, 1] = probs.sum(axis=1) - probs[:, entail]
+    return merged
+
+
+def evaluate(model: NLIModel, dataset: Dataset, *, two_class: bool = False, top_errors: int = 10) -> Evaluation:
+    """Score ``model`` on the labelled pairs of ``dataset``. ``two_class`` merges neutral and contradiction
+    into not_entailment (for RTE-style data); it must be asked for, never guessed."""
+    examples = [e for e in dataset.examples if e.label is not None]
+    if not examples:
+        raise DataError(dataset.name, "has no labelled pairs to evaluate on")
+    labels = list(model.labels)
+    pairs = model.encode([e.premise for e in examples], [e.hypothesis for e in examples])
+    logits = model.logits(pairs)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    if two_class and labels != TWO_CLASS:
+        if "entailment" not in labels:
+            raise DataError(dataset.name, f"cannot merge the model's labels {labels} into two classes")
+        probs, labels = _merge_to_two_classes(labels, probs), TWO_CLASS
+    gold_names = {e.label for e in examples}
+    if not gold_names <= set(labels):
+        hint = " (add --two-class to merge neutral and contradiction)" if "not_entailment" in gold_names else ""
+        raise DataError(dataset.name, f"labels {sorted(gold_names - set(labels))} are not among the model's "
+                                      f"{labels}{hint}")
+    gold = np.array([labels.index(e.label) for e in examples])
+    predicted = probs.argmax(axis=1)
+    report = ClassificationReport.from_predictions(labels, gold, predicted)
+    return Evaluation(dataset.name, report, dict(dataset.skipped),
+                      _confident_errors(examples, labels, gold, predicted, probs, top_errors),
+                      _accuracy_by_length(pairs.valid_lens, gold == predicted))
+
+
+def _confident_errors(examples, labels, gold, predicted, probs, top: int) -> list[dict]:
+    wrong = np.flatnonzero(gold != predicted)
+    confidence = probs[wrong, predicted[wrong]]
+    worst = wrong[np.argsort(-confidence, kind="stable")[:top]]
+    return [{"premise": examples[i].premise, "hypothesis": examples[i].hypothesis, "gold": labels[gold[i]],
+             "predicted": labels[predicted[i]], "confidence": float(probs[i, predicted[i]])} for i in worst]
+
+
+def _accuracy_by_length(lengths: np.ndarray, correct: np.ndarray) -> list[dict]:
+    rows, low = [], 0
+    for high in (*LENGTH_EDGES, np.inf):
+        inside = (lengths > low) & (lengths <= high)
+        if inside.any():
+            label = f"{low + 1}–{int(high)}" if np.isfinite(high) else f">{low}"
+            rows.append({"range": label, "pairs": int(inside.sum()), "accuracy": float(correct[inside].mean())})
+        low = high
+    return rows

@@ -1,0 +1,108 @@
+"""`NLIModel`: a fine-tuned classifier with its tokenizer and labels, ready to predict."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bertnli.data.batching import BatchPlan, inference_batches
+from bertnli.model import BERTClassifier
+from bertnli.runtime import DeviceBatch, autocast, autocast_dtype, pick_device
+from bertnli.text import EncodedPairs, Tokenizer, encode_pairs
+from bertnli.weights import load_classifier, save_classifier
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The predicted label and the probability of every label."""
+
+    label: str
+    probabilities: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "probabilities": self.probabilities}
+
+
+@torch.inference_mode()
+def batched_logits(
+    network: BERTClassifier,
+    pairs: EncodedPairs,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    plan: BatchPlan,
+) -> np.ndarray:
+    """Run ``network`` over all pairs in length-sorted batches; logits come back in the input order."""
+    was_training = network.training
+    network.eval()
+    out = np.empty((len(pairs), network.output.out_features), dtype=np.float32)
+    for index in inference_batches(pairs.valid_lens, plan):
+        batch = DeviceBatch.from_pairs(pairs.take(index), device)
+        with autocast(device, dtype):
+            logits = network(batch.token_ids, batch.segments, batch.valid_lens)
+        out[index] = logits.float().cpu().numpy()
+    network.train(was_training)
+    return out
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A run directory stands for the model it trained (``RUN/model``)."""
+    path = Path(path)
+    return path / "model" if (path / "model" / "config.json").is_file() else path
+
+
+class NLIModel:
+    """Load with `NLIModel.load(run_or_model_dir)`, then `predict([(premise, hypothesis), ...])`."""
+
+    def __init__(
+        self,
+        network: BERTClassifier,
+        tokenizer: Tokenizer,
+        labels: Sequence[str],
+        max_len: int = 128,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        batch_tokens: int = 65536,
+    ) -> None:
+        self.device = pick_device(device) if isinstance(device, str) else device
+        self.network = network.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.labels = list(labels)
+        self.max_len = max_len
+        self.dtype = autocast_dtype(self.device, precision)
+        self.plan = BatchPlan(batch_size=1024, max_tokens=batch_tokens)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> NLIModel:
+        saved = load_classifier(resolve_model_dir(path))
+        return cls(saved.model, saved.tokenizer, saved.labels, saved.max_len, device, precision)
+
+    def save(self, directory: str | Path) -> None:
+        save_classifier(Path(directory), self.network.cpu(), self.tokenizer, self.labels, self.max_len)
+        self.network.to(self.device)
+
+    def encode(self, premises: Sequence[str], hypotheses: Sequence[str]) -> EncodedPairs:
+        return encode_pairs(self.tokenizer, premises, hypotheses, self.max_len)
+
+    def logits(self, pairs: EncodedPairs) -> np.ndarray:
+        """Logits (pairs, labels) in the input order."""
+        return batched_logits(self.network, pairs, self.device, self.dtype, self.plan)
+
+    def predict_proba(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
+        """Probabilities (pairs, labels), columns in the order of ``self.labels``."""
+        logits = torch.from_numpy(self.logits(self.encode(premises, hypotheses)))
+        return torch.softmax(logits, dim=-1).numpy()
+
+    def predict(self, pairs: Iterable[tuple[str, str]]) -> list[Prediction]:
+        pairs = list(pairs)
+        if not pairs:
+            return []
+        premises, hypotheses = zip(*pairs)
+        probs = self.predict_proba(premises, hypotheses)
+        return [
+            Prediction(self.labels[int(row.argmax())], {k: float(v) for k, v in zip(self.labels, row)})
+            for row in probs
+        ]

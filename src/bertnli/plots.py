@@ -1,0 +1,101 @@
+"""PNG figures of a run: training curves, confusion matrix, per-class F1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from bertnli.training.metrics import ClassificationReport
+from bertnli.training.run import RunDir
+
+
+def plot_curves(run: RunDir, path: Path | None = None) -> Path:
+    """Loss and accuracy per logged step (thin) and per epoch (markers), side by side."""
+    records = list(run.metrics())
+    steps = [r for r in records if r.get("kind") == "step"]
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    if steps:
+        x = [r["step"] for r in steps]
+        loss_ax.plot(x, [r["loss"] for r in steps], lw=1, alpha=0.6, label="train loss (per log step)")
+        acc_ax.plot(x, [r["accuracy"] for r in steps], lw=1, alpha=0.6, label="train accuracy (per log step)")
+    if epochs:
+        x = [r["step"] for r in epochs]
+        loss_ax.plot(x, [r["train_loss"] for r in epochs], "o-", label="train loss (epoch)")
+        acc_ax.plot(x, [r["train_accuracy"] for r in epochs], "o-", label="train accuracy (epoch)")
+        if "eval_accuracy" in epochs[0]:
+            acc_ax.plot(x, [r["eval_accuracy"] for r in epochs], "s-", label="validation accuracy (epoch)")
+    loss_ax.set(xlabel="optimizer step", ylabel="cross-entropy", title="Loss")
+    acc_ax.set(xlabel="optimizer step", ylabel="accuracy", title="Accuracy", ylim=(0, 1))
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.suptitle(run.path.name)
+    fig.tight_layout()
+    return _save(fig, path or run.path / "curves.png")
+
+
+def plot_confusion(report: ClassificationReport, path: Path, title: str = "") -> Path:
+    """Confusion matrix, each row normalised to the gold label's share, counts in the cells."""
+    counts = report.confusion
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    k = len(report.labels)
+    fig, ax = plt.subplots(figsize=(1.6 * k + 2, 1.4 * k + 1.5))
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), n in np.ndenumerate(counts):
+        ax.text(j, i, f"{n:,}\n{share[i, j]:.0%}", ha="center", va="center",
+                color="white" if share[i, j] > 0.5 else "black", fontsize=9)
+    ax.set_xticks(range(k), report.labels, rotation=20)
+    ax.set_yticks(range(k), report.labels)
+    ax.set(xlabel="predicted", ylabel="gold", title=title or f"accuracy {report.accuracy:.3f}")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_class_scores(report: ClassificationReport, path: Path, title: str = "") -> Path:
+    """Precision, recall and F1 of each label as grouped bars."""
+    scores = report.per_class()
+    x = np.arange(len(scores))
+    fig, ax = plt.subplots(figsize=(2 + 1.8 * len(scores), 3.8))
+    for offset, metric in zip((-0.27, 0, 0.27), ("precision", "recall", "f1")):
+        values = [s[metric] for s in scores.values()]
+        bars = ax.bar(x + offset, values, width=0.26, label=metric)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(x, list(scores))
+    ax.set(ylim=(0, 1.1), title=title or "per-class scores")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_evaluation(evaluation, directory: Path, stem: str = "") -> list[Path]:
+    """Write ``{stem}evaluation.md/.json`` and the confusion-matrix and per-class-score figures."""
+    import json
+
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{stem}evaluation.md").write_text(evaluation.to_markdown(), encoding="utf-8")
+    (directory / f"{stem}evaluation.json").write_text(json.dumps(evaluation.to_dict(), indent=2), encoding="utf-8")
+    return [plot_confusion(evaluation.report, directory / f"{stem}confusion.png", title=evaluation.dataset),
+            plot_class_scores(evaluation.report, directory / f"{stem}class_scores.png", title=evaluation.dataset)]
+
+
+def report_from_json(path: Path) -> ClassificationReport:
+    """The scores saved in an ``evaluation.json``."""
+    import json
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return ClassificationReport(data["labels"], np.array(data["confusion"]))
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

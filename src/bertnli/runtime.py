@@ -1,0 +1,68 @@
+"""Where and how the network runs: device choice, precision, and moving packed pairs onto the device."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from bertnli.errors import ConfigError
+from bertnli.text.pairs import EncodedPairs
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` → the CUDA GPU when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for, but no CUDA GPU is visible")
+    return device
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype to use, or None for plain float32. ``auto`` → bf16 on GPUs that support it."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision != "auto":
+        raise ConfigError(f"unknown precision {precision!r}; choose auto, fp32 or bf16")
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass
+class DeviceBatch:
+    """One batch on the device. ``valid_lens`` is None when no row is padded (no mask needed)."""
+
+    token_ids: torch.Tensor
+    segments: torch.Tensor
+    valid_lens: torch.Tensor | None
+    size: int
+
+    @classmethod
+    def from_pairs(cls, pairs: EncodedPairs, device: torch.device) -> DeviceBatch:
+        pin = device.type == "cuda"
+
+        def move(array) -> torch.Tensor:
+            tensor = torch.from_numpy(array)
+            if pin:
+                tensor = tensor.pin_memory()
+            return tensor.to(device, non_blocking=pin)
+
+        padded = bool((pairs.valid_lens < pairs.token_ids.shape[1]).any())
+        return cls(
+            token_ids=move(pairs.token_ids),
+            segments=move(pairs.segments).int(),
+            valid_lens=move(pairs.valid_lens) if padded else None,
+            size=len(pairs),
+        )

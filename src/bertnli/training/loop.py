@@ -1,0 +1,387 @@
+"""The training loop: fine-tune a pretrained BERT on NLI pairs, evaluate every epoch, keep the best.
+
+Read `Trainer.fit` top to bottom: that is the method. Everything a resumed run needs (model, optimizer,
+schedule, RNG, position in the epoch, running sums) is in `Trainer.state_dict`, and the batches of an
+epoch are a pure function of (seed, epoch), so a run killed at any step resumes where it stopped.
+Under `torchrun`, each rank trains on its share of every global batch and rank 0 alone writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from bertnli.data.batching import BatchPlan, shard, training_batches
+from bertnli.data.example import D2L_LABELS, NLI_LABELS, Dataset
+from bertnli.errors import ConfigError, DataError, TrainingInterrupted
+from bertnli.inference import batched_logits
+from bertnli.model import BERTClassifier
+from bertnli.runtime import DeviceBatch, autocast, autocast_dtype, pick_device
+from bertnli.text import EncodedPairs, Tokenizer, encode_pairs
+from bertnli.training.config import TrainConfig
+from bertnli.training.metrics import ClassificationReport
+from bertnli.training.run import RunDir, dataset_fingerprint
+from bertnli.weights import load_pretrained, save_classifier
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    epochs: list[dict[str, Any]]
+    best_accuracy: float | None
+
+
+@dataclass
+class Progress:
+    """Where the run stands, and the running sums of the epoch in progress."""
+
+    epoch: int = 0
+    batch: int = 0  # batches of this epoch already trained
+    step: int = 0  # optimizer steps in all
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    train_seconds: float = 0.0
+    best_accuracy: float | None = None
+    stale_epochs: int = 0
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def choose_labels(dataset: Dataset, recipe: str) -> list[str]:
+    """The label order a new model gets: NLI's three classes (d2l's order for the d2l recipe),
+    two-class RTE-style labels, or the sorted names found in the data."""
+    found = set(dataset.label_counts())
+    if not found:
+        raise DataError(dataset.name, "the training data has no labelled pairs")
+    if found <= set(NLI_LABELS):
+        return list(D2L_LABELS if recipe == "d2l" else NLI_LABELS)
+    if found <= {"entailment", "not_entailment"}:
+        return ["entailment", "not_entailment"]
+    return sorted(found)
+
+
+def gold_indices(dataset: Dataset, labels: list[str]) -> np.ndarray:
+    index = {name: i for i, name in enumerate(labels)}
+    unknown = {e.label for e in dataset.examples} - set(index)
+    if unknown:
+        raise DataError(dataset.name, f"labels {sorted(map(str, unknown))} are not among the model's {labels}")
+    return np.fromiter((index[e.label] for e in dataset.examples), dtype=np.int64, count=len(dataset))
+
+
+def encode_dataset(dataset: Dataset, tokenizer: Tokenizer, max_len: int) -> EncodedPairs:
+    return encode_pairs(
+        tokenizer, [e.premise for e in dataset.examples], [e.hypothesis for e in dataset.examples], max_len
+    )
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """Adam (d2l) or AdamW with no weight decay on biases and LayerNorm weights (fine-tuning)."""
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "norm" in n]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    fused = {"fused": True} if device.type == "cuda" else {}
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, **fused)
+    return torch.optim.AdamW(groups, lr=cfg.lr, **fused)
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    """Constant, or linear warm-up over ``warmup_ratio`` of the steps then linear decay to zero."""
+    warmup = int(cfg.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if cfg.schedule == "constant":
+            return 1.0
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, local rank, world size), starting the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    if dist.is_initialized():
+        return dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size()
+    return 0, 0, 1
+
+
+class Trainer:
+    """Holds the model, data and optimizer of one run. `fit()` trains; files go to ``run``."""
+
+    def __init__(self, cfg: TrainConfig, train_set: Dataset, eval_set: Dataset | None, run_dir: str | Path,
+                 *, resume: bool = False, overwrite: bool = False, progress: bool = True,
+                 source: dict[str, Any] | None = None) -> None:
+        self.run = RunDir(run_dir)
+        if resume:
+            cfg = TrainConfig.from_dict(self.run.read_config()["train"])
+        self.cfg, self.show_progress = cfg, progress
+        self.rank, local_rank, self.world = _distributed()
+        device = pick_device(cfg.device)
+        if device.type == "cuda" and self.world > 1:
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        self.device, self.dtype = device, autocast_dtype(device, cfg.precision)
+        torch.manual_seed(cfg.seed)
+
+        pretrained = load_pretrained(cfg.model, num_heads=cfg.num_heads)
+        self.tokenizer = pretrained.tokenizer
+        self.labels = choose_labels(train_set, cfg.recipe)
+        self.model = BERTClassifier.from_pretrained(pretrained.model, len(self.labels)).to(device)
+        self.wrapped = (
+            DistributedDataParallel(self.model, device_ids=[device] if device.type == "cuda" else None)
+            if self.world > 1 else self.model
+        )
+        self.step_model = torch.compile(self.wrapped) if cfg.compile else self.wrapped
+
+        self.train_pairs = encode_dataset(train_set, self.tokenizer, cfg.max_len)
+        self.train_gold = gold_indices(train_set, self.labels)
+        self.eval_set = eval_set
+        self.eval_pairs = encode_dataset(eval_set, self.tokenizer, cfg.max_len) if eval_set else None
+        self.eval_gold = gold_indices(eval_set, self.labels) if eval_set else None
+        self.plan = BatchPlan(cfg.batch_size * self.world, cfg.max_tokens)
+        self.eval_plan = BatchPlan(4096, cfg.eval_batch_tokens)
+        self.batches_per_epoch = len(training_batches(self.train_pairs.valid_lens, self.plan, cfg.seed, 0))
+        steps = math.ceil(self.batches_per_epoch / cfg.grad_accum) * cfg.epochs
+        self.optimizer = build_optimizer(self.model, cfg, device)
+        self.schedule = build_schedule(self.optimizer, cfg, steps)
+        self.progress = Progress()
+        self.stop_requested = False
+        self.board = None
+
+        if resume:
+            self.load_state_dict(self.run.load_checkpoint())
+            if self.rank == 0:
+                self.run.truncate_metrics(self.progress.step)
+        elif self.rank == 0:
+            data = {"train": _describe(train_set), "eval": _describe(eval_set) if eval_set else None,
+                    "source": source}
+            self.run.start({**cfg.to_dict(), "labels": self.labels}, data, overwrite=overwrite)
+
+    # ---- the method ---------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        p = self.progress
+        with self._stop_on_ctrl_c():
+            while p.epoch < self.cfg.epochs:
+                self.train_epoch()
+                record = self.end_epoch()
+                if self.cfg.early_stopping and p.stale_epochs >= self.cfg.early_stopping:
+                    self.log({"kind": "early_stop", "epoch": record["epoch"], "step": p.step})
+                    break
+        if self.rank == 0:
+            self.write_reports()
+        return TrainResult(self.run.path, p.epochs, p.best_accuracy)
+
+    def write_reports(self) -> None:
+        """Curves, and the best model's evaluation (Markdown, JSON, confusion matrix, per-class scores)."""
+        from bertnli.evaluation import evaluate
+        from bertnli.inference import NLIModel
+        from bertnli.plots import plot_curves, plot_evaluation
+
+        plot_curves(self.run)
+        if self.eval_set is not None:
+            best = NLIModel.load(self.run.model_dir, device=str(self.device), precision=self.cfg.precision)
+            plot_evaluation(evaluate(best, self.eval_set), self.run.path)
+
+    def train_epoch(self) -> None:
+        p, cfg = self.progress, self.cfg
+        batches = training_batches(self.train_pairs.valid_lens, self.plan, cfg.seed, p.epoch)
+        self.model.train()
+        bar = tqdm(total=len(batches), initial=p.batch, desc=f"epoch {p.epoch + 1}/{cfg.epochs}",
+                   unit="batch", disable=not self.show_progress or self.rank != 0, leave=False)
+        running = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss sum, correct, pairs
+        started = time.perf_counter()
+        while p.batch < len(batches):
+            group = batches[p.batch : p.batch + cfg.grad_accum]
+            running += self.optimizer_step(group)
+            p.batch += len(group)
+            p.step += 1
+            bar.update(len(group))
+            checkpoint = (cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0) or self.stop_requested
+            if checkpoint or p.step % cfg.log_every == 0 or p.batch == len(batches):
+                self._absorb(running, time.perf_counter() - started)
+                running.zero_()
+                started = time.perf_counter()
+                bar.set_postfix(loss=f"{p.loss_sum / max(p.seen, 1):.4f}", acc=f"{p.correct / max(p.seen, 1):.3f}")
+            if checkpoint and p.batch < len(batches):
+                self.save_checkpoint()
+            if self.stop_requested:
+                bar.close()
+                raise TrainingInterrupted(self.run.path)
+        bar.close()
+
+    def optimizer_step(self, group: list[np.ndarray]) -> torch.Tensor:
+        """Forward and backward over ``group`` (one batch, or several when accumulating), then one update.
+        Returns (loss sum, correct, pairs) on the device: nothing here waits for the GPU."""
+        total = sum(len(b) for b in group)
+        sums = torch.zeros(3, device=self.device, dtype=torch.float64)
+        for i, global_batch in enumerate(group):
+            index = shard(global_batch, self.rank, self.world)
+            batch = DeviceBatch.from_pairs(self.train_pairs.take(index), self.device)
+            gold = torch.from_numpy(self.train_gold[index]).to(self.device, non_blocking=True)
+            sync = i == len(group) - 1 or self.world == 1
+            with self._maybe_no_sync(sync), autocast(self.device, self.dtype):
+                logits = self.step_model(batch.token_ids, batch.segments, batch.valid_lens)
+                loss_sum = F.cross_entropy(logits.float(), gold, reduction="sum")
+            (loss_sum * (self.world / total)).backward()
+            sums += torch.stack([loss_sum.detach().double(), (logits.argmax(-1) == gold).sum().double(),
+                                 torch.tensor(float(len(index)), device=self.device, dtype=torch.float64)])
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.schedule.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return sums
+
+    def end_epoch(self) -> dict[str, Any]:
+        p = self.progress
+        record: dict[str, Any] = {
+            "kind": "epoch", "epoch": p.epoch + 1, "step": p.step,
+            "train_loss": p.loss_sum / max(p.seen, 1), "train_accuracy": p.correct / max(p.seen, 1),
+            "pairs_per_second": p.seen / max(p.train_seconds, 1e-9), "train_seconds": p.train_seconds,
+        }
+        if self.eval_pairs is not None:
+            report = self.evaluate()
+            record.update(eval_accuracy=report.accuracy, eval_macro_f1=report.macro_f1())
+        accuracy = record.get("eval_accuracy", record["train_accuracy"])
+        improved = p.best_accuracy is None or accuracy > p.best_accuracy
+        p.best_accuracy = accuracy if improved else p.best_accuracy
+        p.stale_epochs = 0 if improved else p.stale_epochs + 1
+        record["best"] = improved
+        p.epochs.append(record)
+        self.log(record)
+        if improved and self.rank == 0:
+            save_classifier(self.run.model_dir, self.model, self.tokenizer, self.labels, self.cfg.max_len,
+                            extra={"trained": {"epoch": p.epoch + 1, "step": p.step, "accuracy": accuracy}})
+        p.epoch, p.batch = p.epoch + 1, 0
+        p.loss_sum, p.correct, p.seen, p.train_seconds = 0.0, 0, 0, 0.0
+        self.save_checkpoint()
+        return record
+
+    def evaluate(self) -> ClassificationReport:
+        logits = batched_logits(self.model, self.eval_pairs, self.device, self.dtype, self.eval_plan)
+        return ClassificationReport.from_predictions(self.labels, self.eval_gold, logits.argmax(-1))
+
+    # ---- bookkeeping ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _stop_on_ctrl_c(self):
+        """The first Ctrl-C asks the loop to stop after the current step and save; a second one kills."""
+        self.stop_requested = False
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def request_stop(signum, frame):
+            self.stop_requested = True
+            signal.signal(signal.SIGINT, previous)
+
+        previous = signal.signal(signal.SIGINT, request_stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _absorb(self, running: torch.Tensor, seconds: float) -> None:
+        """Fold the running sums (read from the device here, every ``log_every`` steps) into the epoch."""
+        if self.world > 1:
+            dist.all_reduce(running)
+        loss_sum, correct, seen = running.tolist()
+        p = self.progress
+        p.loss_sum, p.correct, p.seen = p.loss_sum + loss_sum, p.correct + int(correct), p.seen + int(seen)
+        p.train_seconds += seconds
+        self.log({"kind": "step", "epoch": p.epoch + 1, "step": p.step, "loss": loss_sum / max(seen, 1),
+                  "accuracy": correct / max(seen, 1), "lr": self.schedule.get_last_lr()[0],
+                  "pairs_per_second": seen / max(seconds, 1e-9)})
+
+    def _maybe_no_sync(self, sync: bool):
+        if sync or self.world == 1:
+            return contextlib.nullcontext()
+        return self.wrapped.no_sync()
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self.rank != 0:
+            return
+        self.run.log(record)
+        if self.cfg.tensorboard:
+            if self.board is None:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.board = SummaryWriter(str(self.run.path / "tensorboard"))
+            for key, value in record.items():
+                if isinstance(value, float):
+                    self.board.add_scalar(f"{record['kind']}/{key}", value, record["step"])
+            self.board.flush()
+
+    def save_checkpoint(self) -> None:
+        if self.rank == 0:
+            self.run.save_checkpoint(self.state_dict())
+        if self.world > 1:
+            dist.barrier()
+
+    def state_dict(self) -> dict[str, Any]:
+        p = self.progress
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "progress": {k: v for k, v in vars(p).items()},
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.progress = Progress(**state["progress"])
+        torch.set_rng_state(state["rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def _describe(dataset: Dataset) -> dict[str, Any]:
+    return {"name": dataset.name, "pairs": len(dataset), "labels": dict(dataset.label_counts()),
+            "skipped": dict(dataset.skipped), "sha256": dataset_fingerprint(dataset)}
+
+
+def train(
+    cfg: TrainConfig,
+    train_set: Dataset,
+    eval_set: Dataset | None,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    source: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Fine-tune ``cfg.model`` on ``train_set``, evaluating on ``eval_set`` each epoch; files in ``run_dir``.
+
+    ``source`` records how the data was chosen (the CLI's options), so `--resume` can read it again.
+    With ``resume``, the settings come from the run's config.json and ``cfg`` is ignored."""
+    if len(train_set) == 0:
+        raise ConfigError(f"the training data {train_set.name} is empty")
+    trainer = Trainer(cfg, train_set, eval_set, run_dir, resume=resume, overwrite=overwrite, progress=progress,
+                      source=source)
+    return trainer.fit()

@@ -1,0 +1,56 @@
+"""Classification metrics: accuracy, confusion matrix, per-class precision / recall / F1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class ClassificationReport:
+    """Scores of predicted against gold label indices over ``labels``."""
+
+    labels: list[str]
+    confusion: np.ndarray  # [gold, predicted] counts
+
+    @classmethod
+    def from_predictions(cls, labels: list[str], gold: np.ndarray, predicted: np.ndarray) -> ClassificationReport:
+        k = len(labels)
+        confusion = np.bincount(np.asarray(gold) * k + np.asarray(predicted), minlength=k * k).reshape(k, k)
+        return cls(list(labels), confusion)
+
+    @property
+    def total(self) -> int:
+        return int(self.confusion.sum())
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.trace(self.confusion) / max(self.total, 1))
+
+    def per_class(self) -> dict[str, dict[str, float]]:
+        """precision, recall, f1 and support of each label."""
+        tp = np.diag(self.confusion).astype(float)
+        predicted = self.confusion.sum(axis=0)
+        support = self.confusion.sum(axis=1)
+        precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+        recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+        denom = precision + recall
+        f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+        return {
+            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for label, p, r, f, s in zip(self.labels, precision, recall, f1, support)
+        }
+
+    def macro_f1(self) -> float:
+        return float(np.mean([c["f1"] for c in self.per_class().values()]))
+
+    def to_dict(self) -> dict:
+        return {
+            "accuracy": self.accuracy,
+            "macro_f1": self.macro_f1(),
+            "total": self.total,
+            "labels": self.labels,
+            "per_class": self.per_class(),
+            "confusion": self.confusion.tolist(),
+        }

@@ -1,0 +1,139 @@
+"""The run directory: the unit of work. Every file in it is written atomically (temporary file, rename).
+
+    RUN/config.json          every setting, library versions, data fingerprints
+    RUN/metrics.jsonl        one JSON object per logged step and per epoch
+    RUN/checkpoint.pt        the last training state (model, optimizer, schedule, RNG, position)
+    RUN/model/               the best model so far, in bertnli's own format (`NLIModel.load(RUN)`)
+    RUN/curves.png           loss and accuracy curves
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bertnli.data.example import Dataset
+from bertnli.errors import CheckpointError, ConfigError
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename the result over ``path``: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dataset_fingerprint(dataset: Dataset) -> str:
+    """sha256 of the examples' text and labels: the same data gives the same fingerprint."""
+    digest = hashlib.sha256()
+    for e in dataset.examples:
+        digest.update(f"{e.premise}\t{e.hypothesis}\t{e.label}\n".encode())
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    import tokenizers
+
+    import bertnli
+
+    return {
+        "bertnli": bertnli.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "tokenizers": tokenizers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+class RunDir:
+    """Reads and writes the files of one run directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+    def start(self, config: dict[str, Any], data: dict[str, Any], overwrite: bool = False) -> None:
+        """Create the run, refusing to overwrite a run that already has a checkpoint or model."""
+        if not overwrite and (self.checkpoint_path.exists() or self.model_dir.exists()):
+            raise ConfigError(
+                f"{self.path} already holds a run; resume it with --resume {self.path}, "
+                "choose another --out, or pass --overwrite"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.metrics_path.unlink(missing_ok=True)
+        record = {"train": config, "data": data, "versions": library_versions()}
+        self.write_json(self.config_path, record)
+
+    def read_config(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.config_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{self.path} is not a run directory (no config.json)") from None
+        except ValueError as exc:
+            raise CheckpointError(self.config_path, f"not valid JSON: {exc}") from None
+
+    @staticmethod
+    def write_json(path: Path, data: Any) -> None:
+        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one line to metrics.jsonl (one write call: a crash leaves whole lines)."""
+        with self.metrics_path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def metrics(self) -> Iterator[dict[str, Any]]:
+        if not self.metrics_path.exists():
+            return
+        with self.metrics_path.open(encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    yield json.loads(line)
+
+    def truncate_metrics(self, keep_step: int) -> None:
+        """Drop records logged after ``keep_step`` (they belong to work a resume will redo)."""
+        kept = [r for r in self.metrics() if r.get("step", 0) <= keep_step]
+        atomic_write(
+            self.metrics_path,
+            lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8"),
+        )
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        if not self.checkpoint_path.exists():
+            raise ConfigError(f"{self.path} has no checkpoint.pt to resume from")
+        try:
+            return torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several types for a damaged file
+            raise CheckpointError(self.checkpoint_path, f"cannot read checkpoint: {exc}") from None
