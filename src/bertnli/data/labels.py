@@ -1,0 +1,85 @@
+"""Label names, label-number mappings, and the 3-class → 2-class merge.
+
+Files are read by label *name*. Numbers are accepted only through an explicit mapping, because
+different tools number the classes differently (d2l: entailment 0, contradiction 1, neutral 2;
+GLUE / Hugging Face: entailment 0, neutral 1, contradiction 2) and a mixed-up order fails silently.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from bertnli.data.example import D2L_LABELS, NLI_LABELS, Dataset, Example
+from bertnli.errors import ConfigError
+
+#: Every label name a reader accepts (lower case); ``not_entailment`` is the 2-class RTE label.
+KNOWN_LABELS: tuple[str, ...] = (*NLI_LABELS, "not_entailment")
+#: Label values that mean "no gold label" (SNLI/MultiNLI ``-``; -1 in Hugging Face exports): rows dropped.
+NO_GOLD_LABELS: frozenset[str] = frozenset({"-", "-1"})
+#: Named number → name mappings for ``label_map``.
+LABEL_PRESETS: dict[str, dict[str, str]] = {
+    "glue": {str(i): name for i, name in enumerate(NLI_LABELS)},
+    "d2l": {str(i): name for i, name in enumerate(D2L_LABELS)},
+}
+#: How 3-class labels map onto the 2-class (RTE) task.
+TWO_CLASS_MAP: dict[str, str] = {
+    "entailment": "entailment",
+    "neutral": "not_entailment",
+    "contradiction": "not_entailment",
+    "not_entailment": "not_entailment",
+}
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d*)?")
+
+
+def resolve_label_map(label_map: Mapping[str | int, str] | str | None) -> dict[str, str] | None:
+    """A preset name ("glue", "d2l") or a mapping of raw label → label name, as {str: lower-case name}."""
+    if label_map is None:
+        return None
+    if isinstance(label_map, str):
+        if label_map.lower() not in LABEL_PRESETS:
+            raise ConfigError(f"unknown label mapping {label_map!r}; presets: {', '.join(LABEL_PRESETS)}")
+        return dict(LABEL_PRESETS[label_map.lower()])
+    resolved = {str(raw).strip(): str(name).strip().lower() for raw, name in label_map.items()}
+    unknown = sorted(set(resolved.values()) - set(KNOWN_LABELS))
+    if unknown:
+        raise ConfigError(f"label mapping targets unknown label(s) {', '.join(unknown)}; use {', '.join(KNOWN_LABELS)}")
+    return resolved
+
+
+def parse_label(raw: str, label_map: Mapping[str, str] | None = None) -> str | None:
+    """The lower-case label name for a raw value, or None for "no gold label" (``-``, ``-1``).
+
+    ``label_map`` (already resolved) is tried first, then the known names in any case. Raises ValueError
+    with a message meant for the user when the value cannot be read.
+    """
+    raw = raw.strip()
+    if label_map and raw in label_map:
+        return label_map[raw]
+    if raw.lower() in KNOWN_LABELS:
+        return raw.lower()
+    if raw in NO_GOLD_LABELS:
+        return None
+    if not raw:
+        raise ValueError("empty label")
+    if _NUMBER.fullmatch(raw):
+        if label_map:
+            raise ValueError(f"label {raw!r} is not in the label mapping (it maps {', '.join(label_map)})")
+        raise ValueError(
+            f"label {raw!r} is a number, and label numbers are ambiguous (d2l: entailment 0, contradiction 1, "
+            "neutral 2; GLUE / Hugging Face: entailment 0, neutral 1, contradiction 2). Pass a label mapping: "
+            "label_map='glue', label_map='d2l', or explicitly, e.g. "
+            "{'0': 'entailment', '1': 'neutral', '2': 'contradiction'}"
+        )
+    raise ValueError(
+        f"unknown label {raw!r}; known labels are {', '.join(KNOWN_LABELS)} (pass a label mapping for others)"
+    )
+
+
+def merge_to_two_classes(dataset: Dataset) -> Dataset:
+    """Neutral and contradiction become ``not_entailment``: for 3-class models on 2-class (RTE) data."""
+    examples = [
+        Example(e.premise, e.hypothesis, TWO_CLASS_MAP[e.label] if e.label else None, e.genre) for e in dataset.examples
+    ]
+    return Dataset(f"{dataset.name}[2-class]", examples, dataset.skipped.copy())

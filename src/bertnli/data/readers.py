@@ -1,0 +1,428 @@
+"""Read NLI data into `Dataset`s: SNLI / MultiNLI (zip, folder, jsonl, txt), SICK, GLUE RTE, and generic
+CSV / TSV / JSONL files with any column names.
+
+Every problem in a file is a DataError naming the file and its 1-based line; rows left out on purpose
+(no gold label) are counted in ``Dataset.skipped``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import zipfile
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import chain
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from bertnli.data.download import DATASETS, cached_path, data_cache_dir, remote_dataset
+from bertnli.data.example import Dataset, Example
+from bertnli.data.labels import parse_label, resolve_label_map
+from bertnli.errors import ConfigError, DataError
+
+FORMATS = ("jsonl", "csv", "tsv")
+ROLES = ("premise", "hypothesis", "label", "genre")
+#: Columns tried, in order, for each role that ``columns`` does not name.
+DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "premise": ("premise", "sentence1", "sentence_A"),
+    "hypothesis": ("hypothesis", "sentence2", "sentence_B"),
+    "label": ("gold_label", "label", "entailment_label", "entailment_judgment"),
+    "genre": ("genre",),
+}
+#: What ``d2l_text=True`` reads instead: the binary parses, as d2l's ``read_snli`` does.
+D2L_COLUMNS = {"premise": "sentence1_binary_parse", "hypothesis": "sentence2_binary_parse"}
+#: SICK's column naming the SemEval-2014 part of each pair (TRAIN, TRIAL, TEST).
+SICK_SET_COLUMN = "SemEval_set"
+#: Split names recognised at the end of a file name (``snli_1.0_dev.jsonl``, ``RTE/train.tsv``).
+SPLIT_NAMES = ("dev_mismatched", "dev_matched", "validation", "train", "trial", "test", "dev")
+
+_SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}
+#: Data-file suffixes, most preferred first when one split comes in several forms.
+_DATA_SUFFIXES = (".jsonl", ".ndjson", ".tsv", ".txt", ".csv")
+_SPACES = re.compile(r"\s{2,}")
+
+Columns = Mapping[str, "str | None"]
+_Rows = Iterator[tuple[int, Mapping[str, Any]]]
+
+
+@dataclass(frozen=True)
+class _Options:
+    format: str | None
+    columns: Mapping[str, str | None]
+    label_map: dict[str, str] | None
+    d2l_text: bool
+    parts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Fields:
+    premise: str
+    hypothesis: str
+    label: str | None
+    genre: str | None
+
+
+def read_dataset(
+    source: str | Path,
+    *,
+    split: str | None = None,
+    format: str | None = None,
+    columns: Columns | None = None,
+    label_map: Mapping[str | int, str] | str | None = None,
+    d2l_text: bool = False,
+    sick_set: str | Iterable[str] | None = None,
+) -> Dataset:
+    """Read NLI examples from a file, a folder, a zip archive, or a downloaded dataset.
+
+    ``source``: a data file (.jsonl, .tsv, .txt, .csv; others are recognised by their first line); a zip
+    or folder, with ``split`` choosing the file (``train`` picks ``snli_1.0_train.jsonl``, ``RTE/train.tsv``,
+    jsonl preferred; an exact member name also works); ``"path:split"``; or a dataset name
+    (``"snli"``, ``"snli:dev"``) already fetched by `download` — nothing is downloaded here; a path
+    that exists wins over a dataset name.
+    ``format``: jsonl, csv or tsv, overriding detection. ``columns``: {role: column} for the roles premise,
+    hypothesis, label (None: unlabelled) and genre; roles left out are found among `DEFAULT_COLUMNS`.
+    ``label_map``: raw label → name, or the preset "glue" / "d2l"; needed for numeric labels.
+    ``d2l_text``: read the binary-parse columns with brackets removed, as d2l does, instead of raw text.
+    ``sick_set``: keep only these SemEval_set parts (TRAIN, TRIAL, TEST); for a single file ``split``
+    does the same.
+    """
+    options = _options(format, columns, label_map, d2l_text, sick_set)
+    path, split = _locate(source, split)
+    if path.is_dir():
+        files = {p.relative_to(path).as_posix(): p for p in sorted(path.rglob("*")) if p.is_file()}
+        member, split = _pick(list(files), split, path)
+        file = files[member]
+        return _read_one(lambda: file.open("rb"), str(file), _name(file), split, options)
+    if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
+        return _read_zip(path, split, options)
+    return _read_one(lambda: path.open("rb"), str(path), _name(path), split, options)
+
+
+def _options(
+    format: str | None,
+    columns: Columns | None,
+    label_map: Mapping[str | int, str] | str | None,
+    d2l_text: bool,
+    sick_set: str | Iterable[str] | None,
+) -> _Options:
+    if format is not None and format.lower() not in FORMATS:
+        raise ConfigError(f"unknown data format {format!r}; use one of {', '.join(FORMATS)}")
+    columns = dict(columns or {})
+    unknown = sorted(set(columns) - set(ROLES))
+    if unknown:
+        raise ConfigError(f"unknown column role(s) {', '.join(unknown)}; roles are {', '.join(ROLES)}")
+    parts = (sick_set,) if isinstance(sick_set, str) else tuple(sick_set or ())
+    return _Options(
+        format and format.lower(),
+        columns,
+        resolve_label_map(label_map),
+        d2l_text,
+        tuple(p.upper() for p in parts),
+    )
+
+
+def _locate(source: str | Path, split: str | None) -> tuple[Path, str | None]:
+    """The path to read and the split, from a path, ``path:split``, a dataset name or ``name:split``."""
+    path = original = Path(source)
+    if path.exists():
+        return path, split
+    text = str(source)
+    head, sep, tail = text.rpartition(":")
+    if sep and tail and not {"/", "\\"} & set(tail):
+        if split is not None and split != tail:
+            raise ConfigError(f"{text!r} names split {tail!r} but split={split!r} was also given")
+        text, split, path = head, tail, Path(head)
+        if path.exists():
+            return path, split
+    if text.lower() in DATASETS:
+        cached = cached_path(text)
+        if cached is None:
+            entry = remote_dataset(text)
+            raise DataError(
+                data_cache_dir() / entry.filename,
+                f"{text} is not downloaded: run `bertnli data download {text.lower()}`, "
+                f"or pass local files instead ({entry.local_example})",
+            )
+        return cached, split
+    raise DataError(original, "no such file or folder")
+
+
+def _read_zip(path: Path, split: str | None, options: _Options) -> Dataset:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member, split = _pick(archive.namelist(), split, path)
+            name = _name(PurePosixPath(path.stem) / member)
+            return _read_one(lambda: archive.open(member), f"{path}/{member}", name, split, options)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise DataError(path, f"not a readable zip archive ({e})") from None
+
+
+def _pick(names: Sequence[str], split: str | None, where: Path) -> tuple[str, str | None]:
+    """The data file in a zip or folder for ``split``, and the split if that file still has to apply it."""
+    data = [n for n in names if _is_data_file(n)]
+    if not data:
+        raise DataError(where, f"holds no data files ({', '.join(_DATA_SUFFIXES)})")
+    if split is None:
+        if len(data) == 1:
+            return data[0], None
+        raise DataError(where, f"holds several data files; choose one with a split ({_contents(data)})")
+    chosen = [n for n in data if split in (n, PurePosixPath(n).name)]
+    chosen = chosen or [n for n in data if _split_of(n) == split.lower()]
+    if chosen:
+        return min(chosen, key=lambda n: _DATA_SUFFIXES.index(PurePosixPath(n).suffix.lower())), None
+    if len(data) == 1:  # one file holding several parts, like SICK.txt
+        return data[0], split
+    raise DataError(where, f"has no split {split!r} ({_contents(data)})")
+
+
+def _is_data_file(name: str) -> bool:
+    path = PurePosixPath(name)
+    return (
+        path.suffix.lower() in _DATA_SUFFIXES
+        and not any(part.startswith(".") or part == "__MACOSX" for part in path.parts)
+        and not path.stem.lower().startswith(("readme", "license"))
+    )
+
+
+def _split_of(name: str) -> str | None:
+    stem = PurePosixPath(name).stem.lower()
+    return next((s for s in SPLIT_NAMES if stem == s or stem.endswith("_" + s)), None)
+
+
+def _contents(names: Sequence[str]) -> str:
+    splits = sorted({s for s in map(_split_of, names) if s})
+    return f"splits: {', '.join(splits)}" if splits else f"files: {', '.join(names)}"
+
+
+def _name(path: PurePosixPath | Path) -> str:
+    """``snli_1.0_dev`` for snli_1.0_dev.jsonl; ``rte/train`` for rte/train.tsv."""
+    if path.stem.lower() in SPLIT_NAMES and path.parent.name:
+        return f"{path.parent.name}/{path.stem}"
+    return path.stem
+
+
+def _read_one(
+    open_stream: Callable[[], IO[bytes]], display: str, name: str, split: str | None, options: _Options
+) -> Dataset:
+    """Read one data file; a ``split`` left over selects SICK parts, like ``sick_set``."""
+    if split is not None and options.parts:
+        raise ConfigError(f"give split or sick_set, not both (split={split!r}, sick_set={options.parts})")
+    parts = options.parts or ((split.upper(),) if split else ())
+    try:
+        stream = open_stream()
+    except OSError as e:
+        raise DataError(display, f"cannot read ({e.strerror})") from None
+    with stream:
+        lines = _decode(stream, display)
+        first = next(lines, None)
+        if first is None:
+            raise DataError(display, "empty file")
+        fmt = options.format or _detect(display, first)
+        header, rows = _ROW_READERS[fmt](chain([first], lines), display)
+        examples, skipped = _examples(header, rows, display, options, parts)
+    if parts:
+        name += f"[{'+'.join(parts)}]"
+    return Dataset(name, examples, skipped)
+
+
+def _decode(stream: IO[bytes], display: str) -> Iterator[str]:
+    """The lines of ``stream`` as text, line endings kept; DataError on bytes that are not UTF-8."""
+    for n, raw in enumerate(stream, 1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            problem = f"not UTF-8 text (byte 0x{raw[e.start]:02x} at position {e.start + 1})"
+            raise DataError(display, problem, n) from None
+        yield text.removeprefix("\ufeff") if n == 1 else text
+
+
+def _detect(display: str, first_line: str) -> str:
+    """The format from the file suffix, or else from its first line."""
+    fmt = _SUFFIX_FORMATS.get(PurePosixPath(display).suffix.lower())
+    head = first_line.lstrip()
+    if fmt:
+        return fmt
+    if head.startswith("{"):
+        return "jsonl"
+    if "\t" in head:
+        return "tsv"
+    if "," in head:
+        return "csv"
+    raise DataError(
+        display,
+        f"cannot tell the format (not JSON lines, tab- or comma-separated); pass format= {' / '.join(FORMATS)}",
+    )
+
+
+def _jsonl_rows(lines: Iterator[str], display: str) -> tuple[None, _Rows]:
+    def rows() -> _Rows:
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(display, f"not valid JSON ({e.msg} at column {e.colno})", n) from None
+            if not isinstance(record, dict):
+                raise DataError(display, f"expected a JSON object, found {type(record).__name__}", n)
+            yield n, record
+
+    return None, rows()
+
+
+def _tsv_rows(lines: Iterator[str], display: str) -> tuple[list[str], _Rows]:
+    """Tab-separated with a header; quotes are plain text (GLUE and SNLI text contains them)."""
+    header = next(lines).rstrip("\r\n").split("\t")
+
+    def rows() -> _Rows:
+        for n, line in enumerate(lines, 2):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            fields = line.split("\t")
+            if len(fields) != len(header):
+                problem = f"{len(fields)} tab-separated fields where the header has {len(header)}"
+                raise DataError(display, problem, n)
+            yield n, dict(zip(header, fields))
+
+    return header, rows()
+
+
+def _csv_rows(lines: Iterator[str], display: str) -> tuple[list[str], _Rows]:
+    """Comma-separated with a header, quoted as the csv module (and spreadsheets) write it."""
+    reader = csv.reader(lines, strict=True)
+
+    def advance() -> list[str] | None:
+        try:
+            return next(reader, None)
+        except csv.Error as e:
+            raise DataError(display, f"malformed CSV ({e})", reader.line_num) from None
+
+    header = advance() or []
+
+    def rows() -> _Rows:
+        start = reader.line_num + 1
+        while (fields := advance()) is not None:
+            if fields and len(fields) != len(header):
+                problem = f"{len(fields)} comma-separated fields where the header has {len(header)}"
+                raise DataError(display, problem, start)
+            if fields:
+                yield start, dict(zip(header, fields))
+            start = reader.line_num + 1
+
+    return header, rows()
+
+
+_ROW_READERS = {"jsonl": _jsonl_rows, "tsv": _tsv_rows, "csv": _csv_rows}
+
+
+def _examples(
+    header: list[str] | None, rows: _Rows, display: str, options: _Options, parts: tuple[str, ...]
+) -> tuple[list[Example], Counter[str]]:
+    fields = None if header is None else _resolve(header, options, parts, display, 1)
+    examples: list[Example] = []
+    skipped: Counter[str] = Counter()
+    seen_parts: set[str] = set()
+    for n, record in rows:
+        fields = fields or _resolve(list(record), options, parts, display, n)
+        if parts:
+            part = _text(record, SICK_SET_COLUMN, display, n).upper()
+            seen_parts.add(part)
+            if part not in parts:
+                continue
+        example = _example(record, fields, options, display, n)
+        if example.label is None and fields.label is not None:
+            skipped[f"no gold label ({str(record[fields.label]).strip()})"] += 1
+        else:
+            examples.append(example)
+    missing = [p for p in parts if p not in seen_parts]
+    if missing:
+        found = ", ".join(sorted(seen_parts)) or "none"
+        raise DataError(display, f"no rows with {SICK_SET_COLUMN} {', '.join(missing)} (found: {found})")
+    if not examples:
+        raise DataError(display, "holds no examples" + (f" (skipped: {dict(skipped)})" if skipped else ""))
+    return examples, skipped
+
+
+def _resolve(available: list[str], options: _Options, parts: tuple[str, ...], display: str, line: int) -> _Fields:
+    """Which column plays which role, from ``columns``, ``d2l_text`` and `DEFAULT_COLUMNS`."""
+    chosen = {role: _column(role, available, options, display, line) for role in ROLES}
+    for role in ("premise", "hypothesis"):
+        if chosen[role] is None:
+            raise DataError(
+                display,
+                f"cannot tell which column holds the {role} (tried {', '.join(DEFAULT_COLUMNS[role])}; "
+                f"columns: {', '.join(available)}); name it, e.g. columns={{'{role}': '...'}}",
+                line,
+            )
+    if parts and SICK_SET_COLUMN not in available:
+        raise DataError(display, f"cannot select {'+'.join(parts)}: the file has no {SICK_SET_COLUMN} column", line)
+    return _Fields(**chosen)
+
+
+def _column(role: str, available: list[str], options: _Options, display: str, line: int) -> str | None:
+    if role in options.columns:
+        name = options.columns[role]
+        if name is not None and name not in available:
+            raise DataError(display, f"no column {name!r} for the {role}; columns: {', '.join(available)}", line)
+        return name
+    if options.d2l_text and role in D2L_COLUMNS:
+        if D2L_COLUMNS[role] not in available:
+            raise DataError(
+                display,
+                f"d2l_text reads the {D2L_COLUMNS[role]} column, which this file lacks; the official "
+                "SNLI / MultiNLI files (the .jsonl or .txt in snli_1.0.zip) have it",
+                line,
+            )
+        return D2L_COLUMNS[role]
+    return next((c for c in DEFAULT_COLUMNS[role] if c in available), None)
+
+
+def _example(record: Mapping[str, Any], fields: _Fields, options: _Options, display: str, n: int) -> Example:
+    """One Example; its label is None for an unlabelled file and for a row with no gold label."""
+    texts = []
+    for role in ("premise", "hypothesis"):
+        column = getattr(fields, role)
+        text = _text(record, column, display, n)
+        text = _d2l_clean(text) if options.d2l_text else text
+        if not text.strip():
+            raise DataError(display, f"empty {role} ({column!r})", n)
+        texts.append(text)
+    label = None
+    if fields.label is not None:
+        try:
+            label = parse_label(_label_text(record, fields.label, display, n), options.label_map)
+        except ValueError as e:
+            raise DataError(display, str(e), n) from None
+    genre = _text(record, fields.genre, display, n) if fields.genre else None
+    return Example(texts[0], texts[1], label, genre or None)
+
+
+def _field(record: Mapping[str, Any], column: str, display: str, n: int) -> Any:
+    try:
+        return record[column]
+    except KeyError:
+        raise DataError(display, f"no {column!r} field", n) from None
+
+
+def _text(record: Mapping[str, Any], column: str, display: str, n: int) -> str:
+    value = _field(record, column, display, n)
+    if not isinstance(value, str):
+        raise DataError(display, f"{column!r} is {json.dumps(value)}, not text", n)
+    return value
+
+
+def _label_text(record: Mapping[str, Any], column: str, display: str, n: int) -> str:
+    value = _field(record, column, display, n)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataError(display, f"label {column!r} is {json.dumps(value)}, not a name or number", n)
+    return str(value)
+
+
+def _d2l_clean(text: str) -> str:
+    """d2l's ``extract_text``: drop brackets, squeeze runs of 2+ whitespace to one space, strip."""
+    return _SPACES.sub(" ", text.replace("(", "").replace(")", "")).strip()

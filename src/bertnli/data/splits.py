@@ -1,0 +1,70 @@
+"""Seeded train / validation splits, and file fingerprints for run records."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import defaultdict
+from pathlib import Path
+
+from bertnli.data.example import Dataset
+from bertnli.errors import ConfigError
+
+
+def train_validation_split(
+    dataset: Dataset,
+    validation_fraction: float | None = None,
+    *,
+    validation_size: int | None = None,
+    seed: int = 0,
+) -> tuple[Dataset, Dataset]:
+    """Hold out a validation slice: ``validation_size`` examples, else ``validation_fraction`` (0.1).
+
+    Deterministic for a seed, stratified by label (each label keeps its share, to within one example);
+    both parts keep the original order, are named like ``snli_1.0_dev[train 90%]``, and skip nothing
+    themselves (what the source skipped stays in its own ``skipped``).
+    """
+    n = len(dataset)
+    if validation_size is not None and validation_fraction is not None:
+        raise ConfigError("give validation_fraction or validation_size, not both")
+    if validation_size is None:
+        fraction = 0.1 if validation_fraction is None else validation_fraction
+        if not 0 < fraction < 1:
+            raise ConfigError(f"validation_fraction must be between 0 and 1, not {fraction}")
+        size = round(n * fraction)
+        tags = (f"train {1 - fraction:.0%}", f"validation {fraction:.0%}")
+    else:
+        size = validation_size
+        tags = (f"train {n - size:,}", f"validation {size:,}")
+    if not 0 < size < n:
+        raise ConfigError(f"cannot hold out {size:,} of {n:,} examples in {dataset.name}: both parts need some")
+    held = _stratified_sample(dataset, size, seed)
+    parts = ([], [])
+    for i, example in enumerate(dataset.examples):
+        parts[i in held].append(example)
+    train, validation = (Dataset(f"{dataset.name}[{tag}]", examples) for tag, examples in zip(tags, parts))
+    return train, validation
+
+
+def _stratified_sample(dataset: Dataset, size: int, seed: int) -> set[int]:
+    """``size`` indices drawn per label in proportion to its count (largest remainders get the rest)."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, example in enumerate(dataset.examples):
+        groups[example.label or ""].append(i)
+    labels = sorted(groups)
+    exact = {label: size * len(groups[label]) / len(dataset) for label in labels}
+    quota = {label: int(exact[label]) for label in labels}
+    by_remainder = sorted(labels, key=lambda label: (quota[label] - exact[label], label))
+    for label in by_remainder[: size - sum(quota.values())]:
+        quota[label] += 1
+    rng = random.Random(seed)
+    return {i for label in labels for i in rng.sample(groups[label], quota[label])}
+
+
+def fingerprint(path: str | Path) -> str:
+    """The sha256 of a file's bytes (hex), read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

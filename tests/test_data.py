@@ -1,0 +1,484 @@
+"""Readers, label handling and splits: fixtures in every official form, malformed input, and the real data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bertnli.data import (
+    D2L_LABELS,
+    Dataset,
+    Example,
+    fingerprint,
+    merge_to_two_classes,
+    read_dataset,
+    train_validation_split,
+)
+from bertnli.errors import ConfigError, DataError
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# gold, sentence1, sentence2, sentence1_binary_parse, sentence2_binary_parse
+SNLI_ROWS = [
+    (
+        "neutral",
+        "Two women are embracing while holding to go packages.",
+        "The sisters are hugging goodbye.",
+        "( ( Two women ) ( ( are ( embracing ( while ( holding ( to ( go packages ) ) ) ) ) ) . ) )",
+        "( ( The sisters ) ( ( are ( hugging goodbye ) ) . ) )",
+    ),
+    (
+        "-",
+        "A man in a blue shirt.",
+        "A man is wearing a shirt.",
+        "( ( A man ) ( in ( a ( blue shirt ) ) ) )",
+        "( ( A man ) ( ( is ( wearing ( a shirt ) ) ) . ) )",
+    ),
+    (
+        "entailment",
+        'He said "hi" (loudly).',
+        "Someone spoke.",
+        "( He ( ( said ( `` ( hi ( '' ( -LRB- loudly -RRB- ) ) ) ) ) . ) )",
+        "( Someone ( spoke . ) )",
+    ),
+    (
+        "contradiction",
+        "Kids play  outside.",
+        "Nobody plays.",
+        "( Kids ( ( play outside ) . ) )",
+        "( Nobody ( plays . ) )",
+    ),
+]
+SNLI_TXT_HEADER = [
+    "gold_label",
+    "sentence1_binary_parse",
+    "sentence2_binary_parse",
+    "sentence1_parse",
+    "sentence2_parse",
+    "sentence1",
+    "sentence2",
+    "captionID",
+    "pairID",
+    "label1",
+    "label2",
+    "label3",
+    "label4",
+    "label5",
+]
+MNLI_TXT_HEADER = [
+    "gold_label",
+    "sentence1_binary_parse",
+    "sentence2_binary_parse",
+    "sentence1_parse",
+    "sentence2_parse",
+    "sentence1",
+    "sentence2",
+    "promptID",
+    "pairID",
+    "genre",
+    "label1",
+    "label2",
+    "label3",
+    "label4",
+    "label5",
+]
+GENRES = ["fiction", "government", "slate", "travel"]
+EXPECTED = [Example(s1, s2, gold) for gold, s1, s2, _, _ in SNLI_ROWS if gold != "-"]
+
+
+def snli_record(i: int, row: tuple, *, official: bool = True, genre: str | None = None) -> dict:
+    gold, s1, s2, bp1, bp2 = row
+    record = {"gold_label": gold, "sentence1": s1, "sentence2": s2, "pairID": f"{i}r1e"}
+    if official:
+        record |= {
+            "annotator_labels": [gold if gold != "-" else "neutral"],
+            "captionID": f"{i}.jpg#0",
+            "sentence1_binary_parse": bp1,
+            "sentence2_binary_parse": bp2,
+            "sentence1_parse": f"(ROOT {bp1})",
+            "sentence2_parse": f"(ROOT {bp2})",
+        }
+    if genre:
+        record |= {"genre": genre, "promptID": str(i)}
+    return record
+
+
+def snli_jsonl(rows=SNLI_ROWS, **kwargs) -> str:
+    return "".join(json.dumps(snli_record(i, row, **kwargs)) + "\n" for i, row in enumerate(rows))
+
+
+def snli_txt(rows=SNLI_ROWS, *, mnli: bool = False) -> str:
+    lines = ["\t".join(MNLI_TXT_HEADER if mnli else SNLI_TXT_HEADER)]
+    for i, (gold, s1, s2, bp1, bp2) in enumerate(rows):
+        ids = [str(i), f"{i}e", GENRES[i % 4]] if mnli else [f"{i}.jpg#0", f"{i}r1e"]
+        labels = [gold if gold != "-" else "neutral", "", "", "", ""]
+        lines.append("\t".join([gold, bp1, bp2, f"(ROOT {bp1})", f"(ROOT {bp2})", s1, s2, *ids, *labels]))
+    return "\n".join(lines) + "\n"
+
+
+def official_zip(path: Path, prefix: str, splits: list[str], *, mnli: bool = False) -> Path:
+    """A zip in the official layout, with the README and macOS junk the real archives carry."""
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{prefix}/README.txt", "read me\n")
+        for k, split in enumerate(splits):
+            rows = SNLI_ROWS[k:] + SNLI_ROWS[:k]
+            genres = {"genre": GENRES[k]} if mnli else {}
+            z.writestr(f"{prefix}/{prefix}_{split}.jsonl", snli_jsonl(rows, **genres))
+            z.writestr(f"{prefix}/{prefix}_{split}.txt", snli_txt(rows, mnli=mnli))
+            z.writestr(f"__MACOSX/{prefix}/._{prefix}_{split}.jsonl", b"\x00\x05\x16\x07\xff")
+    return path
+
+
+def d2l_read_snli(file_name: Path):
+    """d2l's ``read_snli``, as published, for comparison."""
+
+    def extract_text(s):
+        s = re.sub("\\(", "", s)
+        s = re.sub("\\)", "", s)
+        s = re.sub("\\s{2,}", " ", s)
+        return s.strip()
+
+    label_set = {"entailment": 0, "contradiction": 1, "neutral": 2}
+    with open(file_name) as f:
+        rows = [row.split("\t") for row in f.readlines()[1:]]
+    premises = [extract_text(row[1]) for row in rows if row[0] in label_set]
+    hypotheses = [extract_text(row[2]) for row in rows if row[0] in label_set]
+    labels = [label_set[row[0]] for row in rows if row[0] in label_set]
+    return premises, hypotheses, labels
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8", newline="")
+    return path
+
+
+# ---- SNLI / MultiNLI ------------------------------------------------------------------------------
+@pytest.mark.parametrize("official", [True, False], ids=["all-keys", "shared-copy-keys"])
+def test_snli_jsonl(tmp_path, official):
+    data = read_dataset(write(tmp_path / "snli_1.0_dev.jsonl", snli_jsonl(official=official)))
+    assert data.name == "snli_1.0_dev"
+    assert data.examples == EXPECTED
+    assert data.skipped == Counter({"no gold label (-)": 1})
+    assert "3 pairs" in data.describe() and "1 no gold label (-)" in data.describe()
+
+
+def test_snli_txt_reads_like_the_jsonl(tmp_path):
+    data = read_dataset(write(tmp_path / "snli_1.0_dev.txt", snli_txt()))
+    assert data.examples == EXPECTED
+    assert data.skipped == Counter({"no gold label (-)": 1})
+
+
+def test_snli_zip_and_folder(tmp_path):
+    archive = official_zip(tmp_path / "snli_1.0.zip", "snli_1.0", ["train", "dev", "test"])
+    dev = read_dataset(archive, split="dev")
+    assert dev.name == "snli_1.0_dev"
+    assert [e.label for e in dev.examples] == ["entailment", "contradiction", "neutral"]
+    assert read_dataset(f"{archive}:dev").examples == dev.examples
+    as_txt = read_dataset(archive, split="snli_1.0/snli_1.0_dev.txt")
+    assert as_txt.examples == dev.examples
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(tmp_path / "extracted")
+    for folder in (tmp_path / "extracted", tmp_path / "extracted" / "snli_1.0"):
+        assert read_dataset(folder, split="dev").examples == dev.examples
+    assert read_dataset(tmp_path / "extracted" / "snli_1.0" / "snli_1.0_test.txt").name == "snli_1.0_test"
+
+
+def test_zip_needs_a_known_split(tmp_path):
+    archive = official_zip(tmp_path / "snli_1.0.zip", "snli_1.0", ["train", "dev", "test"])
+    with pytest.raises(DataError, match=r"choose one with a split.*dev, test, train"):
+        read_dataset(archive)
+    with pytest.raises(DataError, match=r"no split 'valid'.*dev, test, train"):
+        read_dataset(archive, split="valid")
+    with pytest.raises(ConfigError, match="also given"):
+        read_dataset(f"{archive}:dev", split="test")
+
+
+def test_mnli_zip_txt_and_genres(tmp_path):
+    splits = ["train", "dev_matched", "dev_mismatched"]
+    archive = official_zip(tmp_path / "multinli_1.0.zip", "multinli_1.0", splits, mnli=True)
+    matched = read_dataset(archive, split="dev_matched")
+    assert matched.name == "multinli_1.0_dev_matched"
+    assert {e.genre for e in matched.examples} == {"government"}
+    txt = read_dataset(archive, split="multinli_1.0_dev_matched.txt")
+    assert [(e.premise, e.label) for e in txt.examples] == [(e.premise, e.label) for e in matched.examples]
+    assert [e.genre for e in txt.examples] == ["government", "slate", "travel"]
+    with pytest.raises(DataError, match=r"no split 'dev'.*dev_matched, dev_mismatched, train"):
+        read_dataset(archive, split="dev")
+
+
+def test_multinli_text_keeps_its_whitespace(tmp_path):
+    row = ("neutral", "The new rights are nice enough", "Everyone likes the benefits ", "( x )", "( y )")
+    data = read_dataset(write(tmp_path / "m.jsonl", snli_jsonl([row])))
+    assert data.examples[0].hypothesis == "Everyone likes the benefits "
+
+
+def test_d2l_text_reproduces_d2l(tmp_path):
+    txt = write(tmp_path / "snli_1.0_test.txt", snli_txt())
+    premises, hypotheses, labels = d2l_read_snli(txt)
+    expected = [Example(p, h, D2L_LABELS[y]) for p, h, y in zip(premises, hypotheses, labels)]
+    assert read_dataset(txt, d2l_text=True).examples == expected
+    jsonl = write(tmp_path / "snli_1.0_test.jsonl", snli_jsonl())
+    assert read_dataset(jsonl, d2l_text=True).examples == expected
+    assert expected[1].premise == "He said `` hi '' -LRB- loudly -RRB- ."
+
+
+def test_d2l_text_needs_the_binary_parse(tmp_path):
+    path = write(tmp_path / "snli_1.0_dev.jsonl", snli_jsonl(official=False))
+    with pytest.raises(DataError, match=r"snli_1.0_dev.jsonl:1: d2l_text reads the sentence1_binary_parse"):
+        read_dataset(path, d2l_text=True)
+
+
+# ---- SICK -----------------------------------------------------------------------------------------
+SICK_HEADER = (
+    "pair_ID\tsentence_A\tsentence_B\tentailment_label\trelatedness_score\tentailment_AB\tentailment_BA\t"
+    "sentence_A_original\tsentence_B_original\tsentence_A_dataset\tsentence_B_dataset\tSemEval_set"
+)
+
+
+def sick_file(tmp_path: Path) -> Path:
+    rows = [
+        ("1", "A kid plays", "A child plays", "ENTAILMENT", "TRAIN"),
+        ("2", "A dog runs", "A cat sleeps", "NEUTRAL", "TRIAL"),
+        ("3", "A man sings", "Nobody sings", "CONTRADICTION", "TEST"),
+        ("4", "A girl reads", "A girl is reading", "ENTAILMENT", "TRAIN"),
+    ]
+    lines = [SICK_HEADER] + [
+        "\t".join([i, a, b, label, "4.5", "A_x_B", "B_x_A", a, b, "FLICKR", "FLICKR", part])
+        for i, a, b, label, part in rows
+    ]
+    return write(tmp_path / "SICK.txt", "\r\n".join(lines))  # CRLF, no final newline
+
+
+def test_sick(tmp_path):
+    path = sick_file(tmp_path)
+    every = read_dataset(path)
+    assert every.name == "SICK"
+    assert [e.label for e in every.examples] == ["entailment", "neutral", "contradiction", "entailment"]
+    assert every.examples[3] == Example("A girl reads", "A girl is reading", "entailment")
+    train = read_dataset(path, sick_set="train")
+    assert train.name == "SICK[TRAIN]" and len(train) == 2
+    assert read_dataset(path, split="test").examples == [every.examples[2]]
+    assert len(read_dataset(path, sick_set=["TRAIN", "trial"])) == 3
+    with pytest.raises(DataError, match="no rows with SemEval_set DEV"):
+        read_dataset(path, sick_set="dev")
+    with pytest.raises(ConfigError, match="not both"):
+        read_dataset(path, split="train", sick_set="test")
+
+
+def test_sick_set_needs_a_sick_file(tmp_path):
+    path = write(tmp_path / "snli_1.0_dev.jsonl", snli_jsonl())
+    with pytest.raises(DataError, match="no SemEval_set column"):
+        read_dataset(path, sick_set="TRAIN")
+
+
+# ---- RTE ------------------------------------------------------------------------------------------
+def test_rte_with_and_without_labels(tmp_path):
+    (tmp_path / "RTE").mkdir()
+    train = write(
+        tmp_path / "RTE" / "train.tsv",
+        'index\tsentence1\tsentence2\tlabel\n0\t"Quoted start, and\tno end.\tentailment\n'
+        '1\tHe said "yes".\t"No" was said.\tnot_entailment\n',
+    )
+    data = read_dataset(train)
+    assert data.name == "RTE/train"
+    assert data.examples == [
+        Example('"Quoted start, and', "no end.", "entailment"),
+        Example('He said "yes".', '"No" was said.', "not_entailment"),
+    ]
+    write(tmp_path / "RTE" / "test.tsv", "index\tsentence1\tsentence2\n0\tA b.\tC d.\n1\tE f.\tG h.\n")
+    test = read_dataset(tmp_path / "RTE", split="test")
+    assert test.examples == [Example("A b.", "C d."), Example("E f.", "G h.")]
+    assert "unlabelled" in test.describe()
+
+
+# ---- generic files, labels ------------------------------------------------------------------------
+def test_generic_csv_with_quotes_and_column_mapping(tmp_path):
+    path = write(
+        tmp_path / "pairs.csv",
+        '\ufeffid,claim,evidence,verdict\n1,"A, b","multi\nline",Entailment\n2,"He said ""hi""",c,NEUTRAL\n',
+    )
+    data = read_dataset(path, columns={"premise": "evidence", "hypothesis": "claim", "label": "verdict"})
+    assert data.examples == [
+        Example("multi\nline", "A, b", "entailment"),
+        Example("c", 'He said "hi"', "neutral"),
+    ]
+    unlabelled = read_dataset(path, columns={"premise": "evidence", "hypothesis": "claim", "label": None})
+    assert [e.label for e in unlabelled.examples] == [None, None]
+
+
+@pytest.mark.parametrize(
+    ("label_map", "expected"),
+    [
+        ("glue", ["entailment", "neutral", "contradiction"]),
+        ("d2l", ["entailment", "contradiction", "neutral"]),
+        ({0: "contradiction", "1": "Entailment", "2": "neutral"}, ["contradiction", "entailment", "neutral"]),
+    ],
+)
+def test_numeric_labels_need_a_mapping(tmp_path, label_map, expected):
+    text = "premise,hypothesis,label\na,b,0\nc,d,1\ne,f,2\ng,h,-1\n"
+    path = write(tmp_path / "numbers.csv", text)
+    data = read_dataset(path, label_map=label_map)
+    assert [e.label for e in data.examples] == expected
+    assert data.skipped == Counter({"no gold label (-1)": 1})
+
+
+def test_numeric_labels_without_mapping_are_refused(tmp_path):
+    path = write(tmp_path / "numbers.jsonl", '{"premise": "a", "hypothesis": "b", "label": 1}\n')
+    with pytest.raises(DataError, match=r"numbers.jsonl:1: label '1' is a number.*ambiguous.*label_map='glue'"):
+        read_dataset(path)
+    assert read_dataset(path, label_map="glue").examples == [Example("a", "b", "neutral")]
+    with pytest.raises(DataError, match="not in the label mapping"):
+        read_dataset(path, label_map={"0": "entailment"})
+
+
+def test_generic_tsv_and_header_detection(tmp_path):
+    text = "sentence_A\tsentence_B\tlabel\nA b\tC d\tcontradiction\n"
+    assert read_dataset(write(tmp_path / "x.tsv", text)).examples == [Example("A b", "C d", "contradiction")]
+    assert len(read_dataset(write(tmp_path / "x.data", text))) == 1
+    assert len(read_dataset(write(tmp_path / "y.txt", "premise,hypothesis\na,b\n"))) == 1
+    assert len(read_dataset(write(tmp_path / "z.dat", text.replace("\t", ",")), format="csv")) == 1
+    with pytest.raises(DataError, match="cannot tell the format"):
+        read_dataset(write(tmp_path / "w.data", "just words\n"))
+
+
+def test_options_are_checked():
+    with pytest.raises(ConfigError, match="unknown data format"):
+        read_dataset("x.csv", format="xlsx")
+    with pytest.raises(ConfigError, match="unknown column role"):
+        read_dataset("x.csv", columns={"text": "a"})
+    with pytest.raises(ConfigError, match="presets: glue, d2l"):
+        read_dataset("x.csv", label_map="hf")
+    with pytest.raises(ConfigError, match="unknown label"):
+        read_dataset("x.csv", label_map={"0": "yes"})
+
+
+# ---- malformed input: DataError with file and line -----------------------------------------------
+GOOD = '{"sentence1": "a", "sentence2": "b", "gold_label": "neutral"}\n'
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "line", "problem"),
+    [
+        ("bad.jsonl", GOOD + GOOD + '{"sentence1": "a",\n', 3, "not valid JSON"),
+        ("bad.jsonl", GOOD + "[1, 2]\n", 2, "expected a JSON object"),
+        ("bad.jsonl", GOOD + '{"sentence1": "a", "gold_label": "neutral"}\n', 2, "no 'sentence2' field"),
+        ("bad.jsonl", GOOD + '{"sentence1": "a", "sentence2": null, "gold_label": "x"}\n', 2, "is null, not text"),
+        ("bad.jsonl", GOOD + '{"sentence1": " ", "sentence2": "b", "gold_label": "neutral"}\n', 2, "empty premise"),
+        ("bad.jsonl", GOOD + '{"sentence1": "a", "sentence2": "b", "gold_label": "maybe"}\n', 2, "unknown label"),
+        ("bad.jsonl", GOOD.encode() + b'{"sentence1": "caf\xe9"}\n', 2, "not UTF-8 text"),
+        ("bad.tsv", "premise\thypothesis\tlabel\na\tb\tneutral\na\tb\n", 3, "2 tab-separated fields"),
+        ("bad.tsv", "premise\thypothesis\tlabel\na\t\tneutral\n", 2, "empty hypothesis"),
+        ("bad.tsv", "premise\thypothesis\tlabel\na\tb\t\n", 2, "empty label"),
+        ("bad.csv", 'premise,hypothesis,label\na,"b\nc",neutral\na,b\n', 4, "2 comma-separated fields"),
+        ("bad.csv", 'premise,hypothesis,label\na,"b"x,neutral\n', 2, "malformed CSV"),
+        ("bad.csv", "text,other\na,b\n", 1, "cannot tell which column holds the premise"),
+        ("bad.csv", "premise,hypothesis\na,b\n", 1, "no column 'gold' for the label"),
+    ],
+)
+def test_malformed_input_names_file_and_line(tmp_path, name, content, line, problem):
+    path = write(tmp_path / name, content)
+    columns = {"label": "gold"} if "'gold'" in problem else None
+    with pytest.raises(DataError, match=re.escape(problem)) as caught:
+        read_dataset(path, columns=columns)
+    assert caught.value.line == line
+    assert str(caught.value).startswith(f"{path}:{line}: ")
+
+
+def test_missing_empty_and_exampleless_files(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        read_dataset(tmp_path / "nope.jsonl")
+    with pytest.raises(DataError, match="empty file"):
+        read_dataset(write(tmp_path / "empty.tsv", ""))
+    with pytest.raises(DataError, match="holds no examples"):
+        read_dataset(write(tmp_path / "header.tsv", "premise\thypothesis\n"))
+    only_dash = write(tmp_path / "dash.jsonl", snli_jsonl([SNLI_ROWS[1]]))
+    with pytest.raises(DataError, match=r"no examples \(skipped"):
+        read_dataset(only_dash)
+    with pytest.raises(DataError, match="not a readable zip"):
+        read_dataset(write(tmp_path / "broken.zip", b"PK not really"), split="dev")
+
+
+def test_merge_to_two_classes():
+    data = Dataset("d", [Example("a", "b", label) for label in ("entailment", "neutral", "contradiction")])
+    merged = merge_to_two_classes(data)
+    assert merged.name == "d[2-class]"
+    assert [e.label for e in merged.examples] == ["entailment", "not_entailment", "not_entailment"]
+
+
+# ---- splits, fingerprints -------------------------------------------------------------------------
+def labelled(n_by_label: dict[str, int]) -> Dataset:
+    examples = [Example(f"p{label}{i}", "h", label) for label, n in n_by_label.items() for i in range(n)]
+    return Dataset("snli_dev", examples)
+
+
+def test_split_is_seeded_stratified_and_complete():
+    data = labelled({"entailment": 500, "neutral": 300, "contradiction": 200})
+    train, validation = train_validation_split(data, seed=3)
+    assert (train.name, validation.name) == ("snli_dev[train 90%]", "snli_dev[validation 10%]")
+    assert (len(train), len(validation)) == (900, 100)
+    assert validation.label_counts() == Counter({"entailment": 50, "neutral": 30, "contradiction": 20})
+    assert sorted(train.examples + validation.examples, key=data.examples.index) == data.examples
+    assert train.examples == sorted(train.examples, key=data.examples.index)
+    again = train_validation_split(data, seed=3)[1]
+    assert again.examples == validation.examples
+    assert train_validation_split(data, seed=4)[1].examples != validation.examples
+
+
+def test_split_by_size_fills_exactly():
+    data = labelled({"entailment": 7, "neutral": 7, "contradiction": 7})
+    train, validation = train_validation_split(data, validation_size=10)
+    assert (len(train), len(validation)) == (11, 10)
+    assert sorted(validation.label_counts().values()) == [3, 3, 4]
+    assert validation.name == "snli_dev[validation 10]"
+    for bad in ({"validation_size": 21}, {"validation_fraction": 1.0}, {"validation_size": 0}):
+        with pytest.raises(ConfigError):
+            train_validation_split(data, **bad)
+
+
+def test_fingerprint(tmp_path):
+    path = write(tmp_path / "f.bin", bytes(range(256)) * 5000)
+    assert fingerprint(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---- the real files in ../shared/data -------------------------------------------------------------
+REAL = [
+    ("snli/snli_1.0_dev.jsonl", {}, 9842, {"no gold label (-)": 158}),
+    ("mnli/multinli_1.0_dev_matched.jsonl", {}, 9815, {"no gold label (-)": 185}),
+    ("sick/SICK.txt", {}, 9840, {}),
+    ("sick/SICK.txt", {"sick_set": "TRAIN"}, 4439, {}),
+    ("sick/SICK.txt", {"sick_set": "TRIAL"}, 495, {}),
+    ("sick/SICK.txt", {"sick_set": "TEST"}, 4906, {}),
+    ("rte/train.tsv", {}, 2490, {}),
+    ("rte/dev.tsv", {}, 277, {}),
+    ("rte/test.tsv", {}, 3000, {}),
+]
+LABELS = {
+    "snli/snli_1.0_dev.jsonl": {"entailment": 3329, "neutral": 3235, "contradiction": 3278},
+    "mnli/multinli_1.0_dev_matched.jsonl": {"entailment": 3479, "neutral": 3123, "contradiction": 3213},
+    "sick/SICK.txt": {"entailment": 2821, "neutral": 5595, "contradiction": 1424},
+}
+
+
+@pytest.mark.parametrize(("file", "options", "size", "skipped"), REAL, ids=[f"{r[0]}{r[1]}" for r in REAL])
+def test_real_data_counts(file, options, size, skipped):
+    path = SHARED / file
+    if not path.is_file():
+        pytest.skip(f"{path} is not here (the shared NLI data lives in ../shared/data next to the repository)")
+    data = read_dataset(path, **options)
+    assert len(data) == size
+    assert data.skipped == Counter(skipped)
+    if file in LABELS and not options:
+        assert data.label_counts() == Counter(LABELS[file])
+    if file == "rte/test.tsv":
+        assert not data.label_counts()
+    if file == "rte/train.tsv":
+        assert data.label_counts() == Counter({"entailment": 1249, "not_entailment": 1241})

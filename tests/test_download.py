@@ -1,0 +1,207 @@
+"""Downloads against a real HTTP server on 127.0.0.1: progress, checksums, caching, errors, then reading.
+
+Nothing here reaches the internet: every URL is overridden, and connections elsewhere are refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import socket
+import threading
+import zipfile
+from io import BytesIO
+
+import pytest
+
+from bertnli.data import Example, cached_path, dataset_splits, download, read_dataset
+from bertnli.data.download import DATASETS
+from bertnli.errors import DataError, DownloadError
+
+ROWS = {
+    "train": [("entailment", "A dog runs.", "An animal moves."), ("-", "A cat.", "A pet.")],
+    "dev": [("neutral", "A man sings.", "A man sings well."), ("contradiction", "It rains.", "It is dry.")],
+    "test": [("entailment", "Kids play.", "Children play.")],
+}
+
+
+def snli_zip() -> bytes:
+    """snli_1.0.zip in the official layout, a few rows in each split."""
+    buffer = BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for split, rows in ROWS.items():
+            lines = [
+                json.dumps({"gold_label": g, "sentence1": p, "sentence2": h, "pairID": f"{split}{i}"})
+                for i, (g, p, h) in enumerate(rows)
+            ]
+            z.writestr(f"snli_1.0/snli_1.0_{split}.jsonl", "\n".join(lines) + "\n")
+            z.writestr(f"__MACOSX/snli_1.0/._snli_1.0_{split}.jsonl", b"\x00\x05")
+    return buffer.getvalue()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.server.requests.append(self.path)
+        body = self.server.files.get(self.path)
+        if body is None:
+            self.send_error(404)
+            return
+        claimed = self.server.claimed_length.get(self.path, len(body))
+        self.send_response(200)
+        self.send_header("Content-Length", str(claimed))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(autouse=True)
+def local_only(monkeypatch):
+    """No proxies, and no connection anywhere but 127.0.0.1."""
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "*")
+    real = socket.create_connection
+
+    def guarded(address, *args, **kwargs):
+        assert address[0] in ("127.0.0.1", "localhost"), f"a test tried to reach {address}"
+        return real(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "create_connection", guarded)
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.files, httpd.requests, httpd.claimed_length = {"/snli_1.0.zip": snli_zip()}, [], {}
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/snli_1.0.zip"
+
+
+def test_download_verifies_caches_and_reuses(server, tmp_path, capsys):
+    body = server.files["/snli_1.0.zip"]
+    path = download("snli", tmp_path, url=server.url + "/snli_1.0.zip", md5=md5(body))
+    assert path == tmp_path / "snli_1.0.zip" and path.read_bytes() == body
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["snli_1.0.zip", "snli_1.0.zip.sha256"]
+    assert (tmp_path / "snli_1.0.zip.sha256").read_text().split()[0] == hashlib.sha256(body).hexdigest()
+    assert "snli_1.0.zip" in capsys.readouterr().err  # the progress bar
+    assert server.requests == ["/snli_1.0.zip"]
+    again = download("snli", tmp_path, url=closed_port_url(), md5=md5(body), progress=False)
+    assert again == path and server.requests == ["/snli_1.0.zip"]
+    assert cached_path("snli", tmp_path) == path
+
+
+def test_a_damaged_cached_file_is_fetched_again(server, tmp_path):
+    body = server.files["/snli_1.0.zip"]
+    path = download("snli", tmp_path, url=server.url + "/snli_1.0.zip", md5=md5(body), progress=False)
+    path.write_bytes(body[:100])
+    download("snli", tmp_path, url=server.url + "/snli_1.0.zip", md5=md5(body), progress=False)
+    assert path.read_bytes() == body and len(server.requests) == 2
+
+
+def test_without_published_checksum_the_recorded_sha256_guards_reuse(server, tmp_path):
+    server.files["/multinli_1.0.zip"] = b"mnli archive bytes"
+    url = server.url + "/multinli_1.0.zip"
+    path = download("mnli", tmp_path, url=url, progress=False)
+    sidecar = tmp_path / "multinli_1.0.zip.sha256"
+    assert sidecar.read_text() == f"{hashlib.sha256(b'mnli archive bytes').hexdigest()}  multinli_1.0.zip\n"
+    download("mnli", tmp_path, url=url, progress=False)
+    assert len(server.requests) == 1
+    path.write_bytes(b"tampered")
+    download("mnli", tmp_path, url=url, progress=False)
+    assert path.read_bytes() == b"mnli archive bytes" and len(server.requests) == 2
+
+
+def test_checksum_mismatch_leaves_nothing(server, tmp_path):
+    with pytest.raises(DownloadError, match=r"checksum mismatch.*expected md5 0{32}.*removed"):
+        download("snli", tmp_path, url=server.url + "/snli_1.0.zip", md5="0" * 32, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_http_error_is_one_clear_line(server, tmp_path):
+    with pytest.raises(DownloadError) as caught:
+        download("snli", tmp_path, url=server.url + "/missing.zip", progress=False)
+    message = str(caught.value)
+    assert "HTTP 404" in message and "--train path/to/snli_1.0_train.jsonl" in message
+    assert "\n" not in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreachable_server(tmp_path):
+    with pytest.raises(DownloadError, match=r"could not reach http://127.0.0.1:.*pass local files instead"):
+        download("snli", tmp_path, url=closed_port_url(), progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_truncated_download_is_refused(server, tmp_path):
+    server.files["/RTE.zip"] = b"short"
+    server.claimed_length["/RTE.zip"] = 1000
+    with pytest.raises(DownloadError, match="stopped at 5 of 1,000 bytes"):
+        download("rte", tmp_path, url=server.url + "/RTE.zip", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_dataset(tmp_path):
+    with pytest.raises(DownloadError, match="unknown dataset 'imdb'; known: snli, mnli, rte, sick"):
+        download("imdb", tmp_path)
+
+
+def test_reading_the_download(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("BERTNLI_CACHE", str(tmp_path))
+    with pytest.raises(DataError, match="snli is not downloaded: run `bertnli data download snli`"):
+        read_dataset("snli", split="train")
+    body = server.files["/snli_1.0.zip"]
+    path = download("snli", url=server.url + "/snli_1.0.zip", md5=md5(body), progress=False)
+    assert path == tmp_path / "data" / "snli_1.0.zip"
+    dev = read_dataset(path, split="dev")
+    assert dev.examples == [Example(p, h, g) for g, p, h in ROWS["dev"]]
+    train = read_dataset("snli", split="train")
+    assert train.examples == [Example("A dog runs.", "An animal moves.", "entailment")]
+    assert dict(train.skipped) == {"no gold label (-)": 1}
+    assert read_dataset("snli:test").examples == [Example("Kids play.", "Children play.", "entailment")]
+
+
+def test_registry_splits_are_where_the_reader_looks(tmp_path):
+    """For each dataset, an archive laid out as the registry says reads each split from its member."""
+    assert dataset_splits("snli") == {s: f"snli_1.0/snli_1.0_{s}.jsonl" for s in ("train", "dev", "test")}
+    sick_header = "pair_ID\tsentence_A\tsentence_B\tentailment_label\tSemEval_set"
+    for name, entry in DATASETS.items():
+        archive = tmp_path / entry.filename
+        files = {"README.txt": "-"}
+        for split, member in entry.splits.items():
+            if member.endswith(".jsonl"):
+                files[member] = json.dumps({"gold_label": "neutral", "sentence1": split, "sentence2": member})
+            elif name == "rte":
+                files[member] = f"index\tsentence1\tsentence2\tlabel\n0\t{split}\t{member}\tentailment\n"
+            else:
+                parts = [f"{i}\t{s}\t{member}\tNEUTRAL\t{s.upper()}" for i, s in enumerate(entry.splits)]
+                files[member] = "\r\n".join([sick_header, *parts])
+        with zipfile.ZipFile(archive, "w") as z:
+            for member, text in files.items():
+                z.writestr(member, text)
+        for split, member in entry.splits.items():
+            (example,) = read_dataset(archive, split=split).examples
+            assert (example.premise, example.hypothesis) == (split, member), name
+
+
+def test_a_file_put_in_the_cache_by_hand_is_used_and_recorded(tmp_path):
+    (tmp_path / "RTE.zip").write_bytes(b"my copy")
+    assert download("rte", tmp_path, url=closed_port_url(), progress=False) == tmp_path / "RTE.zip"
+    assert (tmp_path / "RTE.zip.sha256").read_text().split()[0] == hashlib.sha256(b"my copy").hexdigest()
