@@ -1,0 +1,118 @@
+"""Reading checkpoint files into plain Python / tensors, and writing model folders atomically.
+
+Every failure to read (missing, truncated, not what it claims to be) becomes one `CheckpointError`
+naming the file; no traceback from torch, safetensors or json reaches the user.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from safetensors.torch import load_file
+
+from bertnli.errors import CheckpointError
+
+StateDict = dict[str, torch.Tensor]
+
+
+def reason(exc: BaseException) -> str:
+    """The first line of an exception's message (torch's can run to dozens of lines)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def parse_json(data: bytes | str, source: str | Path) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise CheckpointError(source, f"not valid JSON: {reason(exc)}") from None
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return parse_json(path.read_bytes(), path)
+    except OSError as exc:
+        raise CheckpointError(path, f"cannot read: {exc.strerror or reason(exc)}") from None
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise CheckpointError(path, "expected a JSON object")
+    return data
+
+
+def _as_state_dict(data: object, source: str | Path) -> StateDict:
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items()
+    ):
+        raise CheckpointError(source, "expected a state dict (names → tensors)")
+    return dict(data)
+
+
+def read_torch(file: Path | IO[bytes], source: str | Path) -> StateDict:
+    """A state dict saved with `torch.save`, loaded safely (``weights_only``) onto the CPU."""
+    try:
+        data = torch.load(file, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(source, "file not found") from None
+    except Exception as exc:  # torch raises many types (pickle, zip, EOF, runtime) for a bad file
+        raise CheckpointError(source, f"cannot read: {reason(exc)}") from None
+    return _as_state_dict(data, source)
+
+
+def read_safetensors(path: Path) -> StateDict:
+    if not path.is_file():
+        raise CheckpointError(path, "file not found")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # SafetensorError, OSError, ...
+        raise CheckpointError(path, f"cannot read: {reason(exc)}") from None
+
+
+@contextmanager
+def atomic_directory(directory: Path, replaceable: Callable[[Path], bool]) -> Iterator[Path]:
+    """Yield a temporary sibling folder to fill; on success it takes ``directory``'s place.
+
+    An existing ``directory`` is replaced only if it is empty or ``replaceable(directory)`` says it holds
+    a model of the same kind, so a mistyped path never deletes someone's files. On failure the temporary
+    folder is removed and any existing ``directory`` is left as it was.
+    """
+    directory = Path(directory)
+    if directory.exists() and not (directory.is_dir() and (_is_empty(directory) or replaceable(directory))):
+        raise CheckpointError(directory, "exists and is not a model folder of this kind; refusing to replace it")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tag = uuid.uuid4().hex[:8]
+    staging = directory.with_name(f".{directory.name}.tmp-{tag}")
+    staging.mkdir()
+    try:
+        yield staging
+        _swap_in(staging, directory, directory.with_name(f".{directory.name}.old-{tag}"))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _is_empty(directory: Path) -> bool:
+    return next(directory.iterdir(), None) is None
+
+
+def _swap_in(staging: Path, directory: Path, aside: Path) -> None:
+    """Rename ``staging`` to ``directory``; an existing one is moved aside first and deleted last."""
+    if not directory.exists():
+        staging.rename(directory)
+        return
+    directory.rename(aside)
+    try:
+        staging.rename(directory)
+    except BaseException:
+        aside.rename(directory)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)

