@@ -365,6 +365,15 @@ def test_options_are_checked():
 GOOD = '{"sentence1": "a", "sentence2": "b", "gold_label": "neutral"}\n'
 
 
+def test_rows_with_empty_text_are_skipped_and_counted(tmp_path):
+    empty_premise = '{"sentence1": " ", "sentence2": "b", "gold_label": "neutral"}\n'
+    dataset = read_dataset(write(tmp_path / "some_empty.jsonl", GOOD + empty_premise + GOOD))
+    assert len(dataset) == 2
+    assert dataset.skipped == {"empty premise or hypothesis": 1}
+    dataset = read_dataset(write(tmp_path / "t.tsv", "premise\thypothesis\tlabel\na\t\tneutral\na\tb\tneutral\n"))
+    assert len(dataset) == 1 and dataset.skipped == {"empty premise or hypothesis": 1}
+
+
 @pytest.mark.parametrize(
     ("name", "content", "line", "problem"),
     [
@@ -372,11 +381,9 @@ GOOD = '{"sentence1": "a", "sentence2": "b", "gold_label": "neutral"}\n'
         ("bad.jsonl", GOOD + "[1, 2]\n", 2, "expected a JSON object"),
         ("bad.jsonl", GOOD + '{"sentence1": "a", "gold_label": "neutral"}\n', 2, "no 'sentence2' field"),
         ("bad.jsonl", GOOD + '{"sentence1": "a", "sentence2": null, "gold_label": "x"}\n', 2, "is null, not text"),
-        ("bad.jsonl", GOOD + '{"sentence1": " ", "sentence2": "b", "gold_label": "neutral"}\n', 2, "empty premise"),
         ("bad.jsonl", GOOD + '{"sentence1": "a", "sentence2": "b", "gold_label": "maybe"}\n', 2, "unknown label"),
         ("bad.jsonl", GOOD.encode() + b'{"sentence1": "caf\xe9"}\n', 2, "not UTF-8 text"),
         ("bad.tsv", "premise\thypothesis\tlabel\na\tb\tneutral\na\tb\n", 3, "2 tab-separated fields"),
-        ("bad.tsv", "premise\thypothesis\tlabel\na\t\tneutral\n", 2, "empty hypothesis"),
         ("bad.tsv", "premise\thypothesis\tlabel\na\tb\t\n", 2, "empty label"),
         ("bad.csv", 'premise,hypothesis,label\na,"b\nc",neutral\na,b\n', 4, "2 comma-separated fields"),
         ("bad.csv", 'premise,hypothesis,label\na,"b"x,neutral\n', 2, "malformed CSV"),

@@ -335,7 +335,9 @@ def _examples(
             if part not in parts:
                 continue
         example = _example(record, fields, options, display, n)
-        if example.label is None and fields.label is not None:
+        if example is None:
+            skipped["empty premise or hypothesis"] += 1
+        elif example.label is None and fields.label is not None:
             skipped[f"no gold label ({str(record[fields.label]).strip()})"] += 1
         else:
             examples.append(example)
@@ -382,15 +384,15 @@ def _column(role: str, available: list[str], options: _Options, display: str, li
     return next((c for c in DEFAULT_COLUMNS[role] if c in available), None)
 
 
-def _example(record: Mapping[str, Any], fields: _Fields, options: _Options, display: str, n: int) -> Example:
-    """One Example; its label is None for an unlabelled file and for a row with no gold label."""
+def _example(record: Mapping[str, Any], fields: _Fields, options: _Options, display: str, n: int) -> Example | None:
+    """One Example; its label is None for an unlabelled file and for a row with no gold label.
+    None for a row whose premise or hypothesis is empty (the caller counts it as skipped)."""
     texts = []
     for role in ("premise", "hypothesis"):
-        column = getattr(fields, role)
-        text = _text(record, column, display, n)
+        text = _text(record, getattr(fields, role), display, n)
         text = _d2l_clean(text) if options.d2l_text else text
         if not text.strip():
-            raise DataError(display, f"empty {role} ({column!r})", n)
+            return None
         texts.append(text)
     label = None
     if fields.label is not None:
