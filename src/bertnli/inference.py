@@ -65,7 +65,8 @@ class NLIModel:
         max_len: int = 128,
         device: str | torch.device = "auto",
         precision: str = "auto",
-        batch_tokens: int = 65536,
+        batch_size: int = 1024,
+        batch_tokens: int | None = 65536,
     ) -> None:
         self.device = pick_device(device) if isinstance(device, str) else device
         self.network = network.to(self.device).eval()
@@ -73,12 +74,13 @@ class NLIModel:
         self.labels = list(labels)
         self.max_len = max_len
         self.dtype = autocast_dtype(self.device, precision)
-        self.plan = BatchPlan(batch_size=1024, max_tokens=batch_tokens)
+        self.plan = BatchPlan(batch_size=batch_size, max_tokens=batch_tokens)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto", precision: str = "auto") -> NLIModel:
+    def load(cls, path: str | Path, device: str = "auto", precision: str = "auto", **batching: int | None) -> NLIModel:
+        """Load a run directory or a saved model folder. ``batching``: ``batch_size``, ``batch_tokens``."""
         saved = load_classifier(resolve_model_dir(path))
-        return cls(saved.model, saved.tokenizer, saved.labels, saved.max_len, device, precision)
+        return cls(saved.model, saved.tokenizer, saved.labels, saved.max_len, device, precision, **batching)
 
     def save(self, directory: str | Path) -> None:
         save_classifier(Path(directory), self.network.cpu(), self.tokenizer, self.labels, self.max_len)

@@ -13,7 +13,7 @@ several pairs share one row). ``positions`` overrides the default 0..time-1 posi
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal
 
 import torch
@@ -248,9 +248,11 @@ class BERTClassifier(nn.Module):
         nn.init.zeros_(self.output.bias)
 
     @classmethod
-    def from_pretrained(cls, bert: BERTModel, num_labels: int) -> BERTClassifier:
-        """Take ``bert``'s encoder and pooler; the MLM / NSP heads are left behind."""
-        model = cls(bert.config, num_labels)
+    def from_pretrained(cls, bert: BERTModel, num_labels: int, dropout: float | None = None) -> BERTClassifier:
+        """Take ``bert``'s encoder and pooler; the MLM / NSP heads are left behind.
+        ``dropout`` replaces the checkpoint's dropout rates (hidden and attention) when given."""
+        cfg = bert.config if dropout is None else replace(bert.config, dropout=dropout, attention_dropout=dropout)
+        model = cls(cfg, num_labels)
         model.encoder.load_state_dict(bert.encoder.state_dict())
         model.hidden.load_state_dict(bert.hidden.state_dict())
         return model

@@ -6,6 +6,7 @@ A tokenizer turns texts into lists of token ids *without* special tokens; the pa
 
 from __future__ import annotations
 
+import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -39,6 +40,10 @@ class Tokenizer(ABC):
     @abstractmethod
     def save(self, directory: Path) -> None:
         """Write the files that `load_tokenizer(directory)` reads back."""
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """sha256 of everything that decides the ids: same fingerprint, same encoding."""
 
     def _set_specials(self, lookup: dict[str, int], names: dict[str, str], source: str) -> None:
         for role, token in names.items():
@@ -74,6 +79,9 @@ class WordTokenizer(Tokenizer):
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         get, unk = self.stoi.get, self.unk_id
         return [[get(word, unk) for word in text.lower().split()] for text in texts]
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(["word", self.itos]).encode()).hexdigest()
 
     def save(self, directory: Path) -> None:
         (Path(directory) / "vocab.json").write_text(json.dumps(self.itos, ensure_ascii=False), encoding="utf-8")
@@ -118,6 +126,9 @@ class WordPieceTokenizer(Tokenizer):
         encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
         encodings = encode(list(texts), add_special_tokens=False)
         return [e.ids for e in encodings]
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.tokenizer.to_str().encode()).hexdigest()
 
     def save(self, directory: Path) -> None:
         self.tokenizer.save(str(Path(directory) / "tokenizer.json"))

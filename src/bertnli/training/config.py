@@ -43,7 +43,9 @@ class TrainConfig:
     device: str = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     compile: bool = False
+    cache: bool = True
     num_heads: int | None = None
+    dropout: float | None = None
     eval_batch_tokens: int = 65536
     log_every: int = 50
     checkpoint_every: int | None = 500

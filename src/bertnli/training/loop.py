@@ -32,6 +32,7 @@ from bertnli.inference import batched_logits
 from bertnli.model import BERTClassifier
 from bertnli.runtime import DeviceBatch, autocast, autocast_dtype, pick_device
 from bertnli.text import EncodedPairs, Tokenizer, encode_pairs
+from bertnli.text.cache import encode_cached
 from bertnli.training.config import TrainConfig
 from bertnli.training.metrics import ClassificationReport
 from bertnli.training.run import RunDir, dataset_fingerprint
@@ -82,10 +83,12 @@ def gold_indices(dataset: Dataset, labels: list[str]) -> np.ndarray:
     return np.fromiter((index[e.label] for e in dataset.examples), dtype=np.int64, count=len(dataset))
 
 
-def encode_dataset(dataset: Dataset, tokenizer: Tokenizer, max_len: int) -> EncodedPairs:
-    return encode_pairs(
-        tokenizer, [e.premise for e in dataset.examples], [e.hypothesis for e in dataset.examples], max_len
-    )
+def encode_dataset(dataset: Dataset, tokenizer: Tokenizer, max_len: int, cache: bool = True) -> EncodedPairs:
+    """Pack the dataset's pairs, through the on-disk cache unless ``cache`` is False."""
+    premises, hypotheses = [e.premise for e in dataset.examples], [e.hypothesis for e in dataset.examples]
+    if cache:
+        return encode_cached(tokenizer, premises, hypotheses, max_len)
+    return encode_pairs(tokenizer, premises, hypotheses, max_len)
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -148,17 +151,17 @@ class Trainer:
         pretrained = load_pretrained(cfg.model, num_heads=cfg.num_heads)
         self.tokenizer = pretrained.tokenizer
         self.labels = choose_labels(train_set, cfg.recipe)
-        self.model = BERTClassifier.from_pretrained(pretrained.model, len(self.labels)).to(device)
+        self.model = BERTClassifier.from_pretrained(pretrained.model, len(self.labels), cfg.dropout).to(device)
         self.wrapped = (
             DistributedDataParallel(self.model, device_ids=[device] if device.type == "cuda" else None)
             if self.world > 1 else self.model
         )
         self.step_model = torch.compile(self.wrapped) if cfg.compile else self.wrapped
 
-        self.train_pairs = encode_dataset(train_set, self.tokenizer, cfg.max_len)
+        self.train_pairs = encode_dataset(train_set, self.tokenizer, cfg.max_len, cfg.cache)
         self.train_gold = gold_indices(train_set, self.labels)
         self.eval_set = eval_set
-        self.eval_pairs = encode_dataset(eval_set, self.tokenizer, cfg.max_len) if eval_set else None
+        self.eval_pairs = encode_dataset(eval_set, self.tokenizer, cfg.max_len, cfg.cache) if eval_set else None
         self.eval_gold = gold_indices(eval_set, self.labels) if eval_set else None
         self.plan = BatchPlan(cfg.batch_size * self.world, cfg.max_tokens)
         self.eval_plan = BatchPlan(4096, cfg.eval_batch_tokens)

@@ -1,0 +1,136 @@
+"""Prediction throughput: bertnli's NLIModel against the Hugging Face `pipeline` and `Trainer.predict`.
+
+Same model, the same real pairs (SNLI dev, repeated to reach --pairs), same batch size and precision;
+each side in its own process. Timed from texts in to labels out, tokenisation included.
+
+    python benchmarks/predict_throughput.py --pairs 2000 --batch-size 32        # 2-core CPU
+    python benchmarks/predict_throughput.py --pairs 200000 --batch-size 256     # GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import hardware, peak_memory_mb, print_table, real_pairs  # noqa: E402
+from train_throughput import model_folder  # noqa: E402
+
+LABELS = ["entailment", "neutral", "contradiction"]
+
+
+def classifier_folder(args: argparse.Namespace) -> Path:
+    """The same (untrained) classifier for every side: bertnli's format plus a Hugging Face export of it."""
+    from bertnli.model import BERTClassifier
+    from bertnli.weights import load_pretrained, save_classifier
+
+    folder = args.scratch / f"predict-{args.model}"
+    if not (folder / "hf" / "config.json").exists():
+        pretrained = load_pretrained(model_folder(args.model, args.scratch))
+        torch.manual_seed(0)
+        network = BERTClassifier.from_pretrained(pretrained.model, len(LABELS))
+        save_classifier(folder / "bertnli", network, pretrained.tokenizer, LABELS, 128)
+        from bertnli.export import export
+
+        export(str(folder / "bertnli"), folder / "hf", "hf")
+    return folder
+
+
+def _device(args: argparse.Namespace) -> torch.device:
+    return torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+def run_bertnli(args: argparse.Namespace, folder: Path, data) -> dict:
+    from bertnli import NLIModel
+
+    model = NLIModel.load(folder / "bertnli", device=str(_device(args)), precision=args.precision,
+                          batch_size=args.batch_size, batch_tokens=None)
+    premises, hypotheses = [e.premise for e in data.examples], [e.hypothesis for e in data.examples]
+    model.predict_proba(premises[:256], hypotheses[:256])  # warm-up
+    started = time.perf_counter()
+    model.predict_proba(premises, hypotheses)
+    seconds = time.perf_counter() - started
+    tokens = int(model.encode(premises, hypotheses).valid_lens.sum())
+    return _row("bertnli NLIModel", len(data), tokens, seconds, args)
+
+
+def run_pipeline(args: argparse.Namespace, folder: Path, data) -> dict:
+    from transformers import pipeline
+
+    device = _device(args)
+    dtype = torch.bfloat16 if device.type == "cuda" and args.precision != "fp32" else torch.float32
+    classify = pipeline("text-classification", model=str(folder / "hf"), device=device, dtype=dtype)
+    inputs = [{"text": e.premise, "text_pair": e.hypothesis} for e in data.examples]
+    classify(inputs[:256], batch_size=args.batch_size, truncation=True)  # warm-up
+    started = time.perf_counter()
+    classify(inputs, batch_size=args.batch_size, truncation=True, top_k=None)
+    seconds = time.perf_counter() - started
+    tokens = sum(len(x) for x in classify.tokenizer([e.premise for e in data.examples],
+                                                     [e.hypothesis for e in data.examples])["input_ids"])
+    return _row("transformers pipeline", len(data), tokens, seconds, args)
+
+
+def run_trainer(args: argparse.Namespace, folder: Path, data) -> dict:
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                              TrainingArguments)
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder / "hf"))
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder / "hf"))
+    cpu = _device(args).type == "cpu"
+    started = time.perf_counter()
+    encoded = tokenizer([e.premise for e in data.examples], [e.hypothesis for e in data.examples],
+                        truncation=True, max_length=128)
+    rows = [{k: encoded[k][i] for k in encoded} for i in range(len(data))]
+    with tempfile.TemporaryDirectory() as out:
+        targs = TrainingArguments(output_dir=out, per_device_eval_batch_size=args.batch_size, report_to=[],
+                                  bf16_full_eval=not cpu and args.precision != "fp32", use_cpu=cpu,
+                                  disable_tqdm=True)
+        Trainer(model=model, args=targs, data_collator=DataCollatorWithPadding(tokenizer)).predict(rows)
+    seconds = time.perf_counter() - started
+    return _row("transformers Trainer.predict", len(data), sum(len(r["input_ids"]) for r in rows), seconds, args)
+
+
+def _row(name: str, pairs: int, tokens: int, seconds: float, args: argparse.Namespace) -> dict:
+    return {"name": name, "pairs_per_s": pairs / seconds, "tokens_per_s": tokens / seconds, "seconds": seconds,
+            "pairs": pairs, "peak_mb": peak_memory_mb(_device(args))}
+
+
+SIDES = {"bertnli": run_bertnli, "pipeline": run_pipeline, "trainer": run_trainer}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="minilm", help="minilm, bert-base-random, or a Hugging Face folder")
+    parser.add_argument("--pairs", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--sides", default="pipeline,trainer,bertnli")
+    parser.add_argument("--side", help=argparse.SUPPRESS)
+    parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "bertnli-bench")
+    args = parser.parse_args()
+    folder = classifier_folder(args)
+    if args.side:
+        print(json.dumps(SIDES[args.side](args, folder, real_pairs(args.pairs))))
+        return
+    rows = []
+    for side in args.sides.split(","):
+        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--side", side], capture_output=True,
+                             text=True, check=False)
+        if out.returncode:
+            sys.exit(f"{side} failed:\n{out.stderr[-4000:]}")
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    precision = args.precision if args.precision != "auto" else ("bf16" if torch.cuda.is_available() else "fp32")
+    print_table(f"prediction, {args.model}, batch {args.batch_size}, {precision}, {hardware()}; data snli dev",
+                rows, "pairs_per_s")
+
+
+if __name__ == "__main__":
+    main()

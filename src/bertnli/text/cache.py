@@ -1,0 +1,57 @@
+"""Encoded datasets cached on disk, keyed by the content of the data, the tokenizer and max_len.
+
+A second run over the same data starts training at once: the arrays are memory-mapped, not re-encoded.
+Entries are written to a temporary folder and renamed into place, so a crash never leaves half an entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bertnli.text.pairs import EncodedPairs, encode_pairs
+from bertnli.text.tokenizers import Tokenizer
+
+ARRAYS = ("token_ids", "segments", "valid_lens")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("BERTNLI_CACHE", Path.home() / ".cache" / "bertnli")) / "encoded"
+
+
+def cache_key(premises: list[str], hypotheses: list[str], tokenizer: Tokenizer, max_len: int) -> str:
+    digest = hashlib.sha256(f"{tokenizer.fingerprint()}\n{max_len}\n{len(premises)}\n".encode())
+    for premise, hypothesis in zip(premises, hypotheses):
+        digest.update(f"{premise}\t{hypothesis}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def encode_cached(
+    tokenizer: Tokenizer,
+    premises: list[str],
+    hypotheses: list[str],
+    max_len: int,
+    cache_dir: Path | None = None,
+) -> EncodedPairs:
+    """`encode_pairs`, but read from / written to ``cache_dir`` (default ``$BERTNLI_CACHE/encoded``)."""
+    root = cache_dir or default_cache_dir()
+    entry = root / cache_key(premises, hypotheses, tokenizer, max_len)
+    if all((entry / f"{name}.npy").is_file() for name in ARRAYS):
+        return EncodedPairs(*(np.load(entry / f"{name}.npy", mmap_mode="r") for name in ARRAYS))
+    pairs = encode_pairs(tokenizer, premises, hypotheses, max_len)
+    staging = None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+        for name in ARRAYS:
+            np.save(staging / f"{name}.npy", getattr(pairs, name))
+        os.replace(staging, entry)
+    except OSError:  # a read-only or full disk, or another process won the race: costs speed, never the run
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    return pairs
