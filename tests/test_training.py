@@ -1,0 +1,157 @@
+"""Runs that survive: kill-and-resume, Ctrl-C, the encoded-data cache, early stopping, data parallelism."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from synthetic import synthetic_dataset, tiny_d2l_checkpoint
+
+from bertnli.cli import main
+from bertnli.errors import ConfigError, TrainingInterrupted
+from bertnli.text import WordTokenizer
+from bertnli.text.cache import encode_cached
+from bertnli.training import TrainConfig, Trainer, train
+
+TESTS = Path(__file__).resolve().parent
+ENV = {**os.environ, "PYTHONPATH": str(TESTS.parent / "src"), "OMP_NUM_THREADS": "1"}
+
+
+def write_jsonl(path: Path, dataset) -> Path:
+    path.write_text("".join(json.dumps({"sentence1": e.premise, "sentence2": e.hypothesis, "gold_label": e.label})
+                            + "\n" for e in dataset.examples))
+    return path
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    root = tmp_path_factory.mktemp("task")
+    return {
+        "model": str(tiny_d2l_checkpoint(root / "tiny", hidden=32)),
+        "train": str(write_jsonl(root / "train.jsonl", synthetic_dataset(1200, seed=1))),
+        "eval": str(write_jsonl(root / "eval.jsonl", synthetic_dataset(200, seed=2))),
+    }
+
+
+def cli_args(task, out: Path, *extra: str) -> list[str]:
+    return ["train", "--model", task["model"], "--train", task["train"], "--eval", task["eval"], "--out", str(out),
+            "--recipe", "d2l", "--lr", "1e-3", "--num-heads", "4", "--no-progress", *extra]
+
+
+def run_cli(*args: str) -> None:
+    """The command line in a fresh process (one thread, so every run reduces sums in the same order)."""
+    done = subprocess.run([sys.executable, "-m", "bertnli", *args], env=ENV, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def epoch_records(run: Path) -> list[dict]:
+    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "epoch"]
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(task, tmp_path):
+    settings = ("--epochs", "2", "--batch-size", "8", "--checkpoint-every", "25", "--log-every", "10")
+    run_cli(*cli_args(task, tmp_path / "whole", *settings))
+
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "bertnli", *cli_args(task, run, *settings)], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (run / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    progress = torch.load(run / "checkpoint.pt", weights_only=True)["progress"]
+    assert progress["epoch"] == 0 and progress["batch"] > 0, "the kill must land in the middle of the first epoch"
+
+    run_cli("train", "--resume", str(run), "--no-progress")
+    whole, resumed = epoch_records(tmp_path / "whole"), epoch_records(run)
+    assert [r["eval_accuracy"] for r in resumed] == [r["eval_accuracy"] for r in whole]
+    for a, b in zip(resumed, whole):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-12)
+        assert a["train_accuracy"] == b["train_accuracy"]
+    final_a = load_file(run / "model" / "model.safetensors")
+    final_b = load_file(tmp_path / "whole" / "model" / "model.safetensors")
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_b)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(task, tmp_path):
+    train_set, eval_set = synthetic_dataset(400, 1), synthetic_dataset(50, 2)
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=8)
+    trainer = Trainer(cfg, train_set, eval_set, tmp_path / "run", progress=False)
+    original_step = trainer.optimizer_step
+
+    def step_then_interrupt(group):
+        sums = original_step(group)
+        if trainer.progress.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return sums
+
+    trainer.optimizer_step = step_then_interrupt
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        trainer.fit()
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert saved["progress"]["step"] == 4 and saved["progress"]["batch"] == 4
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_starting_over_an_existing_run_is_refused(task, tmp_path):
+    args = cli_args(task, tmp_path / "run", "--epochs", "1", "--limit", "64")
+    assert main(args) == 0
+    with pytest.raises(ConfigError, match="--resume"):
+        train(TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1),
+              synthetic_dataset(64, 1), None, tmp_path / "run", progress=False)
+
+
+def test_early_stopping_ends_a_run_that_stops_improving(task, tmp_path):
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=30, batch_size=64, lr=1e-9,
+                                  early_stopping=2)
+    result = train(cfg, synthetic_dataset(128, 1), synthetic_dataset(64, 2), tmp_path / "run", progress=False)
+    assert len(result.epochs) < 30
+    assert not any(e["best"] for e in result.epochs[-2:])
+
+
+def test_encoded_data_cache_is_reused_and_keyed_by_content(tmp_path):
+    tok = WordTokenizer(["<unk>", "<pad>", "<cls>", "<sep>", "<mask>", "a", "b"])
+    first = encode_cached(tok, ["a b", "a"], ["b", "b a"], 16, tmp_path)
+    assert len(list(tmp_path.iterdir())) == 1
+    again = encode_cached(tok, ["a b", "a"], ["b", "b a"], 16, tmp_path)
+    assert isinstance(again.token_ids, np.memmap)
+    assert np.array_equal(first.token_ids, again.token_ids) and np.array_equal(first.segments, again.segments)
+    encode_cached(tok, ["a b", "a"], ["b", "b a"], 8, tmp_path)  # other max_len
+    encode_cached(tok, ["a b", "b"], ["b", "b a"], 16, tmp_path)  # other text
+    assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 3
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
+def test_two_process_ddp_matches_one_process_on_the_same_global_batch(task, tmp_path):
+    common = ("--epochs", "1", "--dropout", "0", "--limit", "480", "--log-every", "5")
+    run_cli(*cli_args(task, tmp_path / "one", *common, "--batch-size", "16"))
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "bertnli", *cli_args(task, tmp_path / "two", *common, "--batch-size", "8")],
+                         env=ENV, capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one = load_file(tmp_path / "one" / "model" / "model.safetensors")
+    two = load_file(tmp_path / "two" / "model" / "model.safetensors")
+    for name in one:
+        a, b = one[name], two[name]
+        if name.endswith("qkv.bias"):
+            # The key bias gets no gradient (softmax ignores a shift shared by all keys); Adam turns the
+            # rounding noise it does get into full-size steps, so only the query and value biases compare.
+            third = len(a) // 3
+            a, b = torch.cat([a[:third], a[2 * third :]]), torch.cat([b[:third], b[2 * third :]])
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), name
+    a, b = epoch_records(tmp_path / "one")[0], epoch_records(tmp_path / "two")[0]
+    assert a["eval_accuracy"] == b["eval_accuracy"]
+    assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    assert len([p for p in (tmp_path / "two").iterdir() if p.name.startswith(".")]) == 0
