@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from bertnli.errors import ConfigError
@@ -42,15 +43,17 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 @dataclass
 class DeviceBatch:
-    """One batch on the device. ``valid_lens`` is None when no row is padded (no mask needed)."""
+    """One batch on the device. ``valid_lens`` is None when no row is padded (no mask needed).
+    Copies go through pinned memory and do not block the host."""
 
     token_ids: torch.Tensor
     segments: torch.Tensor
     valid_lens: torch.Tensor | None
     size: int
+    labels: torch.Tensor | None = None
 
     @classmethod
-    def from_pairs(cls, pairs: EncodedPairs, device: torch.device) -> DeviceBatch:
+    def from_pairs(cls, pairs: EncodedPairs, device: torch.device, labels: np.ndarray | None = None) -> DeviceBatch:
         pin = device.type == "cuda"
 
         def move(array) -> torch.Tensor:
@@ -65,4 +68,5 @@ class DeviceBatch:
             segments=move(pairs.segments).int(),
             valid_lens=move(pairs.valid_lens) if padded else None,
             size=len(pairs),
+            labels=None if labels is None else move(labels),
         )

@@ -156,7 +156,7 @@ class Trainer:
             DistributedDataParallel(self.model, device_ids=[device] if device.type == "cuda" else None)
             if self.world > 1 else self.model
         )
-        self.step_model = torch.compile(self.wrapped) if cfg.compile else self.wrapped
+        self.step_model = torch.compile(self.wrapped, dynamic=True) if cfg.compile else self.wrapped
 
         self.train_pairs = encode_dataset(train_set, self.tokenizer, cfg.max_len, cfg.cache)
         self.train_gold = gold_indices(train_set, self.labels)
@@ -213,19 +213,20 @@ class Trainer:
         self.model.train()
         bar = tqdm(total=len(batches), initial=p.batch, desc=f"epoch {p.epoch + 1}/{cfg.epochs}",
                    unit="batch", disable=not self.show_progress or self.rank != 0, leave=False)
-        running = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss sum, correct, pairs
-        started = time.perf_counter()
+        running = torch.zeros(2, device=self.device, dtype=torch.float64)  # loss sum, correct
+        seen, started = 0, time.perf_counter()
         while p.batch < len(batches):
             group = batches[p.batch : p.batch + cfg.grad_accum]
             running += self.optimizer_step(group)
+            seen += sum(len(shard(b, self.rank, self.world)) for b in group)
             p.batch += len(group)
             p.step += 1
             bar.update(len(group))
             checkpoint = (cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0) or self.stop_requested
             if checkpoint or p.step % cfg.log_every == 0 or p.batch == len(batches):
-                self._absorb(running, time.perf_counter() - started)
+                self._absorb(running, seen, time.perf_counter() - started)
                 running.zero_()
-                started = time.perf_counter()
+                seen, started = 0, time.perf_counter()
                 bar.set_postfix(loss=f"{p.loss_sum / max(p.seen, 1):.4f}", acc=f"{p.correct / max(p.seen, 1):.3f}")
             if checkpoint and p.batch < len(batches):
                 self.save_checkpoint()
@@ -236,20 +237,18 @@ class Trainer:
 
     def optimizer_step(self, group: list[np.ndarray]) -> torch.Tensor:
         """Forward and backward over ``group`` (one batch, or several when accumulating), then one update.
-        Returns (loss sum, correct, pairs) on the device: nothing here waits for the GPU."""
+        Returns (loss sum, correct) on the device: nothing here waits for the GPU."""
         total = sum(len(b) for b in group)
-        sums = torch.zeros(3, device=self.device, dtype=torch.float64)
+        sums = torch.zeros(2, device=self.device, dtype=torch.float64)
         for i, global_batch in enumerate(group):
             index = shard(global_batch, self.rank, self.world)
-            batch = DeviceBatch.from_pairs(self.train_pairs.take(index), self.device)
-            gold = torch.from_numpy(self.train_gold[index]).to(self.device, non_blocking=True)
+            batch = DeviceBatch.from_pairs(self.train_pairs.take(index), self.device, self.train_gold[index])
             sync = i == len(group) - 1 or self.world == 1
             with self._maybe_no_sync(sync), autocast(self.device, self.dtype):
                 logits = self.step_model(batch.token_ids, batch.segments, batch.valid_lens)
-                loss_sum = F.cross_entropy(logits.float(), gold, reduction="sum")
+                loss_sum = F.cross_entropy(logits.float(), batch.labels, reduction="sum")
             (loss_sum * (self.world / total)).backward()
-            sums += torch.stack([loss_sum.detach().double(), (logits.argmax(-1) == gold).sum().double(),
-                                 torch.tensor(float(len(index)), device=self.device, dtype=torch.float64)])
+            sums += torch.stack([loss_sum.detach().double(), (logits.argmax(-1) == batch.labels).sum().double()])
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
@@ -305,11 +304,13 @@ class Trainer:
         finally:
             signal.signal(signal.SIGINT, previous)
 
-    def _absorb(self, running: torch.Tensor, seconds: float) -> None:
+    def _absorb(self, running: torch.Tensor, seen: int, seconds: float) -> None:
         """Fold the running sums (read from the device here, every ``log_every`` steps) into the epoch."""
         if self.world > 1:
-            dist.all_reduce(running)
-        loss_sum, correct, seen = running.tolist()
+            totals = torch.cat([running, torch.tensor([float(seen)], dtype=torch.float64, device=self.device)])
+            dist.all_reduce(totals)
+            running, seen = totals[:2], int(totals[2].item())
+        loss_sum, correct = running.tolist()
         p = self.progress
         p.loss_sum, p.correct, p.seen = p.loss_sum + loss_sum, p.correct + int(correct), p.seen + int(seen)
         p.train_seconds += seconds
