@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import ipaddress
 import json
+import os
 import random
 import sys
 import threading
@@ -22,10 +23,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
+import torch
 
 SNLI_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "snli" / "snli_1.0_dev.jsonl"
 LABELS = ["entailment", "neutral", "contradiction"]
@@ -72,8 +75,6 @@ def make_requests(pairs: list[tuple[str, str]], count: int, low: int, high: int,
 # ---- server ---------------------------------------------------------------------------------------
 def default_model(device: str):
     """A fresh classifier on the offline MiniLM: untrained head, real encoder cost."""
-    import torch
-
     from bertnli.inference import NLIModel
     from bertnli.model import BERTClassifier
     from bertnli.weights import load_pretrained
@@ -84,8 +85,8 @@ def default_model(device: str):
 
 
 @contextmanager
-def local_server(args: argparse.Namespace) -> Iterator[tuple[str, object]]:
-    """Serve the model with uvicorn in a thread on 127.0.0.1 (a free port); yield (url, app)."""
+def local_server(args: argparse.Namespace) -> Iterator[tuple[str, Any, Any]]:
+    """Serve the model with uvicorn in a thread on 127.0.0.1 (a free port); yield (url, app, model)."""
     import uvicorn
 
     from bertnli.inference import NLIModel
@@ -105,7 +106,7 @@ def local_server(args: argparse.Namespace) -> Iterator[tuple[str, object]]:
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}", app
+        yield f"http://127.0.0.1:{port}", app, model
     finally:
         server.should_exit = True
         thread.join(timeout=60)
@@ -134,7 +135,10 @@ class Results:
 async def run_load(url: str, requests: list[dict], args: argparse.Namespace) -> Results:
     """``args.concurrency`` clients share the requests; each sends its next one when answered."""
     results, todo = Results(), iter(requests)
-    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
+    # Idle connections are dropped before the server's keep-alive timeout (uvicorn: 5 s) could race a request.
+    limits = httpx.Limits(
+        max_connections=args.concurrency, max_keepalive_connections=args.concurrency, keepalive_expiry=2
+    )
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=args.request_timeout) as client:
         (await client.post("/predict", json=requests[0])).raise_for_status()  # warm-up, not timed
 
@@ -145,7 +149,7 @@ async def run_load(url: str, requests: list[dict], args: argparse.Namespace) -> 
                     response = await client.post("/predict", json=body)
                     response.raise_for_status()
                 except httpx.HTTPError as exc:
-                    results.errors.append(f"{type(exc).__name__}: {exc}")
+                    results.errors.append(f"{type(exc).__name__}: {exc!r}")
                     continue
                 results.latencies.append(time.perf_counter() - start)
                 results.pairs += len(body["pairs"])
@@ -161,10 +165,19 @@ async def run_load(url: str, requests: list[dict], args: argparse.Namespace) -> 
     return results
 
 
-def report(results: Results, args: argparse.Namespace, calls: int | None) -> None:
+def direct_rate(model, requests: list[dict], limit: int = 512) -> float:
+    """Pairs/s of one `predict_proba` call on (up to ``limit`` of) the same pairs, without HTTP."""
+    pairs = [(p["premise"], p["hypothesis"]) for body in requests for p in body["pairs"]][:limit]
+    start = time.perf_counter()
+    model.predict_proba(*zip(*pairs))
+    return len(pairs) / (time.perf_counter() - start)
+
+
+def report(results: Results, args: argparse.Namespace, server: list[tuple[str, str]]) -> None:
     ms = np.percentile(np.array(results.latencies) * 1000, [50, 90, 99]) if results.latencies else [np.nan] * 3
     answered = len(results.latencies)
     rows = [
+        *server,
         ("requests", f"{answered + len(results.errors)} ({args.concurrency} concurrent clients)"),
         ("errors", f"{len(results.errors)}"),
         ("pairs", f"{results.pairs}"),
@@ -173,8 +186,6 @@ def report(results: Results, args: argparse.Namespace, calls: int | None) -> Non
         ("requests/s", f"{answered / results.seconds:.1f}"),
         ("latency p50/p90/p99", " / ".join(f"{x:.0f}" for x in ms) + " ms"),
     ]
-    if calls:
-        rows.append(("model calls", f"{calls} (mean {results.pairs / calls:.0f} pairs a call)"))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
@@ -187,13 +198,20 @@ def main(argv: list[str] | None = None) -> int:
     requests = make_requests(load_pairs(args.data), args.requests, *args.pairs, args.seed)
     if args.url:
         results = asyncio.run(run_load(check_loopback(args.url), requests, args))
-        calls = None
+        server = [("server", args.url)]
     else:
-        with local_server(args) as (url, app):
-            before = app.state.batcher.calls
+        with local_server(args) as (url, app, model):
+            batcher = app.state.batcher
+            before = batcher.calls
             results = asyncio.run(run_load(url, requests, args))
-            calls = app.state.batcher.calls - before - 1  # less the warm-up request
-    report(results, args, calls)
+            calls = batcher.calls - before - 1  # less the warm-up request
+            server = [
+                ("server", f"in-process uvicorn, {model.device}, {torch.get_num_threads()} torch threads, "
+                 f"{os.cpu_count()} CPUs"),
+                ("model calls", f"{calls} (mean {results.pairs / max(calls, 1):.0f} pairs a call)"),
+                ("model alone", f"{direct_rate(model, requests):.1f} pairs/s (one predict_proba call, no HTTP)"),
+            ]
+    report(results, args, server)
     return 1 if results.errors else 0
 
 

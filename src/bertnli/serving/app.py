@@ -1,0 +1,179 @@
+"""The HTTP service: a FastAPI app around an `NLIModel`, and `serve` to run it with uvicorn.
+
+Endpoints: ``POST /predict``, ``GET /health``, ``GET /model``; OpenAPI docs at ``/docs``. Concurrent
+requests are answered by shared model calls (see `bertnli.serving.batcher`). Every error is JSON with a
+one-line ``detail``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from uvicorn.config import LOGGING_CONFIG
+
+from bertnli import __version__
+from bertnli.inference import NLIModel
+from bertnli.serving.batcher import Batcher, ModelFailed, ServiceClosed
+from bertnli.serving.schemas import (
+    ErrorOut,
+    Health,
+    Limits,
+    ModelInfo,
+    Pair,
+    PredictionOut,
+    PredictRequest,
+    PredictResponse,
+)
+
+logger = logging.getLogger(__name__)
+_SHAPE = '{"pairs": [{"premise": "...", "hypothesis": "..."}]}'
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": text}
+    for code, text in (
+        (413, "Too many pairs, or a text too long"),
+        (422, "Malformed JSON, missing fields or wrong types"),
+        (500, "The model failed; details are in the server log"),
+        (503, "The service is starting or shutting down"),
+    )
+}
+
+
+def create_app(
+    model: NLIModel,
+    *,
+    max_pairs: int = 256,
+    max_chars: int = 2000,
+    max_batch_pairs: int = 1024,
+    max_wait_ms: float = 5,
+    name: str = "bertnli",
+) -> FastAPI:
+    """A FastAPI app serving ``model``. Its lifespan starts and stops the batching worker."""
+    limits = Limits(max_pairs=max_pairs, max_chars=max_chars, max_batch_pairs=max_batch_pairs, max_wait_ms=max_wait_ms)
+    batcher = Batcher(model.predict_proba, max_batch_pairs, max_wait_ms)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.close()
+
+    app = FastAPI(
+        title="bertnli",
+        version=__version__,
+        description=f"Natural language inference with `{name}`: does the premise entail the hypothesis, "
+        f"contradict it, or neither? Labels: {', '.join(model.labels)}.",
+        lifespan=lifespan,
+    )
+    app.state.batcher = batcher
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    info = _model_info(model, name, limits)
+
+    @app.post("/predict", response_model=PredictResponse, responses=_ERRORS, summary="Classify pairs")
+    async def predict(request: PredictRequest) -> PredictResponse:
+        _check_limits(request.pairs, limits)
+        try:
+            probs = await batcher.submit([p.premise for p in request.pairs], [p.hypothesis for p in request.pairs])
+        except ModelFailed:
+            raise HTTPException(500, "the model failed on this request; the error is in the server log") from None
+        except ServiceClosed as exc:
+            raise HTTPException(503, str(exc)) from None
+        return PredictResponse(predictions=[_prediction(model.labels, row) for row in probs], model=name)
+
+    @app.get("/health", response_model=Health, summary="Liveness")
+    async def health() -> Health:
+        if not batcher.running:
+            raise HTTPException(503, "the prediction service is not running")
+        return Health(status="ok")
+
+    @app.get("/model", response_model=ModelInfo, summary="The model and the server's limits")
+    async def model_info() -> ModelInfo:
+        return info
+
+    return app
+
+
+def _model_info(model: NLIModel, name: str, limits: Limits) -> ModelInfo:
+    return ModelInfo(
+        name=name,
+        labels=model.labels,
+        max_len=model.max_len,
+        parameters=sum(p.numel() for p in model.network.parameters()),
+        device=str(model.device),
+        config=model.network.config.to_dict(),
+        limits=limits,
+    )
+
+
+def _prediction(labels: Sequence[str], row: Sequence[float]) -> PredictionOut:
+    probabilities = {label: float(p) for label, p in zip(labels, row)}
+    return PredictionOut(label=max(probabilities, key=probabilities.__getitem__), probabilities=probabilities)
+
+
+def _check_limits(pairs: Sequence[Pair], limits: Limits) -> None:
+    """413 for more than ``max_pairs`` pairs or a text longer than ``max_chars``."""
+    if len(pairs) > limits.max_pairs:
+        raise HTTPException(413, f"{len(pairs)} pairs in one request; the limit is {limits.max_pairs}")
+    for i, pair in enumerate(pairs):
+        for field in ("premise", "hypothesis"):
+            size = len(getattr(pair, field))
+            if size > limits.max_chars:
+                raise HTTPException(
+                    413, f"pairs[{i}].{field} has {size} characters; the limit is {limits.max_chars}"
+                )
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's validation errors as one readable line plus a list of (location, message)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [_error_item(error) for error in exc.errors()]
+    shown = "; ".join(f"{e['location']}: {e['message']}" for e in errors[:3])
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return JSONResponse({"detail": f"invalid request: {shown}{more}", "errors": errors}, status_code=422)
+
+
+def _error_item(error: dict[str, Any]) -> dict[str, str]:
+    loc = [part for part in error.get("loc", ()) if part != "body"]
+    if error.get("type") == "json_invalid":
+        reason = error.get("ctx", {}).get("error", "")
+        return {"location": "body", "message": f"not valid JSON ({reason}, at character {loc[0] if loc else '?'})"}
+    if not loc:
+        return {"location": "body", "message": f"expected a JSON object like {_SHAPE}"}
+    where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+    return {"location": where, "message": error.get("msg", "invalid")}
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging set-up, with bertnli's loggers writing through the same handler."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["bertnli"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
+def serve(
+    model_path: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    device: str = "auto",
+    max_pairs: int = 256,
+    max_chars: int = 2000,
+) -> None:
+    """Load the model at ``model_path`` (a run directory or a model folder) and serve it until Ctrl-C."""
+    model = NLIModel.load(model_path, device=device)
+    name = Path(model_path).resolve().name
+    app = create_app(model, max_pairs=max_pairs, max_chars=max_chars, name=name)
+    config = uvicorn.Config(app, host=host, port=port, log_config=_log_config())
+    address = f"[{host}]" if ":" in host else host
+    logger.info("serving %s (%s) at http://%s:%d — API docs at /docs", name, model.device, address, port)
+    uvicorn.Server(config).run()

@@ -1,0 +1,160 @@
+"""Micro-batching: pairs from concurrent requests share one model call.
+
+One asyncio task collects pending requests until ``max_batch_pairs`` pairs are waiting or the oldest
+has waited ``max_wait_ms``, then runs the model on all of them in a worker thread (the event loop stays
+free to accept more) and hands each request its rows. One model call runs at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+PredictFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
+
+
+class ServiceClosed(RuntimeError):
+    """The batcher is not running (not started yet, or shutting down)."""
+
+
+class ModelFailed(RuntimeError):
+    """The model raised on this request's pairs; the cause is logged, not shown to clients."""
+
+
+@dataclass
+class _Job:
+    premises: list[str]
+    hypotheses: list[str]
+    arrived: float
+    future: asyncio.Future = field(repr=False)
+
+    def __len__(self) -> int:
+        return len(self.premises)
+
+
+class Batcher:
+    """Collects the pairs of concurrent `submit` calls into batches for ``predict(premises, hypotheses)``."""
+
+    def __init__(self, predict: PredictFn, max_batch_pairs: int = 1024, max_wait_ms: float = 5.0) -> None:
+        if max_batch_pairs < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch_pairs must be positive and max_wait_ms non-negative")
+        self.predict = predict
+        self.max_batch_pairs = max_batch_pairs
+        self.max_wait = max_wait_ms / 1000
+        self.calls = 0
+        self._pending: deque[_Job] = deque()
+        self._task: asyncio.Task | None = None
+        self._closing = False
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done() and not self._closing
+
+    def start(self) -> None:
+        """Start the worker on the running event loop."""
+        if self._task is not None:
+            raise RuntimeError("the batcher was already started")
+        self._arrived = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertnli-model")
+        self._task = asyncio.create_task(self._work(), name="bertnli-batcher")
+
+    async def close(self) -> None:
+        """Stop accepting work, finish what is pending, then stop the worker and its thread."""
+        if self._task is None or self._closing:
+            return
+        self._closing = True
+        self._arrived.set()
+        try:
+            await self._task
+        finally:
+            self._executor.shutdown(wait=True)
+
+    async def submit(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
+        """Probabilities (pairs, labels) for these pairs, computed together with other requests' pairs."""
+        if not self.running:
+            raise ServiceClosed("the prediction service is not running")
+        loop = asyncio.get_running_loop()
+        job = _Job(list(premises), list(hypotheses), loop.time(), loop.create_future())
+        self._pending.append(job)
+        self._arrived.set()
+        return await job.future
+
+    async def _work(self) -> None:
+        try:
+            while self._pending or not self._closing:
+                if not self._pending:
+                    self._arrived.clear()
+                    await self._arrived.wait()
+                    continue
+                await self._gather()
+                jobs = self._take()
+                if jobs:
+                    await self._run(jobs)
+        finally:
+            self._fail_pending(ServiceClosed("the prediction service stopped"))
+
+    async def _gather(self) -> None:
+        """Wait until a full batch is pending, the oldest job's wait is over, or the batcher closes."""
+        loop = asyncio.get_running_loop()
+        while self._pending and not self._closing:
+            left = self._pending[0].arrived + self.max_wait - loop.time()
+            if sum(map(len, self._pending)) >= self.max_batch_pairs or left <= 0:
+                return
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except asyncio.TimeoutError:
+                return
+
+    def _take(self) -> list[_Job]:
+        """Pop pending jobs in arrival order, up to ``max_batch_pairs`` pairs (always at least one job)."""
+        jobs: list[_Job] = []
+        size = 0
+        while self._pending and (not jobs or size + len(self._pending[0]) <= self.max_batch_pairs):
+            job = self._pending.popleft()
+            if not job.future.done():  # a cancelled request needs no answer
+                jobs.append(job)
+                size += len(job)
+        return jobs
+
+    async def _run(self, jobs: list[_Job]) -> None:
+        """Predict for ``jobs`` in one call; if it fails, retry each job alone so one bad request fails alone."""
+        premises = [p for job in jobs for p in job.premises]
+        hypotheses = [h for job in jobs for h in job.hypotheses]
+        loop = asyncio.get_running_loop()
+        self.calls += 1
+        try:
+            probs = await loop.run_in_executor(self._executor, self.predict, premises, hypotheses)
+        except Exception:
+            if len(jobs) > 1:
+                for job in jobs:
+                    await self._run([job])
+                return
+            logger.exception("prediction failed on a request of %d pairs", len(jobs[0]))
+            _resolve(jobs[0].future, error=ModelFailed("prediction failed"))
+            return
+        start = 0
+        for job in jobs:
+            _resolve(job.future, result=probs[start : start + len(job)])
+            start += len(job)
+
+    def _fail_pending(self, error: Exception) -> None:
+        while self._pending:
+            _resolve(self._pending.popleft().future, error=error)
+
+
+def _resolve(future: asyncio.Future, result: object = None, error: Exception | None = None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

@@ -1,0 +1,75 @@
+"""Request and response bodies of the HTTP API (they also make the OpenAPI page at ``/docs``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EXAMPLE_PAIRS = [
+    {"premise": "A man is playing a guitar on stage.", "hypothesis": "A person is making music."},
+    {"premise": "Two dogs run through a snowy field.", "hypothesis": "The animals are asleep indoors."},
+]
+
+
+class Pair(BaseModel):
+    """One premise–hypothesis pair."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    premise: str = Field(description="The text taken as true.", examples=[EXAMPLE_PAIRS[0]["premise"]])
+    hypothesis: str = Field(
+        description="The text judged against the premise.", examples=[EXAMPLE_PAIRS[0]["hypothesis"]]
+    )
+
+
+class PredictRequest(BaseModel):
+    """Pairs to classify; the server's limits on their number and length are at ``GET /model``."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"pairs": EXAMPLE_PAIRS}]})
+
+    pairs: list[Pair] = Field(min_length=1, description="One or more pairs, answered in the same order.")
+
+
+class PredictionOut(BaseModel):
+    label: str = Field(description="The most probable label.", examples=["entailment"])
+    probabilities: dict[str, float] = Field(
+        description="The probability of every label.",
+        examples=[{"entailment": 0.91, "neutral": 0.07, "contradiction": 0.02}],
+    )
+
+
+class PredictResponse(BaseModel):
+    predictions: list[PredictionOut] = Field(description="One prediction per pair, in the request's order.")
+    model: str = Field(description="The name of the model that answered.")
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class Limits(BaseModel):
+    max_pairs: int = Field(description="Pairs allowed in one request.")
+    max_chars: int = Field(description="Characters allowed in one premise or hypothesis.")
+    max_batch_pairs: int = Field(description="Pairs from concurrent requests run together in one model call.")
+    max_wait_ms: float = Field(description="How long a request may wait for others to share its model call.")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    labels: list[str] = Field(description="Label names, in the order of the model's outputs.")
+    max_len: int = Field(description="Longest packed pair in tokens; longer pairs are truncated.")
+    parameters: int = Field(description="Number of parameters of the network.")
+    device: str
+    config: dict[str, Any] = Field(description="The network's architecture.")
+    limits: Limits
+
+
+class ErrorItem(BaseModel):
+    location: str = Field(examples=["pairs[0].premise"])
+    message: str = Field(examples=["Field required"])
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="What went wrong, in one line.")
+    errors: list[ErrorItem] | None = Field(default=None, description="Each invalid field (validation errors).")

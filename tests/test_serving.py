@@ -1,0 +1,183 @@
+"""The HTTP service: answers equal `NLIModel.predict`, limits and bad requests are 4xx, requests are batched."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from bertnli.inference import NLIModel
+from bertnli.model import BERTClassifier, BertConfig
+from bertnli.text import WordTokenizer
+
+pytest.importorskip("fastapi", reason="fastapi is not installed")
+httpx = pytest.importorskip("httpx", reason="httpx is not installed")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from bertnli.serving import Batcher, create_app  # noqa: E402
+from bertnli.serving.batcher import ModelFailed, ServiceClosed  # noqa: E402
+
+LABELS = ["entailment", "neutral", "contradiction"]
+WORDS = [
+    "a", "the", "man", "woman", "dog", "cat", "runs", "sleeps", "plays", "guitar", "music", "park", "outside",
+    "inside", "is", "on", "in",
+]
+PAIRS = [
+    ("A man plays the guitar", "a man plays music"),
+    ("the dog sleeps inside", "A dog runs in the park"),
+    ("A woman is outside", "unknown words here"),
+]
+
+
+@pytest.fixture(scope="module")
+def model() -> NLIModel:
+    torch.manual_seed(0)
+    tokenizer = WordTokenizer(["<unk>", "<pad>", "<cls>", "<sep>", "<mask>", *WORDS])
+    cfg = BertConfig(tokenizer.vocab_size, hidden_size=16, num_layers=1, num_heads=2, ffn_size=32, max_position=64)
+    return NLIModel(BERTClassifier(cfg, len(LABELS)), tokenizer, LABELS, max_len=32, device="cpu")
+
+
+@pytest.fixture
+def client(model):
+    with TestClient(create_app(model, max_pairs=4, max_chars=50, name="tiny")) as client:
+        yield client
+
+
+def body(pairs) -> dict:
+    return {"pairs": [{"premise": p, "hypothesis": h} for p, h in pairs]}
+
+
+def test_predictions_equal_nlimodel_predict(client, model):
+    response = client.post("/predict", json=body(PAIRS))
+    assert response.status_code == 200
+    data = response.json()
+    assert data["model"] == "tiny"
+    for got, expected in zip(data["predictions"], model.predict(PAIRS), strict=True):
+        assert got["label"] == expected.label
+        assert got["probabilities"] == pytest.approx(expected.probabilities, abs=1e-6)
+
+
+def test_health_model_info_and_docs(client, model):
+    assert client.get("/health").json() == {"status": "ok"}
+    info = client.get("/model").json()
+    assert info["labels"] == LABELS and info["max_len"] == 32 and info["name"] == "tiny"
+    assert info["config"] == model.network.config.to_dict()
+    assert info["parameters"] == sum(p.numel() for p in model.network.parameters())
+    assert info["limits"]["max_pairs"] == 4 and info["limits"]["max_chars"] == 50
+    schema = client.get("/openapi.json").json()
+    assert {"/predict", "/health", "/model"} <= set(schema["paths"])
+    assert "examples" in schema["components"]["schemas"]["PredictRequest"]
+    assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        ([("a", "b")] * 5, "5 pairs in one request; the limit is 4"),
+        ([("a", "b"), ("x" * 51, "b")], "pairs[1].premise has 51 characters; the limit is 50"),
+        ([("a", "y" * 60)], "pairs[0].hypothesis has 60 characters; the limit is 50"),
+    ],
+)
+def test_limits_give_413_with_the_reason(client, pairs, message):
+    response = client.post("/predict", json=body(pairs))
+    assert response.status_code == 413
+    assert response.json() == {"detail": message}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"pairs": [', "body: not valid JSON"),
+        (b"", 'body: expected a JSON object like {"pairs"'),
+        (b"[1, 2]", 'body: expected a JSON object like {"pairs"'),
+        (b'{"pairs": []}', "pairs: List should have at least 1 item"),
+        (b'{"pair": []}', "pairs: Field required"),
+        (b'{"pairs": [{"premise": "a"}]}', "pairs[0].hypothesis: Field required"),
+        (b'{"pairs": [{"premise": 3, "hypothesis": "b"}]}', "pairs[0].premise: Input should be a valid string"),
+        (b'{"pairs": "a dog"}', "pairs: Input should be a valid list"),
+        (b'{"pairs": [{"premise": "a", "hypothesis": "b", "label": 1}]}', "pairs[0].label: Extra inputs"),
+    ],
+)
+def test_malformed_requests_give_422_with_a_readable_message(client, content, message):
+    response = client.post("/predict", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert detail.startswith("invalid request: ") and message in detail, detail
+
+
+def test_a_model_failure_is_a_generic_500_and_is_logged(model, monkeypatch, caplog):
+    def broken(premises, hypotheses):
+        raise RuntimeError("CUDA exploded at 0xdeadbeef")
+
+    monkeypatch.setattr(model, "predict_proba", broken)
+    with TestClient(create_app(model)) as client, caplog.at_level(logging.ERROR, "bertnli.serving"):
+        response = client.post("/predict", json=body(PAIRS[:1]))
+    assert response.status_code == 500
+    assert "server log" in response.json()["detail"] and "deadbeef" not in response.text
+    assert "CUDA exploded" in caplog.text
+
+
+def test_concurrent_requests_share_model_calls(model, monkeypatch):
+    calls = []
+    predict_proba = model.predict_proba
+
+    def counting(premises, hypotheses):
+        calls.append(len(premises))
+        return predict_proba(premises, hypotheses)
+
+    monkeypatch.setattr(model, "predict_proba", counting)
+    rng = random.Random(0)
+    requests = [[rng.choice(PAIRS) for _ in range(rng.randint(1, 4))] for _ in range(200)]
+    app = create_app(model, max_batch_pairs=64, max_wait_ms=20)
+
+    async def run_all() -> list:
+        transport = httpx.ASGITransport(app=app)
+        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return await asyncio.gather(*(c.post("/predict", json=body(pairs)) for pairs in requests))
+
+    responses = asyncio.run(run_all())
+    assert [r.status_code for r in responses] == [200] * len(requests)
+    assert len(calls) < len(requests) / 4 and max(calls) <= 64 and sum(calls) == sum(map(len, requests))
+    expected = {pair: p for pair, p in zip(PAIRS, model.predict(PAIRS))}
+    for pairs, response in zip(requests, responses):
+        assert [p["label"] for p in response.json()["predictions"]] == [expected[pair].label for pair in pairs]
+
+
+def fake_predict(premises, hypotheses) -> np.ndarray:
+    """One row per pair: the length of its premise. A premise "boom" fails the call."""
+    if "boom" in premises:
+        raise ValueError("boom")
+    return np.array([[len(p)] for p in premises], dtype=np.float32)
+
+
+def test_batcher_splits_rows_back_and_isolates_a_failing_request():
+    async def scenario():
+        batcher = Batcher(fake_predict, max_batch_pairs=5, max_wait_ms=50)
+        batcher.start()
+        jobs = [(["aa", "b"], ["x", "y"]), (["boom"], ["x"]), (["cccc"], ["x"]), (["d"] * 3, ["x"] * 3)]
+        results = await asyncio.gather(*(batcher.submit(p, h) for p, h in jobs), return_exceptions=True)
+        await batcher.close()
+        return batcher, results
+
+    batcher, results = asyncio.run(scenario())
+    assert [r[:, 0].tolist() for r in (results[0], results[2], results[3])] == [[2, 1], [4], [1, 1, 1]]
+    assert isinstance(results[1], ModelFailed)
+    assert batcher.calls < 4 + 3  # batched, plus one retry per job of the failed batch
+
+
+def test_batcher_finishes_pending_work_on_close_then_refuses_new_work():
+    async def scenario():
+        batcher = Batcher(fake_predict, max_batch_pairs=2, max_wait_ms=1000)
+        batcher.start()
+        pending = [asyncio.ensure_future(batcher.submit([f"{i}"], ["h"])) for i in range(5)]
+        await asyncio.sleep(0)
+        await batcher.close()
+        with pytest.raises(ServiceClosed):
+            await batcher.submit(["late"], ["h"])
+        return [await job for job in pending]
+
+    assert [int(r[0, 0]) for r in asyncio.run(scenario())] == [1] * 5
