@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,8 +19,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import hardware, peak_memory_mb, print_table, real_pairs  # noqa: E402
-from train_throughput import model_folder  # noqa: E402
+from common import hardware, peak_memory_mb, print_table, real_pairs, run_sides
+from train_throughput import model_folder
 
 LABELS = ["entailment", "neutral", "contradiction"]
 
@@ -33,7 +32,7 @@ def classifier_folder(args: argparse.Namespace) -> Path:
 
     folder = args.scratch / f"predict-{args.model}"
     if not (folder / "hf" / "config.json").exists():
-        pretrained = load_pretrained(model_folder(args.model, args.scratch))
+        pretrained = load_pretrained(model_folder(args.model, args.scratch, args.tokenizer_from))
         torch.manual_seed(0)
         network = BERTClassifier.from_pretrained(pretrained.model, len(LABELS))
         save_classifier(folder / "bertnli", network, pretrained.tokenizer, LABELS, 128)
@@ -53,7 +52,7 @@ def run_bertnli(args: argparse.Namespace, folder: Path, data) -> dict:
     model = NLIModel.load(folder / "bertnli", device=str(_device(args)), precision=args.precision,
                           batch_size=args.batch_size, batch_tokens=None)
     premises, hypotheses = [e.premise for e in data.examples], [e.hypothesis for e in data.examples]
-    model.predict_proba(premises[:256], hypotheses[:256])  # warm-up
+    model.predict_proba(premises[:4096], hypotheses[:4096])  # warm-up
     started = time.perf_counter()
     model.predict_proba(premises, hypotheses)
     seconds = time.perf_counter() - started
@@ -78,8 +77,13 @@ def run_pipeline(args: argparse.Namespace, folder: Path, data) -> dict:
 
 
 def run_trainer(args: argparse.Namespace, folder: Path, data) -> dict:
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(str(folder / "hf"))
     model = AutoModelForSequenceClassification.from_pretrained(str(folder / "hf"))
@@ -108,25 +112,23 @@ SIDES = {"bertnli": run_bertnli, "pipeline": run_pipeline, "trainer": run_traine
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="minilm", help="minilm, bert-base-random, or a Hugging Face folder")
-    parser.add_argument("--pairs", type=int, default=2000)
+    parser.add_argument("--tokenizer-from", default="minilm", help="tokenizer folder for bert-base-random")
+    parser.add_argument("--pairs", type=int, default=2000, help="pairs for bertnli")
+    parser.add_argument("--peer-pairs", type=int, help="pairs for the pipeline and Trainer (default: --pairs)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    parser.add_argument("--sides", default="pipeline,trainer,bertnli")
+    parser.add_argument("--sides", default="pipeline,trainer,bertnli", help="any of pipeline, trainer, bertnli")
+    parser.add_argument("--side-timeout", type=float, default=1800, help="seconds allowed to each side")
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "bertnli-bench")
     args = parser.parse_args()
     folder = classifier_folder(args)
     if args.side:
-        print(json.dumps(SIDES[args.side](args, folder, real_pairs(args.pairs))))
+        pairs = args.pairs if args.side == "bertnli" else args.peer_pairs or args.pairs
+        print(json.dumps(SIDES[args.side](args, folder, real_pairs(pairs))))
         return
-    rows = []
-    for side in args.sides.split(","):
-        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--side", side], capture_output=True,
-                             text=True, check=False)
-        if out.returncode:
-            sys.exit(f"{side} failed:\n{out.stderr[-4000:]}")
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    rows = run_sides(__file__, args.sides.split(","), args.side_timeout)
     precision = args.precision if args.precision != "auto" else ("bf16" if torch.cuda.is_available() else "fp32")
     print_table(f"prediction, {args.model}, batch {args.batch_size}, {precision}, {hardware()}; data snli dev",
                 rows, "pairs_per_s")

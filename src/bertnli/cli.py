@@ -109,7 +109,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     hw.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1 ...")
     hw.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                     help="auto: bf16 autocast on GPUs that support it, else fp32")
-    hw.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
+    hw.add_argument("--compile", action="store_true",
+                    help="torch.compile the model: fused GPU kernels, at the price of a minute or more to start")
     hw.add_argument("--tensorboard", action="store_true", help="also write a TensorBoard log in the run")
     hw.add_argument("--no-cache", action="store_true", help="encode the data afresh instead of using the cache")
 

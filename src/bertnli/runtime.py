@@ -53,7 +53,9 @@ class DeviceBatch:
     labels: torch.Tensor | None = None
 
     @classmethod
-    def from_pairs(cls, pairs: EncodedPairs, device: torch.device, labels: np.ndarray | None = None) -> DeviceBatch:
+    def from_pairs(cls, pairs: EncodedPairs, device: torch.device, labels: np.ndarray | None = None,
+                   always_mask: bool = False) -> DeviceBatch:
+        """``always_mask`` passes valid_lens even when nothing is padded (one code path for compiled models)."""
         pin = device.type == "cuda"
 
         def move(array) -> torch.Tensor:
@@ -62,7 +64,7 @@ class DeviceBatch:
                 tensor = tensor.pin_memory()
             return tensor.to(device, non_blocking=pin)
 
-        padded = bool((pairs.valid_lens < pairs.token_ids.shape[1]).any())
+        padded = always_mask or bool((pairs.valid_lens < pairs.token_ids.shape[1]).any())
         return cls(
             token_ids=move(pairs.token_ids),
             segments=move(pairs.segments).int(),
@@ -70,3 +72,8 @@ class DeviceBatch:
             size=len(pairs),
             labels=None if labels is None else move(labels),
         )
+
+
+def compile_network(network: torch.nn.Module, enabled: bool) -> torch.nn.Module:
+    """``torch.compile`` with dynamic shapes, so batches of new widths do not trigger recompilation."""
+    return torch.compile(network, dynamic=True) if enabled else network

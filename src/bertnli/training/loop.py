@@ -30,7 +30,7 @@ from bertnli.data.example import D2L_LABELS, NLI_LABELS, Dataset
 from bertnli.errors import ConfigError, DataError, TrainingInterrupted
 from bertnli.inference import batched_logits
 from bertnli.model import BERTClassifier
-from bertnli.runtime import DeviceBatch, autocast, autocast_dtype, pick_device
+from bertnli.runtime import DeviceBatch, autocast, autocast_dtype, compile_network, pick_device
 from bertnli.text import EncodedPairs, Tokenizer, encode_pairs
 from bertnli.text.cache import encode_cached
 from bertnli.training.config import TrainConfig
@@ -156,7 +156,7 @@ class Trainer:
             DistributedDataParallel(self.model, device_ids=[device] if device.type == "cuda" else None)
             if self.world > 1 else self.model
         )
-        self.step_model = torch.compile(self.wrapped, dynamic=True) if cfg.compile else self.wrapped
+        self.step_model = compile_network(self.wrapped, cfg.compile)
 
         self.train_pairs = encode_dataset(train_set, self.tokenizer, cfg.max_len, cfg.cache)
         self.train_gold = gold_indices(train_set, self.labels)
@@ -242,7 +242,8 @@ class Trainer:
         sums = torch.zeros(2, device=self.device, dtype=torch.float64)
         for i, global_batch in enumerate(group):
             index = shard(global_batch, self.rank, self.world)
-            batch = DeviceBatch.from_pairs(self.train_pairs.take(index), self.device, self.train_gold[index])
+            batch = DeviceBatch.from_pairs(self.train_pairs.take(index), self.device, self.train_gold[index],
+                                           always_mask=self.cfg.compile)
             sync = i == len(group) - 1 or self.world == 1
             with self._maybe_no_sync(sync), autocast(self.device, self.dtype):
                 logits = self.step_model(batch.token_ids, batch.segments, batch.valid_lens)
