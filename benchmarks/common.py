@@ -74,3 +74,40 @@ def run_sides(script: str, sides: list[str], timeout: float) -> list[dict]:
     if not rows:
         sys.exit("no side finished")
     return rows
+
+
+HF_LABELS = {"entailment": 0, "neutral": 1, "contradiction": 2}
+
+
+def hf_rows(tokenizer, examples: list[Example]) -> list[dict]:
+    """The pairs as the Trainer takes them: tokenised (truncated to 128), labels as GLUE numbers."""
+    encoded = tokenizer([e.premise for e in examples], [e.hypothesis for e in examples], truncation=True,
+                        max_length=128)
+    return [{"input_ids": i, "token_type_ids": t, "attention_mask": m, "labels": HF_LABELS[e.label]}
+            for i, t, m, e in zip(encoded["input_ids"], encoded["token_type_ids"], encoded["attention_mask"],
+                                  examples)]
+
+
+def hf_trainer(folder: str, examples: list[Example], batch_size: int, cpu: bool, bf16: bool, out: str):
+    """The peer: `AutoModelForSequenceClassification` + `Trainer` with dynamic padding, set up with the
+    usual fine-tuning recipe (AdamW 5e-5, weight decay 0.01, 10% warm-up then linear decay, one epoch)."""
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    rows = hf_rows(tokenizer, examples)
+    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=len(HF_LABELS))
+    arguments = TrainingArguments(
+        output_dir=out, per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size,
+        num_train_epochs=1, learning_rate=5e-5, weight_decay=0.01, warmup_steps=len(rows) // batch_size // 10,
+        logging_steps=10**9, save_strategy="no", report_to=[], bf16=not cpu and bf16, use_cpu=cpu,
+        disable_tqdm=True, seed=0,
+    )
+    trainer = Trainer(model=model, args=arguments, train_dataset=rows, processing_class=tokenizer,
+                      data_collator=DataCollatorWithPadding(tokenizer))
+    return trainer, rows

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import hardware, peak_memory_mb, print_table, real_pairs, run_sides
+from common import hardware, hf_trainer, peak_memory_mb, print_table, real_pairs, run_sides
 
 
 def model_folder(name: str, scratch: Path, tokenizer_from: str = "minilm") -> str:
@@ -69,33 +69,10 @@ def run_bertnli(args: argparse.Namespace, folder: str, compile: bool = False) ->
 
 
 def run_trainer(args: argparse.Namespace, folder: str) -> dict:
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainingArguments,
-    )
-
     data = real_pairs(args.trainer_pairs or args.pairs)
-    labels = {"entailment": 0, "neutral": 1, "contradiction": 2}
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    encoded = tokenizer([e.premise for e in data.examples], [e.hypothesis for e in data.examples],
-                        truncation=True, max_length=128)
-    rows = [{"input_ids": i, "token_type_ids": t, "attention_mask": m, "labels": labels[e.label]}
-            for i, t, m, e in zip(encoded["input_ids"], encoded["token_type_ids"], encoded["attention_mask"],
-                                  data.examples)]
-    model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=3)
     cpu = args.device == "cpu" or not torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as out:
-        training_args = TrainingArguments(
-            output_dir=out, per_device_train_batch_size=args.batch_size, num_train_epochs=1, learning_rate=5e-5,
-            weight_decay=0.01, warmup_steps=len(rows) // args.batch_size // 10, logging_steps=10**9,
-            save_strategy="no", report_to=[],
-            bf16=not cpu and args.precision != "fp32", use_cpu=cpu, disable_tqdm=True, seed=0,
-        )
-        trainer = Trainer(model=model, args=training_args, train_dataset=rows,
-                          data_collator=DataCollatorWithPadding(tokenizer))
+        trainer, rows = hf_trainer(folder, data.examples, args.batch_size, cpu, args.precision != "fp32", out)
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started

@@ -1,15 +1,14 @@
 """Downloads against a real HTTP server on 127.0.0.1: progress, checksums, caching, errors, then reading.
 
-Nothing here reaches the internet: every URL is overridden, and connections elsewhere are refused.
+Nothing here reaches the internet: every URL is overridden, and connections elsewhere are refused
+(see conftest.py).
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import socket
-import threading
 import zipfile
 from io import BytesIO
 
@@ -40,48 +39,10 @@ def snli_zip() -> bytes:
     return buffer.getvalue()
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.server.requests.append(self.path)
-        body = self.server.files.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        claimed = self.server.claimed_length.get(self.path, len(body))
-        self.send_response(200)
-        self.send_header("Content-Length", str(claimed))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(autouse=True)
-def local_only(monkeypatch):
-    """No proxies, and no connection anywhere but 127.0.0.1."""
-    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "*")
-    real = socket.create_connection
-
-    def guarded(address, *args, **kwargs):
-        assert address[0] in ("127.0.0.1", "localhost"), f"a test tried to reach {address}"
-        return real(address, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "create_connection", guarded)
-
-
 @pytest.fixture
-def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.files, httpd.requests, httpd.claimed_length = {"/snli_1.0.zip": snli_zip()}, [], {}
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+def server(http_server):
+    http_server.files["/snli_1.0.zip"] = snli_zip()
+    return http_server
 
 
 def md5(data: bytes) -> str:

@@ -54,6 +54,17 @@ def run_cli(*args: str) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
+def assert_same_weights(one: dict, two: dict) -> None:
+    for name in one:
+        a, b = one[name], two[name]
+        if name.endswith("qkv.bias"):
+            # The key bias gets no gradient (softmax ignores a shift shared by all keys); Adam turns the
+            # rounding noise it does get into full-size steps, so only the query and value biases compare.
+            third = len(a) // 3
+            a, b = torch.cat([a[:third], a[2 * third :]]), torch.cat([b[:third], b[2 * third :]])
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), name
+
+
 def epoch_records(run: Path) -> list[dict]:
     return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "epoch"]
 
@@ -143,15 +154,19 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(task, tmp_
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     one = load_file(tmp_path / "one" / "model" / "model.safetensors")
     two = load_file(tmp_path / "two" / "model" / "model.safetensors")
-    for name in one:
-        a, b = one[name], two[name]
-        if name.endswith("qkv.bias"):
-            # The key bias gets no gradient (softmax ignores a shift shared by all keys); Adam turns the
-            # rounding noise it does get into full-size steps, so only the query and value biases compare.
-            third = len(a) // 3
-            a, b = torch.cat([a[:third], a[2 * third :]]), torch.cat([b[:third], b[2 * third :]])
-        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), name
+    assert_same_weights(one, two)
     a, b = epoch_records(tmp_path / "one")[0], epoch_records(tmp_path / "two")[0]
     assert a["eval_accuracy"] == b["eval_accuracy"]
     assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
     assert len([p for p in (tmp_path / "two").iterdir() if p.name.startswith(".")]) == 0
+
+
+def test_packed_training_matches_padded_training(task, tmp_path):
+    common = ("--epochs", "1", "--dropout", "0", "--limit", "320", "--batch-size", "16", "--max-len", "32")
+    run_cli(*cli_args(task, tmp_path / "padded", *common))
+    run_cli(*cli_args(task, tmp_path / "packed", *common, "--pack"))
+    assert_same_weights(load_file(tmp_path / "padded" / "model" / "model.safetensors"),
+                        load_file(tmp_path / "packed" / "model" / "model.safetensors"))
+    a, b = epoch_records(tmp_path / "padded")[0], epoch_records(tmp_path / "packed")[0]
+    assert a["eval_accuracy"] == b["eval_accuracy"]
+    assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)

@@ -112,6 +112,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     hw.add_argument("--compile", action="store_true",
                     help="torch.compile the model: fused GPU kernels, at the price of a minute or more to start")
     hw.add_argument("--tensorboard", action="store_true", help="also write a TensorBoard log in the run")
+    hw.add_argument("--pack", action="store_true",
+                    help="pack several pairs into each row of max-len tokens (block-diagonal attention)")
     hw.add_argument("--no-cache", action="store_true", help="encode the data afresh instead of using the cache")
 
 
@@ -197,7 +199,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         "optimizer", "schedule")}
     cfg = TrainConfig.from_recipe(args.recipe, model=args.model, device=args.device, precision=args.precision,
                                   compile=args.compile or None, tensorboard=args.tensorboard or None,
-                                  cache=False if args.no_cache else None, **overrides)
+                                  cache=False if args.no_cache else None, pack=args.pack or None, **overrides)
     source = {k: getattr(args, k) for k in ("dataset", "train", "eval", "validation_fraction", "d2l_text",
                                             "limit")}
     source["seed"] = cfg.seed
@@ -211,12 +213,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _load_training_data(args: argparse.Namespace):
     """(train, validation) from --dataset, or --train/--eval files, holding out a slice when no --eval."""
-    from bertnli.data import read_dataset, train_validation_split
+    from bertnli.data import dataset_splits, download, read_dataset, train_validation_split
 
     if args.dataset:
-        train_set = read_dataset(args.dataset, split="train", d2l_text=args.d2l_text)
-        eval_set = read_dataset(args.dataset, split="dev" if args.dataset == "snli" else "dev_matched",
-                                d2l_text=args.d2l_text)
+        archive = download(args.dataset)  # reuses a verified copy in the cache without touching the network
+        splits = dataset_splits(args.dataset)
+        dev = next(name for name in ("dev", "dev_matched", "trial") if name in splits)
+        train_set = read_dataset(archive, split="train", d2l_text=args.d2l_text)
+        eval_set = read_dataset(archive, split=dev, d2l_text=args.d2l_text)
     else:
         train_set = _combine("+".join(Path(s).name for s in args.train), [_read(s, args) for s in args.train])
         eval_set = _combine("+".join(Path(s).name for s in args.eval), [_read(s, args) for s in args.eval]) \
@@ -235,7 +239,7 @@ def _print_result(result) -> None:
                 f"train accuracy {record['train_accuracy']:.4f}")
         if "eval_accuracy" in record:
             line += f", validation accuracy {record['eval_accuracy']:.4f}"
-        line += f", {record['pairs_per_second']:,.0f} pairs/s"
+        line += f", {record['pairs_per_second']:,.0f} pairs/s, {record['train_seconds']:.0f} s"
         print(line)
     print(f"model saved in {result.run_dir / 'model'}; curves in {result.run_dir / 'curves.png'}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -73,15 +73,19 @@ class NLIModel:
         device: str | torch.device = "auto",
         precision: str = "auto",
         batch_size: int = 1024,
-        batch_tokens: int | None = 65536,
+        batch_tokens: int | Literal["auto"] | None = "auto",
         compile: bool = False,
     ) -> None:
+        """``batch_tokens`` caps padded tokens per batch (None: no cap); the default suits the device:
+        large batches keep a GPU busy, while a CPU runs faster on batches that stay in its caches."""
         self.device = pick_device(device) if isinstance(device, str) else device
         self.network = network.to(self.device).eval()
         self.tokenizer = tokenizer
         self.labels = list(labels)
         self.max_len = max_len
         self.dtype = autocast_dtype(self.device, precision)
+        if batch_tokens == "auto":
+            batch_tokens = 65536 if self.device.type == "cuda" else 4096
         self.plan = BatchPlan(batch_size=batch_size, max_tokens=batch_tokens)
         self.runner = compile_network(self.network, compile)
 

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from bertnli.errors import ConfigError
+from bertnli.text.packing import PackedRows
 from bertnli.text.pairs import EncodedPairs
 
 
@@ -43,7 +44,8 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 
 @dataclass
 class DeviceBatch:
-    """One batch on the device. ``valid_lens`` is None when no row is padded (no mask needed).
+    """One batch on the device. ``valid_lens`` is None when no row is padded (no mask needed); packed
+    batches carry ``attn_mask``, ``positions`` and ``cls_index`` instead (see `bertnli.text.packing`).
     Copies go through pinned memory and do not block the host."""
 
     token_ids: torch.Tensor
@@ -51,19 +53,20 @@ class DeviceBatch:
     valid_lens: torch.Tensor | None
     size: int
     labels: torch.Tensor | None = None
+    attn_mask: torch.Tensor | None = None
+    positions: torch.Tensor | None = None
+    cls_index: torch.Tensor | None = None
+
+    def model_inputs(self) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor | None]]:
+        """Positional and keyword arguments for `BERTClassifier.forward`."""
+        extra = {"attn_mask": self.attn_mask, "positions": self.positions, "cls_index": self.cls_index}
+        return (self.token_ids, self.segments, self.valid_lens), extra
 
     @classmethod
     def from_pairs(cls, pairs: EncodedPairs, device: torch.device, labels: np.ndarray | None = None,
                    always_mask: bool = False) -> DeviceBatch:
         """``always_mask`` passes valid_lens even when nothing is padded (one code path for compiled models)."""
-        pin = device.type == "cuda"
-
-        def move(array) -> torch.Tensor:
-            tensor = torch.from_numpy(array)
-            if pin:
-                tensor = tensor.pin_memory()
-            return tensor.to(device, non_blocking=pin)
-
+        move = _mover(device)
         padded = always_mask or bool((pairs.valid_lens < pairs.token_ids.shape[1]).any())
         return cls(
             token_ids=move(pairs.token_ids),
@@ -72,6 +75,33 @@ class DeviceBatch:
             size=len(pairs),
             labels=None if labels is None else move(labels),
         )
+
+    @classmethod
+    def from_packed(cls, rows: PackedRows, device: torch.device, labels: np.ndarray | None = None) -> DeviceBatch:
+        move = _mover(device)
+        return cls(
+            token_ids=move(rows.token_ids),
+            segments=move(rows.segments).int(),
+            valid_lens=None,
+            size=len(rows.cls_index),
+            labels=None if labels is None else move(labels),
+            attn_mask=move(rows.attention_mask()),
+            positions=move(rows.positions),
+            cls_index=move(rows.cls_index),
+        )
+
+
+def _mover(device: torch.device):
+    """numpy → device tensor, through pinned memory and without blocking when the device is a GPU."""
+    pin = device.type == "cuda"
+
+    def move(array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if pin:
+            tensor = tensor.pin_memory()
+        return tensor.to(device, non_blocking=pin)
+
+    return move
 
 
 def compile_network(network: torch.nn.Module, enabled: bool) -> torch.nn.Module:

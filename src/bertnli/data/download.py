@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from bertnli import __version__
 from bertnli.errors import DownloadError
+from bertnli.paths import cache_root
 
 #: Seconds to wait for the server to connect or send more data.
 TIMEOUT = 30
@@ -70,8 +71,7 @@ DATASETS: dict[str, RemoteDataset] = {
 
 def data_cache_dir() -> Path:
     """``$BERTNLI_CACHE/data``, or ``~/.cache/bertnli/data``."""
-    root = os.environ.get("BERTNLI_CACHE") or Path.home() / ".cache" / "bertnli"
-    return Path(root) / "data"
+    return cache_root() / "data"
 
 
 def remote_dataset(name: str) -> RemoteDataset:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bertnli.paths import cache_root
 from bertnli.text.pairs import EncodedPairs, encode_pairs
 from bertnli.text.tokenizers import Tokenizer
 
@@ -21,7 +22,7 @@ ARRAYS = ("token_ids", "segments", "valid_lens")
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("BERTNLI_CACHE", Path.home() / ".cache" / "bertnli")) / "encoded"
+    return cache_root() / "encoded"
 
 
 def cache_key(premises: list[str], hypotheses: list[str], tokenizer: Tokenizer, max_len: int) -> str:

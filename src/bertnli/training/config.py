@@ -36,6 +36,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     schedule: Literal["constant", "linear"] = "linear"
     max_tokens: int | None = None
+    pack: bool = False
     grad_clip: float | None = 1.0
     grad_accum: int = 1
     early_stopping: int | None = None

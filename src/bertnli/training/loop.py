@@ -33,6 +33,7 @@ from bertnli.model import BERTClassifier
 from bertnli.runtime import DeviceBatch, autocast, autocast_dtype, compile_network, pick_device
 from bertnli.text import EncodedPairs, Tokenizer, encode_pairs
 from bertnli.text.cache import encode_cached
+from bertnli.text.packing import pack_rows
 from bertnli.training.config import TrainConfig
 from bertnli.training.metrics import ClassificationReport
 from bertnli.training.run import RunDir, dataset_fingerprint
@@ -91,7 +92,7 @@ def encode_dataset(dataset: Dataset, tokenizer: Tokenizer, max_len: int, cache: 
     return encode_pairs(tokenizer, premises, hypotheses, max_len)
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Adam (d2l) or AdamW with no weight decay on biases and LayerNorm weights (fine-tuning)."""
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "norm" in n]
@@ -99,10 +100,10 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devi
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    fused = {"fused": True} if device.type == "cuda" else {}
+    # The fused kernels (GPU, and CPU since torch 2.4) update all parameters in one vectorised pass.
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr, **fused)
-    return torch.optim.AdamW(groups, lr=cfg.lr, **fused)
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
@@ -167,7 +168,7 @@ class Trainer:
         self.eval_plan = BatchPlan(4096, cfg.eval_batch_tokens)
         self.batches_per_epoch = len(training_batches(self.train_pairs.valid_lens, self.plan, cfg.seed, 0))
         steps = math.ceil(self.batches_per_epoch / cfg.grad_accum) * cfg.epochs
-        self.optimizer = build_optimizer(self.model, cfg, device)
+        self.optimizer = build_optimizer(self.model, cfg)
         self.schedule = build_schedule(self.optimizer, cfg, steps)
         self.progress = Progress()
         self.stop_requested = False
@@ -242,11 +243,11 @@ class Trainer:
         sums = torch.zeros(2, device=self.device, dtype=torch.float64)
         for i, global_batch in enumerate(group):
             index = shard(global_batch, self.rank, self.world)
-            batch = DeviceBatch.from_pairs(self.train_pairs.take(index), self.device, self.train_gold[index],
-                                           always_mask=self.cfg.compile)
+            batch = self._device_batch(index)
             sync = i == len(group) - 1 or self.world == 1
             with self._maybe_no_sync(sync), autocast(self.device, self.dtype):
-                logits = self.step_model(batch.token_ids, batch.segments, batch.valid_lens)
+                args, kwargs = batch.model_inputs()
+                logits = self.step_model(*args, **kwargs)
                 loss_sum = F.cross_entropy(logits.float(), batch.labels, reduction="sum")
             (loss_sum * (self.world / total)).backward()
             sums += torch.stack([loss_sum.detach().double(), (logits.argmax(-1) == batch.labels).sum().double()])
@@ -257,6 +258,14 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return sums
 
+    def _device_batch(self, index: np.ndarray) -> DeviceBatch:
+        """The pairs at ``index`` on the device: padded to their longest, or packed into rows of max_len."""
+        pairs = self.train_pairs.take(index)
+        if self.cfg.pack:
+            rows = pack_rows(pairs, self.cfg.max_len, self.tokenizer.pad_id)
+            return DeviceBatch.from_packed(rows, self.device, self.train_gold[index])
+        return DeviceBatch.from_pairs(pairs, self.device, self.train_gold[index], always_mask=self.cfg.compile)
+
     def end_epoch(self) -> dict[str, Any]:
         p = self.progress
         record: dict[str, Any] = {
@@ -265,8 +274,10 @@ class Trainer:
             "pairs_per_second": p.seen / max(p.train_seconds, 1e-9), "train_seconds": p.train_seconds,
         }
         if self.eval_pairs is not None:
+            started = time.perf_counter()
             report = self.evaluate()
-            record.update(eval_accuracy=report.accuracy, eval_macro_f1=report.macro_f1())
+            record.update(eval_accuracy=report.accuracy, eval_macro_f1=report.macro_f1(),
+                          eval_seconds=time.perf_counter() - started)
         accuracy = record.get("eval_accuracy", record["train_accuracy"])
         improved = p.best_accuracy is None or accuracy > p.best_accuracy
         p.best_accuracy = accuracy if improved else p.best_accuracy

@@ -1,0 +1,147 @@
+"""The command line end to end on small fixtures: train, evaluate, predict, plot, data; and its errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from io import BytesIO
+
+import pytest
+from synthetic import synthetic_dataset, tiny_d2l_checkpoint
+
+from bertnli.cli import EXAMPLES, main
+from bertnli.data.download import DATASETS
+
+
+def jsonl(path, dataset):
+    path.write_text("".join(json.dumps({"sentence1": e.premise, "sentence2": e.hypothesis, "gold_label": e.label})
+                            + "\n" for e in dataset.examples))
+    return path
+
+
+def snli_zip_of(splits: dict) -> bytes:
+    """snli_1.0.zip in the official layout, holding the given datasets as its splits."""
+    buffer = BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for split, dataset in splits.items():
+            rows = [{"gold_label": e.label, "sentence1": e.premise, "sentence2": e.hypothesis, "pairID": str(i)}
+                    for i, e in enumerate(dataset.examples)]
+            rows.append({"gold_label": "-", "sentence1": "no", "sentence2": "majority", "pairID": "x"})
+            z.writestr(f"snli_1.0/snli_1.0_{split}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return str(tiny_d2l_checkpoint(tmp_path_factory.mktemp("model") / "tiny"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny):
+    """A run trained through the CLI on files, and the files."""
+    root = tmp_path_factory.mktemp("cli")
+    train, dev = jsonl(root / "train.jsonl", synthetic_dataset(3000, 1)), jsonl(root / "dev.jsonl",
+                                                                                 synthetic_dataset(300, 2))
+    run = root / "run"
+    code = main(["train", "--model", tiny, "--num-heads", "4", "--train", str(train), "--eval", str(dev),
+                 "--out", str(run), "--recipe", "d2l", "--lr", "1e-3", "--batch-size", "32", "--epochs", "20",
+                 "--no-progress"])
+    assert code == 0
+    return {"run": run, "train": train, "dev": dev, "root": root}
+
+
+def test_train_writes_a_complete_run(trained):
+    run = trained["run"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["recipe"] == "d2l" and config["train"]["epochs"] == 20
+    assert config["data"]["train"]["pairs"] == 3000 and len(config["data"]["train"]["sha256"]) == 64
+    assert {"torch", "bertnli", "tokenizers"} <= set(config["versions"])
+    for name in ("metrics.jsonl", "checkpoint.pt", "model/model.safetensors", "curves.png", "confusion.png",
+                 "class_scores.png", "evaluation.md", "evaluation.json"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "evaluation.json").read_text())["accuracy"] > 0.9
+
+
+def test_evaluate_prints_json_and_writes_reports(trained, capsys, tmp_path):
+    assert main(["evaluate", "--model", str(trained["run"]), "--data", str(trained["dev"]), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["accuracy"] > 0.9 and result["total"] == 300
+    assert sum(map(sum, result["confusion"])) == 300
+    assert set(result["per_class"]) == {"entailment", "contradiction", "neutral"}
+    assert all(e["gold"] != e["predicted"] for e in result["confident_errors"])
+    assert sum(b["pairs"] for b in result["accuracy_by_length"]) == 300
+
+    report = tmp_path / "report"
+    assert main(["evaluate", "--model", str(trained["run"]), "--data", str(trained["dev"]),
+                 "--data", str(trained["train"]), "--report", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "/dev: accuracy" in out and "/train: accuracy" in out and "macro F1" in out
+    assert (report / "dev_evaluation.md").read_text().startswith("# Evaluation on ")
+    assert (report / "train_confusion.png").stat().st_size > 1000
+
+
+def test_predict_one_pair_and_a_file(trained, capsys, tmp_path):
+    assert main(["predict", "--model", str(trained["run"]), "red dog runs big", "no dog"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "contradiction"
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"premise": "red dog runs big", "hypothesis": "dog"}\n'
+                     '{"sentence1": "red dog runs big", "sentence2": "cat"}\n')
+    out = tmp_path / "predictions.jsonl"
+    assert main(["predict", "--model", str(trained["run"]), "--input", str(pairs), "--output", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["label"] for r in rows] == ["entailment", "neutral"]
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-5 for r in rows)
+
+
+def test_plot_redraws_the_figures(trained, capsys):
+    (trained["run"] / "curves.png").unlink()
+    assert main(["plot", str(trained["run"])]) == 0
+    assert (trained["run"] / "curves.png").stat().st_size > 1000
+    assert "confusion.png" in capsys.readouterr().out
+
+
+def test_train_dataset_snli_downloads_the_archive_then_trains(http_server, tiny, tmp_path, monkeypatch, capsys):
+    archive = snli_zip_of({"train": synthetic_dataset(300, 1), "dev": synthetic_dataset(60, 2),
+                           "test": synthetic_dataset(10, 3)})
+    http_server.files["/snli_1.0.zip"] = archive
+    entry = DATASETS["snli"]
+    monkeypatch.setitem(DATASETS, "snli", type(entry)(
+        f"{http_server.url}/snli_1.0.zip", entry.filename, entry.splits, entry.local_example,
+        md5=hashlib.md5(archive).hexdigest()))
+    args = ["train", "--dataset", "snli", "--model", tiny, "--num-heads", "4", "--epochs", "1", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert "300 pairs" in capsys.readouterr().err  # the split read from the downloaded archive
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert http_server.requests == ["/snli_1.0.zip"]  # the second run used the cache
+
+
+def test_offline_dataset_download_is_one_clear_line(tiny, tmp_path, monkeypatch, capsys):
+    entry = DATASETS["snli"]
+    monkeypatch.setitem(DATASETS, "snli", type(entry)(
+        "http://127.0.0.1:9/snli_1.0.zip", entry.filename, entry.splits, entry.local_example, md5=entry.md5))
+    assert main(["train", "--dataset", "snli", "--model", tiny, "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--train" in err[0] and "Traceback" not in err[0]
+
+
+def test_bad_input_is_one_line_naming_file_and_line(tiny, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"sentence1": "a", "sentence2": "b", "gold_label": "neutral"}\n{"sentence1": \n')
+    assert main(["train", "--model", tiny, "--train", str(bad), "--out", str(tmp_path / "r")]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert f"{bad}:2:" in line
+
+
+def test_missing_model_is_one_line(tmp_path, capsys):
+    assert main(["predict", "--model", str(tmp_path / "nowhere"), "a", "b"]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "nowhere" in line
+
+
+@pytest.mark.parametrize("command", sorted(EXAMPLES))
+def test_every_command_has_help_with_examples(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    assert "examples:" in capsys.readouterr().out

@@ -1,0 +1,73 @@
+"""The network: packed rows give the same logits as one pair per row; the <cls>-only last block is exact."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from bertnli.model import BERTClassifier, BertConfig
+from bertnli.runtime import DeviceBatch
+from bertnli.text import WordTokenizer, encode_pairs
+from bertnli.text.packing import first_fit_rows, pack_rows
+
+WORDS = ["<unk>", "<pad>", "<cls>", "<sep>", "<mask>", *"abcdefghijklmnopqrstuvwxyz"]
+
+
+def tiny_classifier(activation: str = "gelu", embedding_norm: bool = True) -> BERTClassifier:
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(WORDS), hidden_size=32, num_layers=2, num_heads=4, ffn_size=64,
+                     max_position=64, activation=activation, embedding_norm=embedding_norm)
+    return BERTClassifier(cfg, 3).eval()
+
+
+def random_pairs(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    text = lambda: " ".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), rng.integers(1, 14)))  # noqa: E731
+    return [text() for _ in range(n)], [text() for _ in range(n)]
+
+
+def test_packed_rows_give_the_same_logits_as_unpacked_pairs():
+    model, tok = tiny_classifier(), WordTokenizer(WORDS)
+    pairs = encode_pairs(tok, *random_pairs(40), max_len=32)
+    rows = pack_rows(pairs, width=48, pad_id=tok.pad_id)
+    assert len(rows.token_ids) < len(pairs) / 2  # several pairs share each row
+    with torch.no_grad():
+        plain = DeviceBatch.from_pairs(pairs, torch.device("cpu"))
+        args, kwargs = plain.model_inputs()
+        expected = model(*args, **kwargs)
+        packed = DeviceBatch.from_packed(rows, torch.device("cpu"))
+        args, kwargs = packed.model_inputs()
+        got = model(*args, **kwargs)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_packing_restarts_positions_and_segments_per_pair():
+    tok = WordTokenizer(WORDS)
+    pairs = encode_pairs(tok, ["a b", "c"], ["d", "e f g"], max_len=32)
+    rows = pack_rows(pairs, width=16, pad_id=tok.pad_id)
+    assert rows.token_ids.shape == (1, 16)
+    # longest first: pair 1 (c | e f g, 7 tokens) then pair 0 (a b | d, 6 tokens)
+    assert rows.positions[0, :13].tolist() == [*range(7), *range(6)]
+    assert rows.segments[0, :13].tolist() == [0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1]
+    assert rows.cls_index.tolist() == [7, 0]
+    mask = rows.attention_mask()[0, 0]
+    assert mask[0, :7].all() and not mask[0, 7:].any() and not mask[:, 13:].any()
+
+
+def test_first_fit_fills_rows_and_keeps_every_pair():
+    lengths = np.array([30, 20, 12, 10, 8, 40, 5])
+    rows = first_fit_rows(lengths, 48)
+    assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+    assert all(lengths[row].sum() <= 48 for row in rows)
+    assert len(rows) == 3
+
+
+def test_cls_only_last_block_matches_the_full_computation():
+    model, tok = tiny_classifier("relu", embedding_norm=False), WordTokenizer(WORDS)
+    pairs = encode_pairs(tok, *random_pairs(12, seed=3), max_len=32)
+    batch = DeviceBatch.from_pairs(pairs, torch.device("cpu"))
+    with torch.no_grad():
+        fast = model(batch.token_ids, batch.segments, batch.valid_lens)
+        encoded = model.encoder(batch.token_ids, batch.segments, batch.valid_lens)
+        full = model.output(model.hidden.forward(encoded[:, 0]))
+    torch.testing.assert_close(fast, full, atol=1e-6, rtol=1e-6)
