@@ -111,3 +111,18 @@ def hf_trainer(folder: str, examples: list[Example], batch_size: int, cpu: bool,
     trainer = Trainer(model=model, args=arguments, train_dataset=rows, processing_class=tokenizer,
                       data_collator=DataCollatorWithPadding(tokenizer))
     return trainer, rows
+
+
+def add_common_arguments(parser) -> None:
+    """The options every side-by-side benchmark takes."""
+    import argparse
+    import tempfile
+
+    parser.add_argument("--model", default="minilm", help="minilm, bert-base-random, or a Hugging Face folder")
+    parser.add_argument("--tokenizer-from", default="minilm", help="tokenizer folder for bert-base-random")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--side-timeout", type=float, default=1800, help="seconds allowed to each side")
+    parser.add_argument("--side", help=argparse.SUPPRESS)
+    parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "bertnli-bench")

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import hardware, peak_memory_mb, print_table, real_pairs, run_sides
+from common import add_common_arguments, hardware, peak_memory_mb, print_table, real_pairs, run_sides
 from train_throughput import model_folder
 
 LABELS = ["entailment", "neutral", "contradiction"]
@@ -111,17 +111,10 @@ SIDES = {"bertnli": run_bertnli, "pipeline": run_pipeline, "trainer": run_traine
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="minilm", help="minilm, bert-base-random, or a Hugging Face folder")
-    parser.add_argument("--tokenizer-from", default="minilm", help="tokenizer folder for bert-base-random")
+    add_common_arguments(parser)
     parser.add_argument("--pairs", type=int, default=2000, help="pairs for bertnli")
     parser.add_argument("--peer-pairs", type=int, help="pairs for the pipeline and Trainer (default: --pairs)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--sides", default="pipeline,trainer,bertnli", help="any of pipeline, trainer, bertnli")
-    parser.add_argument("--side-timeout", type=float, default=1800, help="seconds allowed to each side")
-    parser.add_argument("--side", help=argparse.SUPPRESS)
-    parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "bertnli-bench")
     args = parser.parse_args()
     folder = classifier_folder(args)
     if args.side:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import hardware, hf_trainer, peak_memory_mb, print_table, real_pairs, run_sides
+from common import add_common_arguments, hardware, hf_trainer, peak_memory_mb, print_table, real_pairs, run_sides
 
 
 def model_folder(name: str, scratch: Path, tokenizer_from: str = "minilm") -> str:
@@ -84,19 +84,11 @@ def run_trainer(args: argparse.Namespace, folder: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="minilm", help="minilm, bert-base-random, or a Hugging Face folder")
-    parser.add_argument("--tokenizer-from", default="minilm", help="tokenizer folder for bert-base-random")
+    add_common_arguments(parser)
     parser.add_argument("--pairs", type=int, default=1280, help="training pairs for bertnli")
     parser.add_argument("--trainer-pairs", type=int, help="training pairs for the Trainer (default: --pairs)")
-    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, help="bertnli's token budget per batch")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-
     parser.add_argument("--sides", default="trainer,bertnli", help="any of trainer, bertnli, bertnli-compiled")
-    parser.add_argument("--side-timeout", type=float, default=1800, help="seconds allowed to each side")
-    parser.add_argument("--side", help=argparse.SUPPRESS)
-    parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "bertnli-bench")
     args = parser.parse_args()
     folder = model_folder(args.model, args.scratch, args.tokenizer_from)
     if args.side:

@@ -90,6 +90,16 @@ def _hf_masks(lengths: torch.Tensor, width: int) -> torch.Tensor:
     return (torch.arange(width)[None] < lengths[:, None]).long()
 
 
+def _assert_like_hf(model, hf, ids, segments, lengths) -> None:
+    """Our encoder and pooler give what `transformers`' BertModel gives on the same padded batch."""
+    with torch.no_grad():
+        ref = hf(input_ids=ids, token_type_ids=segments, attention_mask=_hf_masks(lengths, ids.shape[1]))
+        encoded = model.encoder(ids, segments, lengths)
+        pooled = model.hidden(encoded[:, 0])
+    _close(encoded, ref.last_hidden_state)
+    _close(pooled, ref.pooler_output)
+
+
 @pytest.mark.parametrize(("hidden_act", "ours"), [("gelu", "gelu"), ("gelu_new", "gelu_tanh"), ("relu", "relu")])
 def test_huggingface_bert_model_matches_transformers(tmp_path: Path, hidden_act: str, ours: str) -> None:
     hf = transformers.BertModel(_hf_config(hidden_act=hidden_act, layer_norm_eps=1e-7)).eval()
@@ -101,12 +111,7 @@ def test_huggingface_bert_model_matches_transformers(tmp_path: Path, hidden_act:
     assert model.mlm is None and model.nsp is None
 
     ids, segments, lengths = _batch(40, [9, 4, 1, 7])
-    with torch.no_grad():
-        ref = hf(input_ids=ids, token_type_ids=segments, attention_mask=_hf_masks(lengths, ids.shape[1]))
-        encoded = model.encoder(ids, segments, lengths)
-        pooled = model.hidden(encoded[:, 0])
-    _close(encoded, ref.last_hidden_state)
-    _close(pooled, ref.pooler_output)
+    _assert_like_hf(model, hf, ids, segments, lengths)
 
 
 def test_huggingface_pretraining_heads_match_transformers(tmp_path: Path) -> None:
@@ -172,12 +177,7 @@ def test_minilm_matches_transformers_on_real_sentences() -> None:
     ids = torch.tensor([r + [tokenizer.pad_id] * (int(lengths.max()) - len(r)) for r in rows])
     segments = torch.zeros_like(ids)
     hf = transformers.BertModel.from_pretrained(loaded.source).eval()
-    with torch.no_grad():
-        ref = hf(input_ids=ids, token_type_ids=segments, attention_mask=_hf_masks(lengths, ids.shape[1]))
-        encoded = model.encoder(ids, segments, lengths)
-        pooled = model.hidden(encoded[:, 0])
-    _close(encoded, ref.last_hidden_state)
-    _close(pooled, ref.pooler_output)
+    _assert_like_hf(model, hf, ids, segments, lengths)
 
 
 def test_minilm_aliases() -> None:
