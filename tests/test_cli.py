@@ -77,8 +77,9 @@ def test_evaluate_prints_json_and_writes_reports(trained, capsys, tmp_path):
                  "--data", str(trained["train"]), "--report", str(report)]) == 0
     out = capsys.readouterr().out
     assert "/dev: accuracy" in out and "/train: accuracy" in out and "macro F1" in out
-    assert (report / "dev_evaluation.md").read_text().startswith("# Evaluation on ")
-    assert (report / "train_confusion.png").stat().st_size > 1000
+    folder = trained["root"].name  # files named dev/train inside a folder are named folder/dev, folder/train
+    assert (report / f"{folder}_dev_evaluation.md").read_text().startswith(f"# Evaluation on {folder}/dev")
+    assert (report / f"{folder}_train_confusion.png").stat().st_size > 1000
 
 
 def test_predict_one_pair_and_a_file(trained, capsys, tmp_path):

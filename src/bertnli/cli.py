@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -228,6 +229,7 @@ def _load_training_data(args: argparse.Namespace):
     if args.limit:
         train_set.examples = train_set.examples[: args.limit]
     if eval_set is None:
+        print(f"read {train_set.describe()}", file=sys.stderr)  # the halves below no longer list what was skipped
         train_set, eval_set = train_validation_split(train_set, validation_fraction=args.validation_fraction,
                                                      seed=args.seed)
     return train_set, eval_set
@@ -253,7 +255,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     results = [evaluate(model, _read(spec, args), two_class=args.two_class) for spec in args.data]
     if args.report:
         for r in results:
-            stem = f"{Path(r.dataset).stem}_" if len(results) > 1 else ""
+            stem = re.sub(r"[^\w.-]+", "_", r.dataset) + "_" if len(results) > 1 else ""
             plot_evaluation(r, args.report, stem)
         print(f"report written to {args.report}", file=sys.stderr)
     if args.json:
@@ -275,9 +277,9 @@ def _print_evaluation(result) -> None:
     for label, s in report.per_class().items():
         print(f"{label:{width}}{s['precision']:>10.4f}{s['recall']:>10.4f}{s['f1']:>10.4f}{s['support']:>10,}")
     print("confusion (rows gold, columns predicted):")
-    print(f"{'':{width}}" + "".join(f"{label[:12]:>14}" for label in report.labels))
+    print(f"{'':{width}}" + "".join(f"{label:>{width}}" for label in report.labels))
     for label, row in zip(report.labels, report.confusion):
-        print(f"{label:{width}}" + "".join(f"{n:>14,}" for n in row))
+        print(f"{label:{width}}" + "".join(f"{n:>{width},}" for n in row))
 
 
 def _comparison_table(results) -> str:
