@@ -170,3 +170,21 @@ def test_packed_training_matches_padded_training(task, tmp_path):
     a, b = epoch_records(tmp_path / "padded")[0], epoch_records(tmp_path / "packed")[0]
     assert a["eval_accuracy"] == b["eval_accuracy"]
     assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+
+
+def test_gradient_accumulation_matches_the_whole_batch(task, tmp_path):
+    common = ("--epochs", "1", "--dropout", "0", "--limit", "320", "--max-len", "32")
+    run_cli(*cli_args(task, tmp_path / "whole", *common, "--batch-size", "16"))
+    run_cli(*cli_args(task, tmp_path / "accumulated", *common, "--batch-size", "4", "--grad-accum", "4"))
+    assert_same_weights(load_file(tmp_path / "whole" / "model" / "model.safetensors"),
+                        load_file(tmp_path / "accumulated" / "model" / "model.safetensors"))
+    steps = [r["step"] for r in epoch_records(tmp_path / "accumulated")]
+    assert steps == [320 // 16]  # one optimizer step per 16 pairs
+
+
+def test_tensorboard_log_is_written_when_asked(task, tmp_path):
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=32,
+                                  tensorboard=True, log_every=2)
+    train(cfg, synthetic_dataset(128, 1), synthetic_dataset(32, 2), tmp_path / "run", progress=False)
+    events = list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 100

@@ -39,10 +39,13 @@ class BatchPlan:
         return batches
 
 
-def training_batches(lengths: np.ndarray, plan: BatchPlan, seed: int, epoch: int) -> list[np.ndarray]:
+def training_batches(
+    lengths: np.ndarray, plan: BatchPlan, seed: int, epoch: int, min_size: int = 1
+) -> list[np.ndarray]:
     """One epoch's batches: shuffle, sort within buckets of ``BUCKET_BATCHES`` batches, shuffle batches.
 
-    Every pair appears exactly once. Same (seed, epoch) → same batches.
+    Every pair appears exactly once. Same (seed, epoch) → same batches. A bucket's last batch smaller than
+    ``min_size`` (data-parallel runs need a pair for every rank) joins the batch before it.
     """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
@@ -50,8 +53,10 @@ def training_batches(lengths: np.ndarray, plan: BatchPlan, seed: int, epoch: int
     batches: list[np.ndarray] = []
     for start in range(0, len(order), bucket):
         chunk = order[start : start + bucket]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches.extend(plan.cut(chunk, lengths))
+        cut = plan.cut(chunk[np.argsort(lengths[chunk], kind="stable")], lengths)
+        if len(cut) > 1 and len(cut[-1]) < min_size:
+            cut[-2:] = [np.concatenate(cut[-2:])]
+        batches.extend(cut)
     return [batches[i] for i in rng.permutation(len(batches))]
 
 

@@ -9,7 +9,6 @@ Under `torchrun`, each rank trains on its share of every global batch and rank 0
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 import threading
@@ -164,10 +163,11 @@ class Trainer:
         self.eval_set = eval_set
         self.eval_pairs = encode_dataset(eval_set, self.tokenizer, cfg.max_len, cfg.cache) if eval_set else None
         self.eval_gold = gold_indices(eval_set, self.labels) if eval_set else None
-        self.plan = BatchPlan(cfg.batch_size * self.world, cfg.max_tokens)
+        # A global batch is what one optimizer step sees: every rank's share, every accumulated micro-batch.
+        self.plan = BatchPlan(cfg.batch_size * self.world * cfg.grad_accum, cfg.max_tokens)
         self.eval_plan = BatchPlan(4096, cfg.eval_batch_tokens)
-        self.batches_per_epoch = len(training_batches(self.train_pairs.valid_lens, self.plan, cfg.seed, 0))
-        steps = math.ceil(self.batches_per_epoch / cfg.grad_accum) * cfg.epochs
+        self.batches_per_epoch = len(training_batches(self.train_pairs.valid_lens, self.plan, cfg.seed, 0, self.world))
+        steps = self.batches_per_epoch * cfg.epochs
         self.optimizer = build_optimizer(self.model, cfg)
         self.schedule = build_schedule(self.optimizer, cfg, steps)
         self.progress = Progress()
@@ -210,19 +210,18 @@ class Trainer:
 
     def train_epoch(self) -> None:
         p, cfg = self.progress, self.cfg
-        batches = training_batches(self.train_pairs.valid_lens, self.plan, cfg.seed, p.epoch)
+        batches = training_batches(self.train_pairs.valid_lens, self.plan, cfg.seed, p.epoch, self.world)
         self.model.train()
         bar = tqdm(total=len(batches), initial=p.batch, desc=f"epoch {p.epoch + 1}/{cfg.epochs}",
                    unit="batch", disable=not self.show_progress or self.rank != 0, leave=False)
         running = torch.zeros(2, device=self.device, dtype=torch.float64)  # loss sum, correct
         seen, started = 0, time.perf_counter()
         while p.batch < len(batches):
-            group = batches[p.batch : p.batch + cfg.grad_accum]
-            running += self.optimizer_step(group)
-            seen += sum(len(shard(b, self.rank, self.world)) for b in group)
-            p.batch += len(group)
+            running += self.optimizer_step(batches[p.batch])
+            seen += len(shard(batches[p.batch], self.rank, self.world))
+            p.batch += 1
             p.step += 1
-            bar.update(len(group))
+            bar.update(1)
             checkpoint = (cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0) or self.stop_requested
             if checkpoint or p.step % cfg.log_every == 0 or p.batch == len(batches):
                 self._absorb(running, seen, time.perf_counter() - started)
@@ -236,20 +235,21 @@ class Trainer:
                 raise TrainingInterrupted(self.run.path)
         bar.close()
 
-    def optimizer_step(self, group: list[np.ndarray]) -> torch.Tensor:
-        """Forward and backward over ``group`` (one batch, or several when accumulating), then one update.
-        Returns (loss sum, correct) on the device: nothing here waits for the GPU."""
-        total = sum(len(b) for b in group)
+    def optimizer_step(self, global_batch: np.ndarray) -> torch.Tensor:
+        """One update from one global batch: this rank's share of it, in ``grad_accum`` micro-batches whose
+        gradients add up to the gradient of the whole. Returns (loss sum, correct) on the device: nothing
+        here waits for the GPU."""
+        scale = self.world / len(global_batch)  # DDP averages over ranks: the result is the global mean
+        micro_batches = [m for m in np.array_split(shard(global_batch, self.rank, self.world), self.cfg.grad_accum)
+                         if len(m)]
         sums = torch.zeros(2, device=self.device, dtype=torch.float64)
-        for i, global_batch in enumerate(group):
-            index = shard(global_batch, self.rank, self.world)
+        for i, index in enumerate(micro_batches):
             batch = self._device_batch(index)
-            sync = i == len(group) - 1 or self.world == 1
-            with self._maybe_no_sync(sync), autocast(self.device, self.dtype):
+            with self._maybe_no_sync(i == len(micro_batches) - 1), autocast(self.device, self.dtype):
                 args, kwargs = batch.model_inputs()
                 logits = self.step_model(*args, **kwargs)
                 loss_sum = F.cross_entropy(logits.float(), batch.labels, reduction="sum")
-            (loss_sum * (self.world / total)).backward()
+            (loss_sum * scale).backward()
             sums += torch.stack([loss_sum.detach().double(), (logits.argmax(-1) == batch.labels).sum().double()])
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
