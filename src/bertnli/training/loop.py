@@ -119,15 +119,18 @@ def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_ste
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _distributed() -> tuple[int, int, int]:
-    """(rank, local rank, world size), starting the process group under torchrun."""
+def _place(device_name: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device). Under torchrun this starts the process group, and each rank on a
+    GPU machine takes the GPU of its local rank."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-    if dist.is_initialized():
-        return dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), dist.get_world_size()
-    return 0, 0, 1
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    device = pick_device(device_name)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    return rank, world, device
 
 
 class Trainer:
@@ -140,40 +143,16 @@ class Trainer:
         if resume:
             cfg = TrainConfig.from_dict(self.run.read_config()["train"])
         self.cfg, self.show_progress = cfg, progress
-        self.rank, local_rank, self.world = _distributed()
-        device = pick_device(cfg.device)
-        if device.type == "cuda" and self.world > 1:
-            device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(device)
-        self.device, self.dtype = device, autocast_dtype(device, cfg.precision)
+        self.rank, self.world, self.device = _place(cfg.device)
+        self.dtype = autocast_dtype(self.device, cfg.precision)
         torch.manual_seed(cfg.seed)
-
-        pretrained = load_pretrained(cfg.model, num_heads=cfg.num_heads)
-        self.tokenizer = pretrained.tokenizer
-        self.labels = choose_labels(train_set, cfg.recipe)
-        self.model = BERTClassifier.from_pretrained(pretrained.model, len(self.labels), cfg.dropout).to(device)
-        self.wrapped = (
-            DistributedDataParallel(self.model, device_ids=[device] if device.type == "cuda" else None)
-            if self.world > 1 else self.model
-        )
-        self.step_model = compile_network(self.wrapped, cfg.compile)
-
-        self.train_pairs = encode_dataset(train_set, self.tokenizer, cfg.max_len, cfg.cache)
-        self.train_gold = gold_indices(train_set, self.labels)
-        self.eval_set = eval_set
-        self.eval_pairs = encode_dataset(eval_set, self.tokenizer, cfg.max_len, cfg.cache) if eval_set else None
-        self.eval_gold = gold_indices(eval_set, self.labels) if eval_set else None
-        # A global batch is what one optimizer step sees: every rank's share, every accumulated micro-batch.
-        self.plan = BatchPlan(cfg.batch_size * self.world * cfg.grad_accum, cfg.max_tokens)
-        self.eval_plan = BatchPlan(4096, cfg.eval_batch_tokens)
-        self.batches_per_epoch = len(training_batches(self.train_pairs.valid_lens, self.plan, cfg.seed, 0, self.world))
-        steps = self.batches_per_epoch * cfg.epochs
+        self._build_model(train_set)
+        self._encode_data(train_set, eval_set)
         self.optimizer = build_optimizer(self.model, cfg)
-        self.schedule = build_schedule(self.optimizer, cfg, steps)
+        self.schedule = build_schedule(self.optimizer, cfg, self.batches_per_epoch * cfg.epochs)
         self.progress = Progress()
         self.stop_requested = False
         self.board = None
-
         if resume:
             self.load_state_dict(self.run.load_checkpoint())
             if self.rank == 0:
@@ -182,6 +161,33 @@ class Trainer:
             data = {"train": _describe(train_set), "eval": _describe(eval_set) if eval_set else None,
                     "source": source}
             self.run.start({**cfg.to_dict(), "labels": self.labels}, data, overwrite=overwrite)
+
+    def _build_model(self, train_set: Dataset) -> None:
+        """The classifier on the pretrained encoder; ``wrapped`` for DDP, ``step_model`` as trained."""
+        pretrained = load_pretrained(self.cfg.model, num_heads=self.cfg.num_heads)
+        self.tokenizer = pretrained.tokenizer
+        self.labels = choose_labels(train_set, self.cfg.recipe)
+        model = BERTClassifier.from_pretrained(pretrained.model, len(self.labels), self.cfg.dropout)
+        self.model = model.to(self.device)
+        on_gpu = self.device.type == "cuda"
+        self.wrapped = (DistributedDataParallel(self.model, device_ids=[self.device] if on_gpu else None)
+                        if self.world > 1 else self.model)
+        self.step_model = compile_network(self.wrapped, self.cfg.compile)
+
+    def _encode_data(self, train_set: Dataset, eval_set: Dataset | None) -> None:
+        cfg = self.cfg
+        self.train_pairs = encode_dataset(train_set, self.tokenizer, cfg.max_len, cfg.cache)
+        self.train_gold = gold_indices(train_set, self.labels)
+        self.eval_set = eval_set
+        self.eval_pairs = encode_dataset(eval_set, self.tokenizer, cfg.max_len, cfg.cache) if eval_set else None
+        self.eval_gold = gold_indices(eval_set, self.labels) if eval_set else None
+        # A global batch is what one optimizer step sees: every rank's share, every accumulated micro-batch.
+        self.plan = BatchPlan(cfg.batch_size * self.world * cfg.grad_accum, cfg.max_tokens)
+        self.eval_plan = BatchPlan(4096, cfg.eval_batch_tokens)
+        self.batches_per_epoch = len(self._epoch_batches(0))
+
+    def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        return training_batches(self.train_pairs.valid_lens, self.plan, self.cfg.seed, epoch, self.world)
 
     # ---- the method ---------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -210,7 +216,7 @@ class Trainer:
 
     def train_epoch(self) -> None:
         p, cfg = self.progress, self.cfg
-        batches = training_batches(self.train_pairs.valid_lens, self.plan, cfg.seed, p.epoch, self.world)
+        batches = self._epoch_batches(p.epoch)
         self.model.train()
         bar = tqdm(total=len(batches), initial=p.batch, desc=f"epoch {p.epoch + 1}/{cfg.epochs}",
                    unit="batch", disable=not self.show_progress or self.rank != 0, leave=False)
