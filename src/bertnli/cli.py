@@ -251,7 +251,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from bertnli.inference import NLIModel
     from bertnli.plots import plot_evaluation
 
-    model = NLIModel.load(args.model, device=args.device)
+    model = NLIModel.load(args.model, device=args.device, progress=True)
     results = [evaluate(model, _read(spec, args), two_class=args.two_class) for spec in args.data]
     if args.report:
         for r in results:
@@ -316,7 +316,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if args.input is None and (args.premise is None or args.hypothesis is None):
         raise BertnliError("give a premise and a hypothesis, or --input pairs.jsonl")
     pairs = _read_pairs_jsonl(args.input) if args.input else [(args.premise, args.hypothesis)]
-    predictions = NLIModel.load(args.model, device=args.device).predict(pairs)
+    predictions = NLIModel.load(args.model, device=args.device, progress=args.input is not None).predict(pairs)
     if args.input is None:
         p = predictions[0]
         print(p.label)

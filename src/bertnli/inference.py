@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from bertnli.data.batching import BatchPlan, inference_batches
 from bertnli.model import BERTClassifier
@@ -36,6 +37,7 @@ def batched_logits(
     dtype: torch.dtype | None,
     plan: BatchPlan,
     runner: torch.nn.Module | None = None,
+    progress: bool = False,
 ) -> np.ndarray:
     """Run ``network`` (or its compiled ``runner``) over all pairs in length-sorted batches; logits come back
     in the input order. Results stay on the device until the end: no wait for the GPU between batches."""
@@ -44,10 +46,12 @@ def batched_logits(
     compiled = runner is not None and runner is not network
     run = runner if compiled else network
     chunks = []
-    for index in inference_batches(pairs.valid_lens, plan):
-        batch = DeviceBatch.from_pairs(pairs.take(index), device, always_mask=compiled)
-        with autocast(device, dtype):
-            chunks.append((index, run(batch.token_ids, batch.segments, batch.valid_lens).float().clone()))
+    with tqdm(total=len(pairs), unit="pair", desc="predicting", disable=not progress, leave=False) as bar:
+        for index in inference_batches(pairs.valid_lens, plan):
+            batch = DeviceBatch.from_pairs(pairs.take(index), device, always_mask=compiled)
+            with autocast(device, dtype):
+                chunks.append((index, run(batch.token_ids, batch.segments, batch.valid_lens).float().clone()))
+            bar.update(len(index))
     out = np.empty((len(pairs), network.output.out_features), dtype=np.float32)
     for index, logits in chunks:
         out[index] = logits.cpu().numpy()
@@ -75,6 +79,7 @@ class NLIModel:
         batch_size: int = 1024,
         batch_tokens: int | Literal["auto"] | None = "auto",
         compile: bool = False,
+        progress: bool = False,
     ) -> None:
         """``batch_tokens`` caps padded tokens per batch (None: no cap); the default suits the device:
         large batches keep a GPU busy, while a CPU runs faster on batches that stay in its caches."""
@@ -88,11 +93,12 @@ class NLIModel:
             batch_tokens = 65536 if self.device.type == "cuda" else 4096
         self.plan = BatchPlan(batch_size=batch_size, max_tokens=batch_tokens)
         self.runner = compile_network(self.network, compile)
+        self.progress = progress  # a progress bar on standard error for long predictions
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto", precision: str = "auto", **options: Any) -> NLIModel:
         """Load a run directory or a saved model folder. ``options``: ``batch_size``, ``batch_tokens``,
-        ``compile`` (torch.compile the network; pays off on long GPU jobs)."""
+        ``compile`` (torch.compile the network; pays off on long GPU jobs), ``progress``."""
         saved = load_classifier(resolve_model_dir(path))
         return cls(saved.model, saved.tokenizer, saved.labels, saved.max_len, device, precision, **options)
 
@@ -105,7 +111,7 @@ class NLIModel:
 
     def logits(self, pairs: EncodedPairs) -> np.ndarray:
         """Logits (pairs, labels) in the input order."""
-        return batched_logits(self.network, pairs, self.device, self.dtype, self.plan, self.runner)
+        return batched_logits(self.network, pairs, self.device, self.dtype, self.plan, self.runner, self.progress)
 
     def predict_proba(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
         """Probabilities (pairs, labels), columns in the order of ``self.labels``."""
