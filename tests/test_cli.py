@@ -146,3 +146,15 @@ def test_every_command_has_help_with_examples(command, capsys):
         main([command, "--help"])
     assert done.value.code == 0
     assert "examples:" in capsys.readouterr().out
+
+
+def test_two_class_data_needs_the_explicit_merge(trained, tmp_path, capsys):
+    rte = tmp_path / "dev.tsv"
+    rows = [f"{i}\t{e.premise}\t{e.hypothesis}\t{'entailment' if e.label == 'entailment' else 'not_entailment'}"
+            for i, e in enumerate(synthetic_dataset(300, 2).examples)]
+    rte.write_text("index\tsentence1\tsentence2\tlabel\n" + "\n".join(rows) + "\n")
+    assert main(["evaluate", "--model", str(trained["run"]), "--data", str(rte)]) == 1
+    assert "--two-class" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(trained["run"]), "--data", str(rte), "--two-class", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["labels"] == ["entailment", "not_entailment"] and result["accuracy"] > 0.9

@@ -74,20 +74,21 @@ def evaluate(model: NLIModel, dataset: Dataset, *, two_class: bool = False, top_
     examples = [e for e in dataset.examples if e.label is not None]
     if not examples:
         raise DataError(dataset.name, "has no labelled pairs to evaluate on")
-    labels = list(model.labels)
+    merge = two_class and list(model.labels) != TWO_CLASS
+    labels = TWO_CLASS if merge else list(model.labels)
+    if merge and "entailment" not in model.labels:
+        raise DataError(dataset.name, f"cannot merge the model's labels {model.labels} into two classes")
+    gold_names = {e.label for e in examples}
+    if not gold_names <= set(labels):  # checked before any prediction: a mismatch should cost no time
+        hint = " (add --two-class to merge neutral and contradiction)" if "not_entailment" in gold_names else ""
+        raise DataError(dataset.name, f"labels {sorted(gold_names - set(labels))} are not among the model's "
+                                      f"{labels}{hint}")
     pairs = model.encode([e.premise for e in examples], [e.hypothesis for e in examples])
     logits = model.logits(pairs)
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
-    if two_class and labels != TWO_CLASS:
-        if "entailment" not in labels:
-            raise DataError(dataset.name, f"cannot merge the model's labels {labels} into two classes")
-        probs, labels = _merge_to_two_classes(labels, probs), TWO_CLASS
-    gold_names = {e.label for e in examples}
-    if not gold_names <= set(labels):
-        hint = " (add --two-class to merge neutral and contradiction)" if "not_entailment" in gold_names else ""
-        raise DataError(dataset.name, f"labels {sorted(gold_names - set(labels))} are not among the model's "
-                                      f"{labels}{hint}")
+    if merge:
+        probs = _merge_to_two_classes(list(model.labels), probs)
     gold = np.array([labels.index(e.label) for e in examples])
     predicted = probs.argmax(axis=1)
     report = ClassificationReport.from_predictions(labels, gold, predicted)
