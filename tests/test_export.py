@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +181,16 @@ def test_export_refuses_bad_input_and_never_leaves_half_a_folder(wordpiece_model
         export(wordpiece_model, precious, "onnx")
     assert [p.name for p in precious.iterdir()] == ["notes.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "precious"]
+
+
+def test_export_never_replaces_a_bertnli_model_folder(wordpiece_model, tmp_path):
+    """A bertnli model folder also holds config.json and model.safetensors; it is not an earlier export."""
+    target = tmp_path / "model"
+    shutil.copytree(wordpiece_model, target)
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    with pytest.raises(CheckpointError, match="refusing to replace"):
+        export(wordpiece_model, target, "hf")
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
 
 
 def test_cli_export_replaces_an_earlier_export(wordpiece_model, tmp_path, capsys):

@@ -34,6 +34,7 @@ from bertnli.model import BERTClassifier
 from bertnli.text.tokenizers import D2L_SPECIALS, WORDPIECE_SPECIALS, Tokenizer, WordPieceTokenizer, WordTokenizer
 from bertnli.weights import hf_config, to_hf_state_dict
 from bertnli.weights.files import atomic_directory
+from bertnli.weights.native import is_native
 
 ONNX_META = "bertnli_onnx.json"
 ONNX_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
@@ -81,7 +82,9 @@ def write_hf(model: NLIModel, directory: Path) -> None:
 
 
 def _is_hf_export(directory: Path) -> bool:
-    return (directory / "config.json").is_file() and (directory / "model.safetensors").is_file()
+    """An earlier Hugging Face export, which may be replaced (never a bertnli model folder)."""
+    has_files = (directory / "config.json").is_file() and (directory / "model.safetensors").is_file()
+    return has_files and not is_native(directory)
 
 
 # ---- tokenizer --------------------------------------------------------------------------------------
@@ -138,11 +141,7 @@ class OnnxClassifier(nn.Module):
     def forward(
         self, input_ids: torch.Tensor, token_type_ids: torch.Tensor, attention_mask: torch.Tensor
     ) -> torch.Tensor:
-        net = self.network
-        mask = attention_mask[:, None, None, :].bool()
-        first = torch.zeros(1, dtype=torch.long, device=input_ids.device)
-        cls = net.encoder(input_ids, token_type_ids, attn_mask=mask, last_query_rows=first)[:, 0]
-        return net.output(net.dropout(net.hidden(cls)))
+        return self.network(input_ids, token_type_ids, attn_mask=attention_mask[:, None, None, :].bool())
 
 
 def write_onnx(model: NLIModel, directory: Path) -> None:

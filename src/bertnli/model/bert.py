@@ -271,7 +271,8 @@ class BERTClassifier(nn.Module):
         ``cls_index``: the flat (row * time + column) index of every pair's <cls>."""
         if cls_index is None:
             first = torch.zeros(1, dtype=torch.long, device=token_ids.device)
-            cls = self.encoder(token_ids, segments, valid_lens, positions=positions, last_query_rows=first)
+            cls = self.encoder(token_ids, segments, valid_lens, attn_mask=attn_mask, positions=positions,
+                               last_query_rows=first)
             cls = cls[:, 0]
         else:
             encoded = self.encoder(token_ids, segments, valid_lens, attn_mask=attn_mask, positions=positions)
