@@ -105,7 +105,7 @@ def hf_trainer(folder: str, examples: list[Example], batch_size: int, cpu: bool,
     arguments = TrainingArguments(
         output_dir=out, per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size,
         num_train_epochs=1, learning_rate=5e-5, weight_decay=0.01, warmup_steps=len(rows) // batch_size // 10,
-        logging_steps=10**9, save_strategy="no", report_to=[], bf16=not cpu and bf16, use_cpu=cpu,
+        logging_steps=10**9, save_strategy="no", report_to=[], bf16=bf16, use_cpu=cpu,
         disable_tqdm=True, seed=0,
     )
     trainer = Trainer(model=model, args=arguments, train_dataset=rows, processing_class=tokenizer,
@@ -126,3 +126,10 @@ def add_common_arguments(parser) -> None:
     parser.add_argument("--side-timeout", type=float, default=1800, help="seconds allowed to each side")
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "bertnli-bench")
+
+
+def resolved_precision(args) -> str:
+    """``auto`` means bf16 autocast on a GPU and fp32 on the CPU, as in bertnli itself."""
+    if args.precision != "auto":
+        return args.precision
+    return "bf16" if args.device != "cpu" and torch.cuda.is_available() else "fp32"

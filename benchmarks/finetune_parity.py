@@ -45,7 +45,7 @@ def run_bertnli(folder: str, train_set, eval_set, batch_size: int, seed: int) ->
 def run_trainer(folder: str, train_set, eval_set, batch_size: int) -> dict:
     cpu = not torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as out:
-        trainer, _ = hf_trainer(folder, train_set.examples, batch_size, cpu, True, out)
+        trainer, _ = hf_trainer(folder, train_set.examples, batch_size, cpu, not cpu, out)  # bertnli: bf16 on GPU only
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started

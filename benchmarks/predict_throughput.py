@@ -19,7 +19,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_common_arguments, hardware, peak_memory_mb, print_table, real_pairs, run_sides
+from common import (
+    add_common_arguments,
+    hardware,
+    peak_memory_mb,
+    print_table,
+    real_pairs,
+    resolved_precision,
+    run_sides,
+)
 from train_throughput import model_folder
 
 LABELS = ["entailment", "neutral", "contradiction"]
@@ -64,7 +72,7 @@ def run_pipeline(args: argparse.Namespace, folder: Path, data) -> dict:
     from transformers import pipeline
 
     device = _device(args)
-    dtype = torch.bfloat16 if device.type == "cuda" and args.precision != "fp32" else torch.float32
+    dtype = torch.bfloat16 if resolved_precision(args) == "bf16" else torch.float32
     classify = pipeline("text-classification", model=str(folder / "hf"), device=device, dtype=dtype)
     inputs = [{"text": e.premise, "text_pair": e.hypothesis} for e in data.examples]
     classify(inputs[:256], batch_size=args.batch_size, truncation=True)  # warm-up
@@ -94,7 +102,7 @@ def run_trainer(args: argparse.Namespace, folder: Path, data) -> dict:
     rows = [{k: encoded[k][i] for k in encoded} for i in range(len(data))]
     with tempfile.TemporaryDirectory() as out:
         targs = TrainingArguments(output_dir=out, per_device_eval_batch_size=args.batch_size, report_to=[],
-                                  bf16_full_eval=not cpu and args.precision != "fp32", use_cpu=cpu,
+                                  bf16_full_eval=resolved_precision(args) == "bf16", use_cpu=cpu,
                                   disable_tqdm=True)
         Trainer(model=model, args=targs, data_collator=DataCollatorWithPadding(tokenizer)).predict(rows)
     seconds = time.perf_counter() - started
@@ -122,8 +130,8 @@ def main() -> None:
         print(json.dumps(SIDES[args.side](args, folder, real_pairs(pairs))))
         return
     rows = run_sides(__file__, args.sides.split(","), args.side_timeout)
-    precision = args.precision if args.precision != "auto" else ("bf16" if torch.cuda.is_available() else "fp32")
-    print_table(f"prediction, {args.model}, batch {args.batch_size}, {precision}, {hardware()}; data snli dev",
+    print_table(f"prediction, {args.model}, batch {args.batch_size}, {resolved_precision(args)}, {hardware()}; "
+                "data snli dev",
                 rows, "pairs_per_s")
 
 

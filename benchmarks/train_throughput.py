@@ -20,7 +20,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import add_common_arguments, hardware, hf_trainer, peak_memory_mb, print_table, real_pairs, run_sides
+from common import (
+    add_common_arguments,
+    hardware,
+    hf_trainer,
+    peak_memory_mb,
+    print_table,
+    real_pairs,
+    resolved_precision,
+    run_sides,
+)
 
 
 def model_folder(name: str, scratch: Path, tokenizer_from: str = "minilm") -> str:
@@ -72,7 +81,8 @@ def run_trainer(args: argparse.Namespace, folder: str) -> dict:
     data = real_pairs(args.trainer_pairs or args.pairs)
     cpu = args.device == "cpu" or not torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as out:
-        trainer, rows = hf_trainer(folder, data.examples, args.batch_size, cpu, args.precision != "fp32", out)
+        bf16 = resolved_precision(args) == "bf16"
+        trainer, rows = hf_trainer(folder, data.examples, args.batch_size, cpu, bf16, out)
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started
@@ -97,8 +107,7 @@ def main() -> None:
         print(json.dumps(sides[args.side]()))
         return
     rows = run_sides(__file__, args.sides.split(","), args.side_timeout)
-    precision = args.precision if args.precision != "auto" else ("bf16" if torch.cuda.is_available() else "fp32")
-    print_table(f"training, {args.model}, batch {args.batch_size}, {precision}, {hardware()}; "
+    print_table(f"training, {args.model}, batch {args.batch_size}, {resolved_precision(args)}, {hardware()}; "
                 f"data {real_pairs(1).name.split(' ')[0]}", rows, "pairs_per_s")
     for r in rows:
         print(f"  {r['name']}: {r['pairs']:,} pairs in {r['seconds']:.1f} s")
