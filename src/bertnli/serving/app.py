@@ -168,9 +168,10 @@ def serve(
     device: str = "auto",
     max_pairs: int = 256,
     max_chars: int = 2000,
+    precision: str = "auto",
 ) -> None:
     """Load the model at ``model_path`` (a run directory or a model folder) and serve it until Ctrl-C."""
-    model = NLIModel.load(model_path, device=device)
+    model = NLIModel.load(model_path, device=device, precision=precision)
     name = Path(model_path).resolve().name
     app = create_app(model, max_pairs=max_pairs, max_chars=max_chars, name=name)
     config = uvicorn.Config(app, host=host, port=port, log_config=_log_config())
