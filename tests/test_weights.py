@@ -588,3 +588,18 @@ def test_tokenizer_larger_than_the_embedding(tmp_path: Path) -> None:
     folder = _hf_folder(tmp_path, transformers.BertModel(_hf_config(vocab_size=20)))
     with pytest.raises(CheckpointError, match="tokenizer has 35 tokens but the model embeds only 20"):
         load_pretrained(folder)
+
+
+def test_checkpoint_without_a_pooler_gets_a_fresh_one(tmp_path: Path) -> None:
+    hf = transformers.BertForMaskedLM(_hf_config()).eval()  # saved with no pooler at all
+    _randomize(hf)
+    assert not any("pooler" in k for k in hf.state_dict())
+    model = load_pretrained(_hf_folder(tmp_path, hf)).model.eval()
+    ids, segments, lengths = _batch(40, [9, 4, 1, 7])
+    with torch.no_grad():
+        ref = hf.bert(input_ids=ids, token_type_ids=segments, attention_mask=_hf_masks(lengths, ids.shape[1]))
+        encoded = model.encoder(ids, segments, lengths)
+    _close(encoded, ref.last_hidden_state)
+    pooler = model.hidden.dense
+    assert pooler.weight.shape == (hf.config.hidden_size,) * 2 and torch.isfinite(pooler.weight).all()
+    assert 0 < pooler.weight.std() < 0.1 and not pooler.bias.any()

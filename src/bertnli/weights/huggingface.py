@@ -66,12 +66,22 @@ def load_huggingface(directory: str | Path) -> tuple[BERTModel, Tokenizer]:
     state, source = _read_weights(directory)
     prefix = "bert." if f"bert.{_WORDS}" in state else ""
     state = _normalize(state, prefix, tied=config.get("tie_word_embeddings", True))
+    _add_missing_pooler(state, prefix, cfg.hidden_size, config.get("initializer_range", 0.02))
     mlm, nsp = "cls.predictions.transform.dense.weight" in state, "cls.seq_relationship.weight" in state
     model = empty_model(BERTModel, cfg, mlm, nsp)
     hf_keys(prefix).load(model, state, source)
     tokenizer = load_tokenizer(directory, lowercase=_lowercase(directory))
     check_vocab(tokenizer, cfg, directory)
     return model, tokenizer
+
+
+def _add_missing_pooler(state: StateDict, prefix: str, hidden: int, std: float) -> None:
+    """Checkpoints saved without a pooler (`BertForMaskedLM`, for one) get a fresh one, initialised as
+    `transformers` does: the classifier built on it learns it during fine-tuning."""
+    if f"{prefix}pooler.dense.weight" in state:
+        return
+    state[f"{prefix}pooler.dense.weight"] = torch.randn(hidden, hidden) * std
+    state[f"{prefix}pooler.dense.bias"] = torch.zeros(hidden)
 
 
 def config_from_hf(config: Mapping[str, Any], source: Path) -> BertConfig:
