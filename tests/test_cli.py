@@ -158,3 +158,13 @@ def test_two_class_data_needs_the_explicit_merge(trained, tmp_path, capsys):
     assert main(["evaluate", "--model", str(trained["run"]), "--data", str(rte), "--two-class", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["labels"] == ["entailment", "not_entailment"] and result["accuracy"] > 0.9
+
+
+def test_resuming_a_run_started_from_python_says_how(tiny, tmp_path, capsys):
+    from bertnli.training import TrainConfig, train
+
+    cfg = TrainConfig.from_recipe("d2l", model=tiny, num_heads=4, epochs=1, batch_size=32)
+    train(cfg, synthetic_dataset(64, 1), None, tmp_path / "run", progress=False)
+    assert main(["train", "--resume", str(tmp_path / "run")]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "resume=True" in line

@@ -192,7 +192,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     from bertnli.training import RunDir, TrainConfig, train
 
     if args.resume:
-        source = RunDir(args.resume).read_config()["data"]["source"]
+        source = RunDir(args.resume).read_config()["data"].get("source")
+        if source is None:
+            raise BertnliError(f"{args.resume} was started from Python, not the command line; resume it with "
+                               "bertnli.train(cfg, train_set, eval_set, run_dir, resume=True)")
         train_set, eval_set = _load_training_data(argparse.Namespace(**source))
         _print_result(train(TrainConfig(), train_set, eval_set, args.resume, resume=True,
                             progress=not args.no_progress))
