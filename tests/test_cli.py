@@ -87,11 +87,13 @@ def test_predict_one_pair_and_a_file(trained, capsys, tmp_path):
     assert capsys.readouterr().out.splitlines()[0] == "contradiction"
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"premise": "red dog runs big", "hypothesis": "dog"}\n'
-                     '{"sentence1": "red dog runs big", "sentence2": "cat"}\n')
+                     '{"premise": "red dog runs big", "hypothesis": "cat"}\n'
+                     '{"premise": "red dog runs big", "hypothesis": " "}\n')
     out = tmp_path / "predictions.jsonl"
     assert main(["predict", "--model", str(trained["run"]), "--input", str(pairs), "--output", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["label"] for r in rows] == ["entailment", "neutral"]
+    assert "skipped 1 empty premise or hypothesis" in capsys.readouterr().err
     assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-5 for r in rows)
 
 

@@ -138,7 +138,9 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="a run directory or a saved model folder")
     p.add_argument("premise", nargs="?")
     p.add_argument("hypothesis", nargs="?")
-    p.add_argument("--input", type=Path, help="jsonl with premise/hypothesis (or sentence1/sentence2) keys")
+    p.add_argument("--input", type=Path,
+                   help="pairs to label: jsonl with premise/hypothesis (or sentence1/sentence2) keys, or any "
+                        "file that --data takes; labels in it are ignored")
     p.add_argument("--output", type=Path, help="where to write predictions.jsonl (default: standard output)")
     _add_hardware(p)
 
@@ -297,33 +299,19 @@ def _comparison_table(results) -> str:
     return "\n".join(lines)
 
 
-def _read_pairs_jsonl(path: Path) -> list[tuple[str, str]]:
-    from bertnli.errors import DataError
-
-    pairs = []
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise DataError(path, f"not valid JSON: {exc.args[0]}", number) from None
-            premise = row.get("premise", row.get("sentence1")) if isinstance(row, dict) else None
-            hypothesis = row.get("hypothesis", row.get("sentence2")) if isinstance(row, dict) else None
-            if not isinstance(premise, str) or not isinstance(hypothesis, str):
-                raise DataError(path, "needs string fields premise and hypothesis (or sentence1, sentence2)",
-                                number)
-            pairs.append((premise, hypothesis))
-    return pairs
-
-
 def cmd_predict(args: argparse.Namespace) -> None:
     from bertnli.inference import NLIModel
 
     if args.input is None and (args.premise is None or args.hypothesis is None):
         raise BertnliError("give a premise and a hypothesis, or --input pairs.jsonl")
-    pairs = _read_pairs_jsonl(args.input) if args.input else [(args.premise, args.hypothesis)]
+    pairs = [(args.premise, args.hypothesis)]
+    if args.input:
+        from bertnli.data import read_dataset
+
+        dataset = read_dataset(args.input, columns={"label": None})
+        if dataset.skipped:
+            print(dataset.describe(), file=sys.stderr)
+        pairs = [(e.premise, e.hypothesis) for e in dataset.examples]
     model = NLIModel.load(args.model, device=args.device, precision=args.precision, progress=args.input is not None)
     predictions = model.predict(pairs)
     if args.input is None:
