@@ -8,6 +8,7 @@ import zipfile
 from io import BytesIO
 
 import pytest
+import torch
 from synthetic import synthetic_dataset, tiny_d2l_checkpoint
 
 from bertnli.cli import EXAMPLES, main
@@ -170,3 +171,13 @@ def test_resuming_a_run_started_from_python_says_how(tiny, tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "run")]) == 1
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "resume=True" in line
+
+
+def test_a_run_directory_is_a_pretrained_model_to_fine_tune_further(trained):
+    from bertnli.weights import load_classifier, load_pretrained
+
+    pretrained = load_pretrained(trained["run"])
+    saved = load_classifier(trained["run"] / "model")
+    assert pretrained.kind == "bertnli" and pretrained.source == str(trained["run"] / "model")
+    ours, theirs = pretrained.model.encoder.state_dict(), saved.model.encoder.state_dict()
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)

@@ -29,12 +29,12 @@ from tokenizers import models, normalizers, pre_tokenizers, processors
 from torch import nn
 
 from bertnli.errors import CheckpointError, ConfigError
-from bertnli.inference import NLIModel, resolve_model_dir
+from bertnli.inference import NLIModel
 from bertnli.model import BERTClassifier
 from bertnli.text.tokenizers import D2L_SPECIALS, WORDPIECE_SPECIALS, Tokenizer, WordPieceTokenizer, WordTokenizer
 from bertnli.weights import hf_config, to_hf_state_dict
 from bertnli.weights.files import atomic_directory
-from bertnli.weights.native import is_native
+from bertnli.weights.native import is_native, resolve_model_dir
 
 ONNX_META = "bertnli_onnx.json"
 ONNX_INPUTS = ("input_ids", "token_type_ids", "attention_mask")

@@ -16,6 +16,7 @@ from bertnli.model import BERTClassifier
 from bertnli.runtime import DeviceBatch, autocast, autocast_dtype, compile_network, pick_device
 from bertnli.text import EncodedPairs, Tokenizer, encode_pairs
 from bertnli.weights import load_classifier, save_classifier
+from bertnli.weights.native import resolve_model_dir
 
 
 @dataclass(frozen=True)
@@ -57,12 +58,6 @@ def batched_logits(
         out[index] = logits.cpu().numpy()
     network.train(was_training)
     return out
-
-
-def resolve_model_dir(path: str | Path) -> Path:
-    """A run directory stands for the model it trained (``RUN/model``)."""
-    path = Path(path)
-    return path / "model" if (path / "model" / "config.json").is_file() else path
 
 
 class NLIModel:

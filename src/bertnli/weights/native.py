@@ -41,6 +41,12 @@ def is_native(directory: Path) -> bool:
     return config.is_file() and read_json_object(config).get("format") == FORMAT
 
 
+def resolve_model_dir(path: str | Path) -> Path:
+    """A run directory stands for the model it trained (``RUN/model``); any other path for itself."""
+    path = Path(path)
+    return path / "model" if is_native(path / "model") else path
+
+
 def save_classifier(
     directory: str | Path,
     model: BERTClassifier,

@@ -12,7 +12,7 @@ from bertnli.text.tokenizers import Tokenizer
 from bertnli.weights.d2l import PARAMS, load_d2l
 from bertnli.weights.huggingface import load_huggingface
 from bertnli.weights.keymap import empty_model
-from bertnli.weights.native import is_native, load_classifier
+from bertnli.weights.native import is_native, load_classifier, resolve_model_dir
 from bertnli.weights.sources import hub_download, is_minilm, looks_like_hub_id, minilm_path
 
 
@@ -40,7 +40,7 @@ def load_pretrained(name_or_path: str | Path, *, num_heads: int | None = None) -
         model, tokenizer = load_d2l(path, num_heads)
         return Pretrained(model, tokenizer, str(path), "d2l")
     if path.is_dir():
-        return _load_folder(path)
+        return _load_folder(resolve_model_dir(path))
     name = str(name_or_path)
     if is_minilm(name):
         return _load_huggingface(minilm_path())
