@@ -71,23 +71,8 @@ SNLI_TXT_HEADER = [
     "label4",
     "label5",
 ]
-MNLI_TXT_HEADER = [
-    "gold_label",
-    "sentence1_binary_parse",
-    "sentence2_binary_parse",
-    "sentence1_parse",
-    "sentence2_parse",
-    "sentence1",
-    "sentence2",
-    "promptID",
-    "pairID",
-    "genre",
-    "label1",
-    "label2",
-    "label3",
-    "label4",
-    "label5",
-]
+# MultiNLI's txt has SNLI's columns with promptID for captionID, and a genre column after pairID.
+MNLI_TXT_HEADER = [*SNLI_TXT_HEADER[:7], "promptID", "pairID", "genre", *SNLI_TXT_HEADER[9:]]
 GENRES = ["fiction", "government", "slate", "travel"]
 EXPECTED = [Example(s1, s2, gold) for gold, s1, s2, _, _ in SNLI_ROWS if gold != "-"]
 
