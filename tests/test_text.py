@@ -108,7 +108,8 @@ def test_wordpiece_matches_transformers_tokenizer(minilm_dir):
 
 def test_repeated_texts_encode_exactly_as_distinct_ones():
     tok = WordTokenizer(VOCAB)
-    premises, hypotheses = ["a dog runs", "a dog runs", "the cat", "a dog runs"], ["a cat", "dog", "a cat", "a dog runs"]
+    premises = ["a dog runs", "a dog runs", "the cat", "a dog runs"]
+    hypotheses = ["a cat", "dog", "a cat", "a dog runs"]
     together = encode_pairs(tok, premises, hypotheses, max_len=16)
     for i, (p, h) in enumerate(zip(premises, hypotheses)):
         alone = encode_pairs(tok, [p], [h], max_len=16)
