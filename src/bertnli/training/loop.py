@@ -302,8 +302,15 @@ class Trainer:
         return record
 
     def evaluate(self) -> ClassificationReport:
-        logits = batched_logits(self.model, self.eval_pairs, self.device, self.dtype, self.eval_plan)
-        return ClassificationReport.from_predictions(self.labels, self.eval_gold, logits.argmax(-1))
+        """Validation scores. Under DDP each rank scores every world-th pair and the counts are summed."""
+        index = np.arange(self.rank, len(self.eval_pairs), self.world)
+        logits = batched_logits(self.model, self.eval_pairs.take(index), self.device, self.dtype, self.eval_plan)
+        report = ClassificationReport.from_predictions(self.labels, self.eval_gold[index], logits.argmax(-1))
+        if self.world > 1:
+            counts = torch.from_numpy(report.confusion).to(self.device)
+            dist.all_reduce(counts)
+            report = ClassificationReport(self.labels, counts.cpu().numpy())
+        return report
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     @contextlib.contextmanager
