@@ -200,7 +200,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                                "bertnli.train(cfg, train_set, eval_set, run_dir, resume=True)")
         train_set, eval_set = _load_training_data(argparse.Namespace(**source))
         _print_result(train(TrainConfig(), train_set, eval_set, args.resume, resume=True,
-                            progress=not args.no_progress))
+                            progress=not args.no_progress, on_epoch=_print_epoch))
         return
     if not args.dataset and not args.train:
         raise BertnliError("give training data: --train FILE (repeatable) or --dataset snli")
@@ -219,7 +219,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(train_set.describe(), file=sys.stderr)
     print(eval_set.describe(), file=sys.stderr)
     _print_result(train(cfg, train_set, eval_set, out, overwrite=args.overwrite, progress=not args.no_progress,
-                        source=source))
+                        source=source, on_epoch=_print_epoch))
 
 
 def _load_training_data(args: argparse.Namespace):
@@ -245,15 +245,17 @@ def _load_training_data(args: argparse.Namespace):
     return train_set, eval_set
 
 
+def _print_epoch(record: dict) -> None:
+    line = f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, train accuracy {record['train_accuracy']:.4f}"
+    if "eval_accuracy" in record:
+        line += f", validation accuracy {record['eval_accuracy']:.4f}"
+    line += f", {record['pairs_per_second']:,.0f} pairs/s, {record['train_seconds']:.0f} s"
+    print(line + (" (best so far)" if record["best"] else ""), flush=True)
+
+
 def _print_result(result) -> None:
-    for record in result.epochs:
-        line = (f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, "
-                f"train accuracy {record['train_accuracy']:.4f}")
-        if "eval_accuracy" in record:
-            line += f", validation accuracy {record['eval_accuracy']:.4f}"
-        line += f", {record['pairs_per_second']:,.0f} pairs/s, {record['train_seconds']:.0f} s"
-        print(line)
-    print(f"model saved in {result.run_dir / 'model'}; curves in {result.run_dir / 'curves.png'}")
+    best = f" (validation accuracy {result.best_accuracy:.4f})" if result.best_accuracy is not None else ""
+    print(f"best model{best} saved in {result.run_dir / 'model'}; curves in {result.run_dir / 'curves.png'}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:

@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,8 +141,10 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, train_set: Dataset, eval_set: Dataset | None, run_dir: str | Path,
                  *, resume: bool = False, overwrite: bool = False, progress: bool = True,
-                 source: dict[str, Any] | None = None) -> None:
+                 source: dict[str, Any] | None = None,
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.run = RunDir(run_dir)
+        self.on_epoch = on_epoch
         if resume:
             cfg = TrainConfig.from_dict(self.run.read_config()["train"])
         self.cfg, self.show_progress = cfg, progress
@@ -293,6 +296,8 @@ class Trainer:
         record["best"] = improved
         p.epochs.append(record)
         self.log(record)
+        if self.on_epoch is not None and self.rank == 0:
+            self.on_epoch(record)
         if improved and self.rank == 0:
             save_classifier(self.run.model_dir, self.model, self.tokenizer, self.labels, self.cfg.max_len,
                             extra={"trained": {"epoch": p.epoch + 1, "step": p.step, "accuracy": accuracy}})
@@ -406,13 +411,15 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     source: dict[str, Any] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Fine-tune ``cfg.model`` on ``train_set``, evaluating on ``eval_set`` each epoch; files in ``run_dir``.
 
     ``source`` records how the data was chosen (the CLI's options), so `--resume` can read it again.
+    ``on_epoch`` is called with each epoch's record as soon as it is logged.
     With ``resume``, the settings come from the run's config.json and ``cfg`` is ignored."""
     if len(train_set) == 0:
         raise ConfigError(f"the training data {train_set.name} is empty")
     trainer = Trainer(cfg, train_set, eval_set, run_dir, resume=resume, overwrite=overwrite, progress=progress,
-                      source=source)
+                      source=source, on_epoch=on_epoch)
     return trainer.fit()
