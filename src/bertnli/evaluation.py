@@ -7,11 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from bertnli.data.example import Dataset
+from bertnli.data.labels import TWO_CLASS_LABELS, TWO_CLASS_MAP
 from bertnli.errors import DataError
 from bertnli.inference import NLIModel
 from bertnli.training.metrics import ClassificationReport
 
-TWO_CLASS = ["entailment", "not_entailment"]
 LENGTH_EDGES = (16, 24, 32, 48, 64, 96, 128)
 
 
@@ -60,11 +60,10 @@ def _cell(text: str) -> str:
 
 
 def _merge_to_two_classes(labels: list[str], probs: np.ndarray) -> np.ndarray:
-    """Entailment stays; every other label's probability goes to not_entailment."""
-    entail = labels.index("entailment")
-    merged = np.empty((len(probs), 2), dtype=probs.dtype)
-    merged[:, 0] = probs[:, entail]
-    merged[:, 1] = probs.sum(axis=1) - probs[:, entail]
+    """Each label's probability goes to its 2-class label, by the same map the readers use for gold labels."""
+    merged = np.zeros((len(probs), len(TWO_CLASS_LABELS)), dtype=probs.dtype)
+    for column, label in enumerate(labels):
+        merged[:, TWO_CLASS_LABELS.index(TWO_CLASS_MAP[label])] += probs[:, column]
     return merged
 
 
@@ -74,9 +73,9 @@ def evaluate(model: NLIModel, dataset: Dataset, *, two_class: bool = False, top_
     examples = [e for e in dataset.examples if e.label is not None]
     if not examples:
         raise DataError(dataset.name, "has no labelled pairs to evaluate on")
-    merge = two_class and list(model.labels) != TWO_CLASS
-    labels = TWO_CLASS if merge else list(model.labels)
-    if merge and "entailment" not in model.labels:
+    merge = two_class and tuple(model.labels) != TWO_CLASS_LABELS
+    labels = list(TWO_CLASS_LABELS) if merge else list(model.labels)
+    if merge and not set(model.labels) <= set(TWO_CLASS_MAP):
         raise DataError(dataset.name, f"cannot merge the model's labels {model.labels} into two classes")
     gold_names = {e.label for e in examples}
     if not gold_names <= set(labels):  # checked before any prediction: a mismatch should cost no time

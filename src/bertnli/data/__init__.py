@@ -5,6 +5,7 @@ from bertnli.data.example import D2L_LABELS, NLI_LABELS, Dataset, Example
 from bertnli.data.labels import (
     KNOWN_LABELS,
     LABEL_PRESETS,
+    TWO_CLASS_LABELS,
     TWO_CLASS_MAP,
     merge_to_two_classes,
     parse_label,
@@ -18,6 +19,7 @@ __all__ = [
     "KNOWN_LABELS",
     "LABEL_PRESETS",
     "NLI_LABELS",
+    "TWO_CLASS_LABELS",
     "TWO_CLASS_MAP",
     "Dataset",
     "Example",

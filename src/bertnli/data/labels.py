@@ -22,6 +22,8 @@ LABEL_PRESETS: dict[str, dict[str, str]] = {
     "glue": {str(i): name for i, name in enumerate(NLI_LABELS)},
     "d2l": {str(i): name for i, name in enumerate(D2L_LABELS)},
 }
+#: The 2-class (RTE) task's labels, in the order 2-class models use.
+TWO_CLASS_LABELS: tuple[str, ...] = ("entailment", "not_entailment")
 #: How 3-class labels map onto the 2-class (RTE) task.
 TWO_CLASS_MAP: dict[str, str] = {
     "entailment": "entailment",

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from bertnli.data.batching import BatchPlan, shard, training_batches
 from bertnli.data.example import D2L_LABELS, NLI_LABELS, Dataset
+from bertnli.data.labels import TWO_CLASS_LABELS
 from bertnli.errors import ConfigError, DataError, TrainingInterrupted
 from bertnli.inference import batched_logits
 from bertnli.model import BERTClassifier
@@ -71,8 +72,8 @@ def choose_labels(dataset: Dataset, recipe: str) -> list[str]:
         raise DataError(dataset.name, "the training data has no labelled pairs")
     if found <= set(NLI_LABELS):
         return list(D2L_LABELS if recipe == "d2l" else NLI_LABELS)
-    if found <= {"entailment", "not_entailment"}:
-        return ["entailment", "not_entailment"]
+    if found <= set(TWO_CLASS_LABELS):
+        return list(TWO_CLASS_LABELS)
     return sorted(found)
 
 
