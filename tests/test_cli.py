@@ -181,3 +181,14 @@ def test_a_run_directory_is_a_pretrained_model_to_fine_tune_further(trained):
     assert pretrained.kind == "bertnli" and pretrained.source == str(trained["run"] / "model")
     ours, theirs = pretrained.model.encoder.state_dict(), saved.model.encoder.state_dict()
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def test_nlimodel_save_then_load_predicts_the_same(trained, tmp_path):
+    from bertnli import NLIModel
+
+    pairs = [("red dog runs big", "no dog"), ("old cat sleeps", "bird"), ("small bird eats", "bird")]
+    model = NLIModel.load(trained["run"], device="cpu")
+    model.save(tmp_path / "copy")
+    again = NLIModel.load(tmp_path / "copy", device="cpu")
+    assert again.labels == model.labels
+    assert [p.probabilities for p in again.predict(pairs)] == [p.probabilities for p in model.predict(pairs)]

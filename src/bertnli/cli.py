@@ -172,10 +172,11 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 
 # ---- commands ------------------------------------------------------------------------------------
-def _read(spec: str, args: argparse.Namespace):
+def _read(spec: str | Path, args: argparse.Namespace, split: str | None = None):
+    """One data file (or an archive's split), cut to ``--limit`` pairs when given."""
     from bertnli.data import read_dataset
 
-    dataset = read_dataset(spec, d2l_text=getattr(args, "d2l_text", False))
+    dataset = read_dataset(spec, split=split, d2l_text=getattr(args, "d2l_text", False))
     if getattr(args, "limit", None):
         dataset.examples = dataset.examples[: args.limit]
     return dataset
@@ -224,20 +225,17 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _load_training_data(args: argparse.Namespace):
     """(train, validation) from --dataset, or --train/--eval files, holding out a slice when no --eval."""
-    from bertnli.data import dataset_splits, download, read_dataset, train_validation_split
+    from bertnli.data import dataset_splits, download, train_validation_split
 
     if args.dataset:
         archive = download(args.dataset)  # reuses a verified copy in the cache without touching the network
         splits = dataset_splits(args.dataset)
         dev = next(name for name in ("dev", "dev_matched", "trial") if name in splits)
-        train_set = read_dataset(archive, split="train", d2l_text=args.d2l_text)
-        eval_set = read_dataset(archive, split=dev, d2l_text=args.d2l_text)
+        train_set, eval_set = _read(archive, args, "train"), _read(archive, args, dev)
     else:
         train_set = _combine("+".join(Path(s).name for s in args.train), [_read(s, args) for s in args.train])
         eval_set = _combine("+".join(Path(s).name for s in args.eval), [_read(s, args) for s in args.eval]) \
             if args.eval else None
-    if args.limit:
-        train_set.examples = train_set.examples[: args.limit]
     if eval_set is None:
         print(f"read {train_set.describe()}", file=sys.stderr)  # the halves below no longer list what was skipped
         train_set, eval_set = train_validation_split(train_set, validation_fraction=args.validation_fraction,

@@ -98,8 +98,8 @@ class NLIModel:
         return cls(saved.model, saved.tokenizer, saved.labels, saved.max_len, device, precision, **options)
 
     def save(self, directory: str | Path) -> None:
-        save_classifier(Path(directory), self.network.cpu(), self.tokenizer, self.labels, self.max_len)
-        self.network.to(self.device)
+        """Write the model folder that `NLIModel.load` reads (atomically)."""
+        save_classifier(Path(directory), self.network, self.tokenizer, self.labels, self.max_len)
 
     def encode(self, premises: Sequence[str], hypotheses: Sequence[str]) -> EncodedPairs:
         return encode_pairs(self.tokenizer, premises, hypotheses, self.max_len)

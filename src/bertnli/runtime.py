@@ -51,7 +51,6 @@ class DeviceBatch:
     token_ids: torch.Tensor
     segments: torch.Tensor
     valid_lens: torch.Tensor | None
-    size: int
     labels: torch.Tensor | None = None
     attn_mask: torch.Tensor | None = None
     positions: torch.Tensor | None = None
@@ -72,7 +71,6 @@ class DeviceBatch:
             token_ids=move(pairs.token_ids),
             segments=move(pairs.segments).int(),
             valid_lens=move(pairs.valid_lens) if padded else None,
-            size=len(pairs),
             labels=None if labels is None else move(labels),
         )
 
@@ -83,7 +81,6 @@ class DeviceBatch:
             token_ids=move(rows.token_ids),
             segments=move(rows.segments).int(),
             valid_lens=None,
-            size=len(rows.cls_index),
             labels=None if labels is None else move(labels),
             attn_mask=move(rows.attention_mask()),
             positions=move(rows.positions),
