@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -77,8 +78,6 @@ def plot_class_scores(report: ClassificationReport, path: Path, title: str = "")
 
 def plot_evaluation(evaluation, directory: Path, stem: str = "") -> list[Path]:
     """Write ``{stem}evaluation.md/.json`` and the confusion-matrix and per-class-score figures."""
-    import json
-
     directory.mkdir(parents=True, exist_ok=True)
     (directory / f"{stem}evaluation.md").write_text(evaluation.to_markdown(), encoding="utf-8")
     (directory / f"{stem}evaluation.json").write_text(json.dumps(evaluation.to_dict(), indent=2), encoding="utf-8")
@@ -88,8 +87,6 @@ def plot_evaluation(evaluation, directory: Path, stem: str = "") -> list[Path]:
 
 def report_from_json(path: Path) -> ClassificationReport:
     """The scores saved in an ``evaluation.json``."""
-    import json
-
     data = json.loads(path.read_text(encoding="utf-8"))
     return ClassificationReport(data["labels"], np.array(data["confusion"]))
 
