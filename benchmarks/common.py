@@ -48,32 +48,53 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def print_table(title: str, rows: list[dict], ratio_key: str) -> None:
-    """Rows with name, pairs/s, tokens/s, peak memory; the last column is the ratio to the first row."""
+    """Rows with name, pairs/s, tokens/s, peak memory; the last column is the ratio to the first row.
+    Rows measured more than once show their median and, below the table, every run's figure."""
     print(f"\n{title}")
     print(f"{'':28}{'pairs/s':>12}{'tokens/s':>14}{'peak MiB':>11}{'ratio':>8}")
     base = rows[0][ratio_key]
     for r in rows:
         print(f"{r['name']:28}{r['pairs_per_s']:>12,.0f}{r['tokens_per_s']:>14,.0f}{r['peak_mb']:>11,.0f}"
               f"{r[ratio_key] / base:>7.2f}x")
+    for r in rows:
+        if len(r.get("runs", [])) > 1:
+            print(f"  {r['name']}: median of {len(r['runs'])} runs, pairs/s "
+                  + ", ".join(f"{x:,.0f}" for x in r["runs"]))
 
 
-def run_sides(script: str, sides: list[str], timeout: float) -> list[dict]:
-    """Run ``script --side NAME`` for each side in its own process; a failed or slow side is reported, not fatal."""
-    rows = []
-    for side in sides:
-        command = [sys.executable, script, *sys.argv[1:], "--side", side]
-        try:
-            out = subprocess.run(command, capture_output=True, text=True, check=False, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            print(f"{side}: gave up after {timeout:.0f} s", file=sys.stderr)
-            continue
-        if out.returncode:
-            print(f"{side} failed:\n{out.stderr[-3000:]}", file=sys.stderr)
-            continue
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+def run_sides(script: str, sides: list[str], timeout: float, repeat: int = 1) -> list[dict]:
+    """Run ``script --side NAME`` for each side in its own process, ``repeat`` rounds with the sides
+    interleaved (so a slow spell on a shared machine hits every side alike); each side's row is its
+    median round. A failed or slow side is reported, not fatal."""
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
+    for _ in range(repeat):
+        for side in sides:
+            row = _run_side(script, side, timeout)
+            if row is not None:
+                runs[side].append(row)
+    rows = [_median_row(side_runs) for side_runs in runs.values() if side_runs]
     if not rows:
         sys.exit("no side finished")
     return rows
+
+
+def _run_side(script: str, side: str, timeout: float) -> dict | None:
+    command = [sys.executable, script, *sys.argv[1:], "--side", side]
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, check=False, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"{side}: gave up after {timeout:.0f} s", file=sys.stderr)
+        return None
+    if out.returncode:
+        print(f"{side} failed:\n{out.stderr[-3000:]}", file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _median_row(side_runs: list[dict]) -> dict:
+    """The run with the median pairs/s (the lower middle one for an even count), plus every run's pairs/s."""
+    ordered = sorted(side_runs, key=lambda r: r["pairs_per_s"])
+    return {**ordered[(len(ordered) - 1) // 2], "runs": [r["pairs_per_s"] for r in side_runs]}
 
 
 HF_LABELS = {"entailment": 0, "neutral": 1, "contradiction": 2}
@@ -124,6 +145,8 @@ def add_common_arguments(parser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     parser.add_argument("--side-timeout", type=float, default=1800, help="seconds allowed to each side")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of all sides, interleaved; each side reports its median round")
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "bertnli-bench")
 

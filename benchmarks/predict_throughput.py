@@ -129,7 +129,7 @@ def main() -> None:
         pairs = args.pairs if args.side == "bertnli" else args.peer_pairs or args.pairs
         print(json.dumps(SIDES[args.side](args, folder, real_pairs(pairs))))
         return
-    rows = run_sides(__file__, args.sides.split(","), args.side_timeout)
+    rows = run_sides(__file__, args.sides.split(","), args.side_timeout, args.repeat)
     print_table(f"prediction, {args.model}, batch {args.batch_size}, {resolved_precision(args)}, {hardware()}; "
                 "data snli dev",
                 rows, "pairs_per_s")

@@ -106,7 +106,7 @@ def main() -> None:
                  "bertnli-compiled": lambda: run_bertnli(args, folder, compile=True)}
         print(json.dumps(sides[args.side]()))
         return
-    rows = run_sides(__file__, args.sides.split(","), args.side_timeout)
+    rows = run_sides(__file__, args.sides.split(","), args.side_timeout, args.repeat)
     print_table(f"training, {args.model}, batch {args.batch_size}, {resolved_precision(args)}, {hardware()}; "
                 f"data {real_pairs(1).name.split(' ')[0]}", rows, "pairs_per_s")
     for r in rows:
