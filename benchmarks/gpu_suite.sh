@@ -12,6 +12,7 @@ date; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 run() { echo "=== $*"; python3 "$@" --side-timeout 120; }
 run benchmarks/train_throughput.py --model "$MODEL" --pairs 550000 --trainer-pairs 30000 --batch-size 256
+run benchmarks/train_throughput.py --model "$MODEL" --pairs 550000 --batch-size 256 --sides bertnli-compiled
 run benchmarks/train_throughput.py --model "$MODEL" --pairs 550000 --batch-size 1024 --sides bertnli,bertnli-compiled
 run benchmarks/predict_throughput.py --model "$MODEL" --pairs 200000 --peer-pairs 20000 --batch-size 256
 run benchmarks/train_throughput.py --model bert-base-random --tokenizer-from "$MODEL" --pairs 100000 \

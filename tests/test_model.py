@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from bertnli.model import BERTClassifier, BertConfig
-from bertnli.runtime import DeviceBatch
+from bertnli.runtime import IGNORED_LABEL, DeviceBatch, block_diagonal_mask
 from bertnli.text import WordTokenizer, encode_pairs
 from bertnli.text.packing import first_fit_rows, pack_rows
 
@@ -50,8 +51,37 @@ def test_packing_restarts_positions_and_segments_per_pair():
     assert rows.positions[0, :13].tolist() == [*range(7), *range(6)]
     assert rows.segments[0, :13].tolist() == [0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1]
     assert rows.cls_index.tolist() == [7, 0]
-    mask = rows.attention_mask()[0, 0]
-    assert mask[0, :7].all() and not mask[0, 7:].any() and not mask[:, 13:].any()
+    mask = block_diagonal_mask(torch.from_numpy(rows.slots))[0, 0]
+    assert mask[0, :7].all() and not mask[0, 7:].any()  # pair 1's <cls> sees pair 1 only
+    assert mask[7, 7:13].all() and not mask[7, :7].any() and not mask[7, 13:].any()
+    assert not mask[:13, 13:].any() and mask[13:, 13:].all()  # padding sees padding only, and is never seen
+
+
+def test_fixed_shape_padding_changes_no_logit_loss_or_gradient():
+    """Compiled training pads packed batches with empty rows and ignored pairs; the real pairs' results and
+    the gradients must not move."""
+    model, tok = tiny_classifier(), WordTokenizer(WORDS)
+    pairs = encode_pairs(tok, *random_pairs(20, seed=5), max_len=32)
+    labels = np.random.default_rng(0).integers(0, 3, len(pairs))
+
+    def run(batch: DeviceBatch) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        args, kwargs = batch.model_inputs()
+        logits = model(*args, **kwargs)
+        loss = F.cross_entropy(logits, batch.labels, reduction="sum")
+        loss.backward()
+        return logits, loss, [p.grad.clone() for p in model.parameters()]
+
+    plain = run(DeviceBatch.from_pairs(pairs, torch.device("cpu"), labels))
+    rows = pack_rows(pairs, width=48, pad_id=tok.pad_id, min_rows=11, row_multiple=8)
+    assert rows.token_ids.shape == (16, 48)
+    padded = DeviceBatch.from_packed(rows, torch.device("cpu"), labels, pairs=32)
+    assert padded.labels[20:].eq(IGNORED_LABEL).all() and len(padded.cls_index) == 32
+    fixed = run(padded)
+    torch.testing.assert_close(fixed[0][:20], plain[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fixed[1], plain[1], atol=1e-5, rtol=1e-5)
+    for got, expected in zip(fixed[2], plain[2]):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
 def test_first_fit_fills_rows_and_keeps_every_pair():

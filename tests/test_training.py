@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from synthetic import synthetic_dataset, tiny_d2l_checkpoint
 
 from bertnli.cli import main
+from bertnli.data import Dataset, read_dataset
 from bertnli.errors import ConfigError, TrainingInterrupted
 from bertnli.text import WordTokenizer
 from bertnli.text.cache import encode_cached
@@ -170,6 +171,28 @@ def test_packed_training_matches_padded_training(task, tmp_path):
     a, b = epoch_records(tmp_path / "padded")[0], epoch_records(tmp_path / "packed")[0]
     assert a["eval_accuracy"] == b["eval_accuracy"]
     assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+
+
+def test_compiled_training_compiles_once_and_matches_eager_training(task, tmp_path):
+    """--compile trains on packed rows of fixed shapes: one graph serves every batch of every epoch
+    (short ones included), and the run follows the eager one."""
+    from torch._dynamo.utils import counters
+
+    train_set, eval_set = read_dataset(task["train"]), read_dataset(task["eval"])
+    train_set = Dataset(train_set.name, train_set.examples[:320])
+    settings = dict(model=task["model"], epochs=2, batch_size=16, max_len=32, lr=1e-3, num_heads=4, dropout=0.0)
+    eager = train(TrainConfig.from_recipe("d2l", pack=True, **settings), train_set, eval_set, tmp_path / "eager",
+                  progress=False)
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = train(TrainConfig.from_recipe("d2l", compile=True, **settings), train_set, eval_set,
+                     tmp_path / "compiled", progress=False)
+    assert counters["stats"]["unique_graphs"] == 1
+    for a, b in zip(eager.epochs, compiled.epochs):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["eval_accuracy"] == b["eval_accuracy"]
+    assert_same_weights(load_file(tmp_path / "eager" / "model" / "model.safetensors"),
+                        load_file(tmp_path / "compiled" / "model" / "model.safetensors"))
 
 
 def test_gradient_accumulation_matches_the_whole_batch(task, tmp_path):

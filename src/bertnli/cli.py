@@ -109,7 +109,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     hw = p.add_argument_group("hardware")
     _add_hardware(hw)
     hw.add_argument("--compile", action="store_true",
-                    help="torch.compile the model: fused GPU kernels, at the price of a minute or more to start")
+                    help="torch.compile the model and train on packed rows of a few fixed shapes, each compiled "
+                         "once (replayed as CUDA graphs on a GPU); costs a minute or more to start")
     hw.add_argument("--tensorboard", action="store_true", help="also write a TensorBoard log in the run")
     hw.add_argument("--pack", action="store_true",
                     help="pack several pairs into each row of max-len tokens (block-diagonal attention)")

@@ -75,17 +75,35 @@ class DeviceBatch:
         )
 
     @classmethod
-    def from_packed(cls, rows: PackedRows, device: torch.device, labels: np.ndarray | None = None) -> DeviceBatch:
+    def from_packed(cls, rows: PackedRows, device: torch.device, labels: np.ndarray | None = None,
+                    pairs: int | None = None) -> DeviceBatch:
+        """``pairs`` pads the batch to that many pairs (a fixed shape for compiled code): each extra pair
+        reads the first <cls> and has the label -100, which `cross_entropy` ignores and no argmax matches."""
         move = _mover(device)
+        cls_index, extra = rows.cls_index, max(0, (pairs or 0) - len(rows.cls_index))
+        if extra:
+            cls_index = np.concatenate([cls_index, np.zeros(extra, dtype=cls_index.dtype)])
+            labels = None if labels is None else np.concatenate([labels, np.full(extra, IGNORED_LABEL, labels.dtype)])
         return cls(
             token_ids=move(rows.token_ids),
             segments=move(rows.segments).int(),
             valid_lens=None,
             labels=None if labels is None else move(labels),
-            attn_mask=move(rows.attention_mask()),
+            attn_mask=block_diagonal_mask(move(rows.slots)),
             positions=move(rows.positions),
-            cls_index=move(rows.cls_index),
+            cls_index=move(cls_index),
         )
+
+
+#: The label of a pair that only fills a fixed-size batch; `F.cross_entropy`'s default ``ignore_index``.
+IGNORED_LABEL = -100
+
+
+def block_diagonal_mask(slots: torch.Tensor) -> torch.Tensor:
+    """(rows, 1, width, width) booleans from packed ``slots``: a token attends to the tokens of its own pair.
+    Padding (slot -1) attends to padding, so no query is left with nothing to attend to (which would give
+    NaN that a backward pass spreads); no real token ever sees it."""
+    return (slots[:, :, None] == slots[:, None, :])[:, None]
 
 
 def _mover(device: torch.device):
@@ -101,6 +119,16 @@ def _mover(device: torch.device):
     return move
 
 
-def compile_network(network: torch.nn.Module, enabled: bool) -> torch.nn.Module:
-    """``torch.compile`` with dynamic shapes, so batches of new widths do not trigger recompilation."""
-    return torch.compile(network, dynamic=True) if enabled else network
+def compile_network(network: torch.nn.Module, enabled: bool, *, static_shapes: bool = False,
+                    cuda_graphs: bool = False) -> torch.nn.Module:
+    """``torch.compile`` the network. By default shapes are dynamic, so batches of new widths do not trigger
+    recompilation. With ``static_shapes`` (the caller promises a few fixed shapes, e.g. packed rows) each
+    shape is compiled once; ``cuda_graphs`` then replays each compiled step as CUDA graphs on a GPU, with no
+    per-kernel launch cost on the host. The caller asks for graphs only when no graph output outlives the
+    next call: not under DDP (gradient hooks) nor with gradient accumulation (gradients kept across calls)."""
+    if not enabled:
+        return network
+    if not static_shapes:
+        return torch.compile(network, dynamic=True)
+    on_gpu = next(network.parameters()).device.type == "cuda"
+    return torch.compile(network, dynamic=False, mode="reduce-overhead" if cuda_graphs and on_gpu else None)

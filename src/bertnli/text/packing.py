@@ -1,8 +1,9 @@
 """Pack several encoded pairs into each row, so a batch has (almost) no padding and one fixed width.
 
 Each pair keeps its own <cls> … <sep> … <sep> layout; within a row, position ids and segments restart
-at every pair, and a block-diagonal attention mask keeps attention inside each pair. The encoder then
-computes for every pair exactly what it computes for that pair alone.
+at every pair, and a block-diagonal attention mask (built from ``slots`` on the device, see
+`bertnli.runtime.DeviceBatch.from_packed`) keeps attention inside each pair. The encoder then computes
+for every pair exactly what it computes for that pair alone.
 """
 
 from __future__ import annotations
@@ -25,11 +26,6 @@ class PackedRows:
     slots: np.ndarray
     cls_index: np.ndarray
 
-    def attention_mask(self) -> np.ndarray:
-        """(rows, 1, width, width) booleans: a token may attend to the tokens of its own pair only."""
-        same = self.slots[:, :, None] == self.slots[:, None, :]
-        return (same & (self.slots[:, None, :] >= 0))[:, None]
-
 
 def first_fit_rows(lengths: np.ndarray, width: int) -> list[list[int]]:
     """Assign pairs (longest first) to the first row with room: a list of pair indices per row."""
@@ -49,10 +45,13 @@ def first_fit_rows(lengths: np.ndarray, width: int) -> list[list[int]]:
     return rows
 
 
-def pack_rows(pairs: EncodedPairs, width: int, pad_id: int) -> PackedRows:
-    """Pack all of ``pairs`` into rows of ``width`` tokens (see the module docstring)."""
+def pack_rows(pairs: EncodedPairs, width: int, pad_id: int, *, min_rows: int = 0, row_multiple: int = 1
+              ) -> PackedRows:
+    """Pack all of ``pairs`` into rows of ``width`` tokens (see the module docstring). Empty rows are added
+    to reach at least ``min_rows`` rows and a multiple of ``row_multiple``: fixed shapes for compiled code."""
     rows = first_fit_rows(np.asarray(pairs.valid_lens), width)
-    shape = (len(rows), width)
+    count = max(len(rows), min_rows)
+    shape = (-(-count // row_multiple) * row_multiple, width)
     token_ids = np.full(shape, pad_id, dtype=pairs.token_ids.dtype)
     segments = np.zeros(shape, dtype=pairs.segments.dtype)
     positions = np.zeros(shape, dtype=np.int64)

@@ -9,6 +9,7 @@ Under `torchrun`, each rank trains on its share of every global batch and rank 0
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import threading
@@ -39,6 +40,9 @@ from bertnli.training.config import TrainConfig
 from bertnli.training.metrics import ClassificationReport
 from bertnli.training.run import RunDir, dataset_fingerprint
 from bertnli.weights import load_pretrained, save_classifier
+
+#: Compiled training rounds its packed row counts up to a multiple of this.
+ROW_MULTIPLE = 8
 
 
 @dataclass
@@ -178,7 +182,9 @@ class Trainer:
         on_gpu = self.device.type == "cuda"
         self.wrapped = (DistributedDataParallel(self.model, device_ids=[self.device] if on_gpu else None)
                         if self.world > 1 else self.model)
-        self.step_model = compile_network(self.wrapped, self.cfg.compile)
+        # Compiled training runs on packed rows (see `_device_batch`): a few fixed shapes, each compiled once.
+        self.step_model = compile_network(self.wrapped, self.cfg.compile, static_shapes=True,
+                                          cuda_graphs=self.world == 1 and self.cfg.grad_accum == 1)
 
     def _encode_data(self, train_set: Dataset, eval_set: Dataset | None) -> None:
         cfg = self.cfg
@@ -191,6 +197,10 @@ class Trainer:
         self.plan = BatchPlan(cfg.batch_size * self.world * cfg.grad_accum, cfg.max_tokens)
         self.eval_plan = BatchPlan(4096, cfg.eval_batch_tokens)
         self.batches_per_epoch = len(self._epoch_batches(0))
+        # Compiled training pads every micro-batch to this many pairs, and its packed rows to a row count
+        # that only grows, in steps of ROW_MULTIPLE: the compiled step meets a handful of shapes in all.
+        self.micro_batch_pairs = math.ceil(math.ceil(self.plan.batch_size / self.world) / cfg.grad_accum)
+        self.packed_rows = 0
 
     def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
         return training_batches(self.train_pairs.valid_lens, self.plan, self.cfg.seed, epoch, self.world)
@@ -271,12 +281,17 @@ class Trainer:
         return sums
 
     def _device_batch(self, index: np.ndarray) -> DeviceBatch:
-        """The pairs at ``index`` on the device: padded to their longest, or packed into rows of max_len."""
-        pairs = self.train_pairs.take(index)
-        if self.cfg.pack:
-            rows = pack_rows(pairs, self.cfg.max_len, self.tokenizer.pad_id)
-            return DeviceBatch.from_packed(rows, self.device, self.train_gold[index])
-        return DeviceBatch.from_pairs(pairs, self.device, self.train_gold[index], always_mask=self.cfg.compile)
+        """The pairs at ``index`` on the device: padded to their longest, or packed into rows of max_len
+        (always when compiled, then with fixed shapes: see ``micro_batch_pairs``)."""
+        pairs, gold, cfg = self.train_pairs.take(index), self.train_gold[index], self.cfg
+        if not (cfg.pack or cfg.compile):
+            return DeviceBatch.from_pairs(pairs, self.device, gold)
+        if not cfg.compile:
+            return DeviceBatch.from_packed(pack_rows(pairs, cfg.max_len, self.tokenizer.pad_id), self.device, gold)
+        rows = pack_rows(pairs, cfg.max_len, self.tokenizer.pad_id, min_rows=self.packed_rows,
+                         row_multiple=ROW_MULTIPLE)
+        self.packed_rows = len(rows.token_ids)
+        return DeviceBatch.from_packed(rows, self.device, gold, pairs=self.micro_batch_pairs)
 
     def end_epoch(self) -> dict[str, Any]:
         p = self.progress
