@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from bertnli.model import BERTClassifier, BertConfig
 from bertnli.runtime import IGNORED_LABEL, DeviceBatch, block_diagonal_mask
 from bertnli.text import WordTokenizer, encode_pairs
-from bertnli.text.packing import first_fit_rows, pack_rows
+from bertnli.text.packing import fit_rows, pack_rows
 
 WORDS = ["<unk>", "<pad>", "<cls>", "<sep>", "<mask>", *"abcdefghijklmnopqrstuvwxyz"]
 
@@ -73,7 +73,7 @@ def test_fixed_shape_padding_changes_no_logit_loss_or_gradient():
         return logits, loss, [p.grad.clone() for p in model.parameters()]
 
     plain = run(DeviceBatch.from_pairs(pairs, torch.device("cpu"), labels))
-    rows = pack_rows(pairs, width=48, pad_id=tok.pad_id, min_rows=11, row_multiple=8)
+    rows = pack_rows(pairs, width=48, pad_id=tok.pad_id, num_rows=16)
     assert rows.token_ids.shape == (16, 48)
     padded = DeviceBatch.from_packed(rows, torch.device("cpu"), labels, pairs=32)
     assert padded.labels[20:].eq(IGNORED_LABEL).all() and len(padded.cls_index) == 32
@@ -84,12 +84,52 @@ def test_fixed_shape_padding_changes_no_logit_loss_or_gradient():
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
-def test_first_fit_fills_rows_and_keeps_every_pair():
+def test_best_fit_fills_rows_and_keeps_every_pair():
     lengths = np.array([30, 20, 12, 10, 8, 40, 5])
-    rows = first_fit_rows(lengths, 48)
+    rows = fit_rows(lengths, 48)
     assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
     assert all(lengths[row].sum() <= 48 for row in rows)
-    assert len(rows) == 3
+    assert len(rows) == 3  # 125 tokens: the fewest rows of 48 possible
+    lengths = np.random.default_rng(0).integers(8, 60, 500)
+    rows = fit_rows(lengths, 128)
+    assert sorted(i for row in rows for i in row) == list(range(500))
+    assert all(lengths[row].sum() <= 128 for row in rows)
+    assert lengths.sum() / (128 * len(rows)) > 0.95
+
+
+def test_packing_some_rows_keeps_their_pairs_and_order():
+    model, tok = tiny_classifier(), WordTokenizer(WORDS)
+    pairs = encode_pairs(tok, *random_pairs(30, seed=7), max_len=32)
+    rows = fit_rows(pairs.valid_lens, 48)
+    some = rows[1:4]
+    packed = pack_rows(pairs, width=48, pad_id=tok.pad_id, rows=some)
+    assert packed.pair_index.tolist() == sorted(i for row in some for i in row)
+    with torch.no_grad():
+        args, kwargs = DeviceBatch.from_packed(packed, torch.device("cpu")).model_inputs()
+        got = model(*args, **kwargs)
+        args, kwargs = DeviceBatch.from_pairs(pairs.take(packed.pair_index), torch.device("cpu")).model_inputs()
+        expected = model(*args, **kwargs)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_prediction_packs_fixed_shapes_and_matches_eager():
+    """A compiled NLIModel predicts on packed rows: the same logits as the eager model, with one compiled
+    graph for every batch of a long call and one more for a call that fits in a single batch."""
+    from torch._dynamo.utils import counters
+
+    from bertnli.inference import NLIModel
+
+    tok = WordTokenizer(WORDS)
+    options = dict(max_len=32, device="cpu", precision="fp32", batch_tokens=512)
+    eager = NLIModel(tiny_classifier(), tok, ["a", "b", "c"], **options)
+    compiled = NLIModel(tiny_classifier(), tok, ["a", "b", "c"], compile=True, **options)
+    torch._dynamo.reset()
+    counters.clear()
+    for n, seed in ((300, 1), (200, 2), (5, 3)):
+        premises, hypotheses = random_pairs(n, seed)
+        np.testing.assert_allclose(compiled.predict_proba(premises, hypotheses),
+                                   eager.predict_proba(premises, hypotheses), atol=1e-5)
+    assert counters["stats"]["unique_graphs"] == 2
 
 
 def test_cls_only_last_block_matches_the_full_computation():

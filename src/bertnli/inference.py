@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +15,7 @@ from bertnli.data.batching import BatchPlan, inference_batches
 from bertnli.model import BERTClassifier
 from bertnli.runtime import DeviceBatch, autocast, autocast_dtype, compile_network, pick_device
 from bertnli.text import EncodedPairs, Tokenizer, encode_pairs
+from bertnli.text.packing import MIN_PAIR_TOKENS, pack_rows, row_batches
 from bertnli.weights import load_classifier, save_classifier
 from bertnli.weights.native import resolve_model_dir
 
@@ -39,25 +40,49 @@ def batched_logits(
     plan: BatchPlan,
     runner: torch.nn.Module | None = None,
     progress: bool = False,
+    *,
+    width: int = 128,
+    pad_id: int = 0,
 ) -> np.ndarray:
-    """Run ``network`` (or its compiled ``runner``) over all pairs in length-sorted batches; logits come back
-    in the input order. Results stay on the device until the end: no wait for the GPU between batches."""
+    """Run ``network`` over all pairs in length-sorted batches, or its compiled ``runner`` over packed rows of
+    ``width`` tokens (the model's max_len) in fixed shapes; logits come back in the input order. Results
+    stay on the device until the end: no wait for the GPU between batches."""
     was_training = network.training
     network.eval()
     compiled = runner is not None and runner is not network
     run = runner if compiled else network
+    batches = _packed_batches(pairs, plan, device, width, pad_id) if compiled else _sorted_batches(pairs, plan, device)
     chunks = []
     with tqdm(total=len(pairs), unit="pair", desc="predicting", disable=not progress, leave=False) as bar:
-        for index in inference_batches(pairs.valid_lens, plan):
-            batch = DeviceBatch.from_pairs(pairs.take(index), device, always_mask=compiled)
+        for index, batch in batches:
+            args, kwargs = batch.model_inputs()
             with autocast(device, dtype):
-                chunks.append((index, run(batch.token_ids, batch.segments, batch.valid_lens).float().clone()))
+                chunks.append((index, run(*args, **kwargs)[: len(index)].float().clone()))
             bar.update(len(index))
     out = np.empty((len(pairs), network.output.out_features), dtype=np.float32)
     for index, logits in chunks:
         out[index] = logits.cpu().numpy()
     network.train(was_training)
     return out
+
+
+def _sorted_batches(pairs: EncodedPairs, plan: BatchPlan, device: torch.device
+                    ) -> Iterator[tuple[np.ndarray, DeviceBatch]]:
+    for index in inference_batches(pairs.valid_lens, plan):
+        yield index, DeviceBatch.from_pairs(pairs.take(index), device)
+
+
+def _packed_batches(pairs: EncodedPairs, plan: BatchPlan, device: torch.device, width: int, pad_id: int
+                    ) -> Iterator[tuple[np.ndarray, DeviceBatch]]:
+    """Packed rows of ``width`` tokens, ``plan.max_tokens`` tokens a batch (``batch_size``
+    rows without a budget). Every batch of a call has the same shape; a call that fits in one batch gets
+    the next power of two rows (at least 8): a handful of shapes in all, each compiled once."""
+    rows_per_batch = max(1, plan.max_tokens // width if plan.max_tokens else plan.batch_size)
+    chunks = row_batches(pairs.valid_lens, width, rows_per_batch)
+    for chunk in chunks:
+        rows = rows_per_batch if len(chunks) > 1 else min(rows_per_batch, max(8, 1 << (len(chunk) - 1).bit_length()))
+        packed = pack_rows(pairs, width, pad_id, rows=chunk, num_rows=rows)
+        yield packed.pair_index, DeviceBatch.from_packed(packed, device, pairs=rows * (width // MIN_PAIR_TOKENS))
 
 
 class NLIModel:
@@ -87,7 +112,7 @@ class NLIModel:
         if batch_tokens == "auto":
             batch_tokens = 65536 if self.device.type == "cuda" else 4096
         self.plan = BatchPlan(batch_size=batch_size, max_tokens=batch_tokens)
-        self.runner = compile_network(self.network, compile)
+        self.runner = compile_network(self.network, compile, cuda_graphs=True)
         self.progress = progress  # a progress bar on standard error for long predictions
 
     @classmethod
@@ -106,7 +131,8 @@ class NLIModel:
 
     def logits(self, pairs: EncodedPairs) -> np.ndarray:
         """Logits (pairs, labels) in the input order."""
-        return batched_logits(self.network, pairs, self.device, self.dtype, self.plan, self.runner, self.progress)
+        return batched_logits(self.network, pairs, self.device, self.dtype, self.plan, self.runner, self.progress,
+                              width=self.max_len, pad_id=self.tokenizer.pad_id)
 
     def predict_proba(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
         """Probabilities (pairs, labels), columns in the order of ``self.labels``."""

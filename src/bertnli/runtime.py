@@ -62,11 +62,9 @@ class DeviceBatch:
         return (self.token_ids, self.segments, self.valid_lens), extra
 
     @classmethod
-    def from_pairs(cls, pairs: EncodedPairs, device: torch.device, labels: np.ndarray | None = None,
-                   always_mask: bool = False) -> DeviceBatch:
-        """``always_mask`` passes valid_lens even when nothing is padded (one code path for compiled models)."""
+    def from_pairs(cls, pairs: EncodedPairs, device: torch.device, labels: np.ndarray | None = None) -> DeviceBatch:
         move = _mover(device)
-        padded = always_mask or bool((pairs.valid_lens < pairs.token_ids.shape[1]).any())
+        padded = bool((pairs.valid_lens < pairs.token_ids.shape[1]).any())
         return cls(
             token_ids=move(pairs.token_ids),
             segments=move(pairs.segments).int(),
@@ -77,10 +75,12 @@ class DeviceBatch:
     @classmethod
     def from_packed(cls, rows: PackedRows, device: torch.device, labels: np.ndarray | None = None,
                     pairs: int | None = None) -> DeviceBatch:
-        """``pairs`` pads the batch to that many pairs (a fixed shape for compiled code): each extra pair
+        """``labels`` are those of the packed `EncodedPairs`; the batch's follow ``rows.pair_index``.
+        ``pairs`` pads the batch to that many pairs (a fixed shape for compiled code): each extra pair
         reads the first <cls> and has the label -100, which `cross_entropy` ignores and no argmax matches."""
         move = _mover(device)
         cls_index, extra = rows.cls_index, max(0, (pairs or 0) - len(rows.cls_index))
+        labels = None if labels is None else labels[rows.pair_index]
         if extra:
             cls_index = np.concatenate([cls_index, np.zeros(extra, dtype=cls_index.dtype)])
             labels = None if labels is None else np.concatenate([labels, np.full(extra, IGNORED_LABEL, labels.dtype)])
@@ -119,16 +119,12 @@ def _mover(device: torch.device):
     return move
 
 
-def compile_network(network: torch.nn.Module, enabled: bool, *, static_shapes: bool = False,
-                    cuda_graphs: bool = False) -> torch.nn.Module:
-    """``torch.compile`` the network. By default shapes are dynamic, so batches of new widths do not trigger
-    recompilation. With ``static_shapes`` (the caller promises a few fixed shapes, e.g. packed rows) each
-    shape is compiled once; ``cuda_graphs`` then replays each compiled step as CUDA graphs on a GPU, with no
-    per-kernel launch cost on the host. The caller asks for graphs only when no graph output outlives the
-    next call: not under DDP (gradient hooks) nor with gradient accumulation (gradients kept across calls)."""
+def compile_network(network: torch.nn.Module, enabled: bool, *, cuda_graphs: bool = False) -> torch.nn.Module:
+    """``torch.compile`` the network for a few fixed shapes (the callers feed it packed rows of fixed sizes),
+    each compiled once. ``cuda_graphs`` then replays each compiled call as CUDA graphs on a GPU, with no
+    per-kernel launch cost on the host. Callers ask for graphs only when no graph output outlives the next
+    call: not under DDP (gradient hooks) nor with gradient accumulation (gradients kept across calls)."""
     if not enabled:
         return network
-    if not static_shapes:
-        return torch.compile(network, dynamic=True)
     on_gpu = next(network.parameters()).device.type == "cuda"
     return torch.compile(network, dynamic=False, mode="reduce-overhead" if cuda_graphs and on_gpu else None)

@@ -35,7 +35,7 @@ from bertnli.model import BERTClassifier
 from bertnli.runtime import DeviceBatch, autocast, autocast_dtype, compile_network, pick_device
 from bertnli.text import EncodedPairs, Tokenizer, encode_pairs
 from bertnli.text.cache import encode_cached
-from bertnli.text.packing import pack_rows
+from bertnli.text.packing import fit_rows, pack_rows
 from bertnli.training.config import TrainConfig
 from bertnli.training.metrics import ClassificationReport
 from bertnli.training.run import RunDir, dataset_fingerprint
@@ -183,7 +183,7 @@ class Trainer:
         self.wrapped = (DistributedDataParallel(self.model, device_ids=[self.device] if on_gpu else None)
                         if self.world > 1 else self.model)
         # Compiled training runs on packed rows (see `_device_batch`): a few fixed shapes, each compiled once.
-        self.step_model = compile_network(self.wrapped, self.cfg.compile, static_shapes=True,
+        self.step_model = compile_network(self.wrapped, self.cfg.compile,
                                           cuda_graphs=self.world == 1 and self.cfg.grad_accum == 1)
 
     def _encode_data(self, train_set: Dataset, eval_set: Dataset | None) -> None:
@@ -288,10 +288,10 @@ class Trainer:
             return DeviceBatch.from_pairs(pairs, self.device, gold)
         if not cfg.compile:
             return DeviceBatch.from_packed(pack_rows(pairs, cfg.max_len, self.tokenizer.pad_id), self.device, gold)
-        rows = pack_rows(pairs, cfg.max_len, self.tokenizer.pad_id, min_rows=self.packed_rows,
-                         row_multiple=ROW_MULTIPLE)
-        self.packed_rows = len(rows.token_ids)
-        return DeviceBatch.from_packed(rows, self.device, gold, pairs=self.micro_batch_pairs)
+        rows = fit_rows(pairs.valid_lens, cfg.max_len)
+        self.packed_rows = max(self.packed_rows, math.ceil(len(rows) / ROW_MULTIPLE) * ROW_MULTIPLE)
+        packed = pack_rows(pairs, cfg.max_len, self.tokenizer.pad_id, rows=rows, num_rows=self.packed_rows)
+        return DeviceBatch.from_packed(packed, self.device, gold, pairs=self.micro_batch_pairs)
 
     def end_epoch(self) -> dict[str, Any]:
         p = self.progress
