@@ -95,7 +95,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         ("--lr", float, "peak learning rate"), ("--max-len", int, "tokens per pair, with specials"),
         ("--seed", int, "random seed (data order, dropout, validation split)"),
         ("--weight-decay", float, "AdamW weight decay"), ("--warmup-ratio", float, "share of steps warming up"),
-        ("--max-tokens", int, "also cap each batch at this many padded tokens"),
+        ("--max-tokens", int, "also cap each batch at this many padded tokens (with --pack or --compile: tokens)"),
         ("--grad-accum", int, "batches per optimizer step"), ("--grad-clip", float, "clip the gradient norm"),
         ("--early-stopping", int, "stop after N epochs without a better validation accuracy"),
         ("--num-heads", int, "attention heads, for d2l checkpoints of unusual sizes"),
@@ -109,11 +109,12 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     hw = p.add_argument_group("hardware")
     _add_hardware(hw)
     hw.add_argument("--compile", action="store_true",
-                    help="torch.compile the model and train on packed rows of a few fixed shapes, each compiled "
-                         "once (replayed as CUDA graphs on a GPU); costs a minute or more to start")
+                    help="for GPUs: torch.compile the model and train on packed rows of fixed shape, compiled once "
+                         "and replayed as CUDA graphs; costs a minute or more to start")
     hw.add_argument("--tensorboard", action="store_true", help="also write a TensorBoard log in the run")
     hw.add_argument("--pack", action="store_true",
-                    help="pack several pairs into each row of max-len tokens (block-diagonal attention)")
+                    help="pack several pairs into each row of max-len tokens (block-diagonal attention); "
+                         "batches are then drawn without sorting by length")
     hw.add_argument("--no-cache", action="store_true", help="encode the data afresh instead of using the cache")
 
 

@@ -17,10 +17,12 @@ BUCKET_BATCHES = 64
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """How to cut batches: at most ``batch_size`` pairs and, if set, ``max_tokens`` padded tokens."""
+    """How to cut batches: at most ``batch_size`` pairs and, if set, ``max_tokens`` tokens: padded tokens,
+    or with ``packed`` (several pairs to a row, no padding to speak of) the pairs' own tokens."""
 
     batch_size: int
     max_tokens: int | None = None
+    packed: bool = False
 
     def cut(self, order: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
         """Cut ``order`` (indices, ideally sorted by length) into consecutive batches."""
@@ -28,10 +30,11 @@ class BatchPlan:
             return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         batches, start = [], 0
         while start < len(order):
-            stop, longest = start, 0
+            stop, longest, total = start, 0, 0
             while stop < len(order) and stop - start < self.batch_size:
                 longest = max(longest, int(lengths[order[stop]]))
-                if (stop - start + 1) * longest > self.max_tokens and stop > start:
+                total += int(lengths[order[stop]])
+                if (total if self.packed else (stop - start + 1) * longest) > self.max_tokens and stop > start:
                     break
                 stop += 1
             batches.append(order[start:stop])
@@ -43,17 +46,19 @@ def training_batches(
     lengths: np.ndarray, plan: BatchPlan, seed: int, epoch: int, min_size: int = 1
 ) -> list[np.ndarray]:
     """One epoch's batches: shuffle, sort within buckets of ``BUCKET_BATCHES`` batches, shuffle batches.
+    Packed batches skip the sorting, which would only save padding that packing leaves out anyway: each
+    batch then holds about as many tokens as any other, and its packed rows keep one shape.
 
     Every pair appears exactly once. Same (seed, epoch) → same batches. A bucket's last batch smaller than
     ``min_size`` (data-parallel runs need a pair for every rank) joins the batch before it.
     """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
-    bucket = plan.batch_size * BUCKET_BATCHES
+    bucket = max(1, len(order)) if plan.packed else plan.batch_size * BUCKET_BATCHES
     batches: list[np.ndarray] = []
     for start in range(0, len(order), bucket):
         chunk = order[start : start + bucket]
-        cut = plan.cut(chunk[np.argsort(lengths[chunk], kind="stable")], lengths)
+        cut = plan.cut(chunk if plan.packed else chunk[np.argsort(lengths[chunk], kind="stable")], lengths)
         if len(cut) > 1 and len(cut[-1]) < min_size:
             cut[-2:] = [np.concatenate(cut[-2:])]
         batches.extend(cut)

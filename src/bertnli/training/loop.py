@@ -194,7 +194,7 @@ class Trainer:
         self.eval_pairs = encode_dataset(eval_set, self.tokenizer, cfg.max_len, cfg.cache) if eval_set else None
         self.eval_gold = gold_indices(eval_set, self.labels) if eval_set else None
         # A global batch is what one optimizer step sees: every rank's share, every accumulated micro-batch.
-        self.plan = BatchPlan(cfg.batch_size * self.world * cfg.grad_accum, cfg.max_tokens)
+        self.plan = BatchPlan(cfg.batch_size * self.world * cfg.grad_accum, cfg.max_tokens, cfg.pack or cfg.compile)
         self.eval_plan = BatchPlan(4096, cfg.eval_batch_tokens)
         self.batches_per_epoch = len(self._epoch_batches(0))
         # Compiled training pads every micro-batch to this many pairs, and its packed rows to a row count
