@@ -133,6 +133,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", type=Path, metavar="DIR", help="write report.md, report.json and plots here")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     _add_hardware(p)
+    _add_inference_compile(p)
     _add_data_options(p)
 
 
@@ -145,6 +146,13 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
                         "file that --data takes; labels in it are ignored")
     p.add_argument("--output", type=Path, help="where to write predictions.jsonl (default: standard output)")
     _add_hardware(p)
+    _add_inference_compile(p)
+
+
+def _add_inference_compile(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--compile", action="store_true",
+                   help="for large jobs on GPUs: compile the model for packed batches of fixed shape, replayed "
+                        "as CUDA graphs; costs a minute or more to start")
 
 
 def _add_data(p: argparse.ArgumentParser) -> None:
@@ -263,7 +271,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from bertnli.inference import NLIModel
     from bertnli.plots import plot_evaluation
 
-    model = NLIModel.load(args.model, device=args.device, precision=args.precision, progress=True)
+    model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
+                          progress=True)
     results = [evaluate(model, _read(spec, args), two_class=args.two_class) for spec in args.data]
     if args.report:
         for r in results:
@@ -314,7 +323,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
         if dataset.skipped:
             print(dataset.describe(), file=sys.stderr)
         pairs = [(e.premise, e.hypothesis) for e in dataset.examples]
-    model = NLIModel.load(args.model, device=args.device, precision=args.precision, progress=args.input is not None)
+    model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
+                          progress=args.input is not None)
     predictions = model.predict(pairs)
     if args.input is None:
         p = predictions[0]
