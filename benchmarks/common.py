@@ -109,7 +109,7 @@ def hf_rows(tokenizer, examples: list[Example]) -> list[dict]:
                                   examples)]
 
 
-def hf_trainer(folder: str, examples: list[Example], batch_size: int, cpu: bool, bf16: bool, out: str):
+def hf_trainer(folder: str, examples: list[Example], batch_size: int, cpu: bool, precision: str, out: str):
     """The peer: `AutoModelForSequenceClassification` + `Trainer` with dynamic padding, set up with the
     usual fine-tuning recipe (AdamW 5e-5, weight decay 0.01, 10% warm-up then linear decay, one epoch)."""
     from transformers import (
@@ -126,7 +126,8 @@ def hf_trainer(folder: str, examples: list[Example], batch_size: int, cpu: bool,
     arguments = TrainingArguments(
         output_dir=out, per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size,
         num_train_epochs=1, learning_rate=5e-5, weight_decay=0.01, warmup_steps=len(rows) // batch_size // 10,
-        logging_steps=10**9, save_strategy="no", report_to=[], bf16=bf16, use_cpu=cpu,
+        logging_steps=10**9, save_strategy="no", report_to=[], bf16=precision == "bf16", fp16=precision == "fp16",
+        use_cpu=cpu,
         disable_tqdm=True, seed=0,
     )
     trainer = Trainer(model=model, args=arguments, train_dataset=rows, processing_class=tokenizer,
@@ -143,7 +144,7 @@ def add_common_arguments(parser) -> None:
     parser.add_argument("--tokenizer-from", default="minilm", help="tokenizer folder for bert-base-random")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--side-timeout", type=float, default=1800, help="seconds allowed to each side")
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds of all sides, interleaved; each side reports its median round")
@@ -152,7 +153,14 @@ def add_common_arguments(parser) -> None:
 
 
 def resolved_precision(args) -> str:
-    """``auto`` means bf16 autocast on a GPU and fp32 on the CPU, as in bertnli itself."""
-    if args.precision != "auto":
-        return args.precision
-    return "bf16" if args.device != "cpu" and torch.cuda.is_available() else "fp32"
+    return precision_name(args.device, args.precision)
+
+
+def precision_name(device: str, precision: str = "auto") -> str:
+    """``auto`` as bertnli resolves it: bf16 on GPUs with bf16 units, fp16 on older GPUs, fp32 on CPUs."""
+    from bertnli.runtime import PRECISIONS, autocast_dtype, pick_device
+
+    if precision != "auto":
+        return precision
+    dtype = autocast_dtype(pick_device(device), "auto")
+    return next(name for name, value in PRECISIONS.items() if value == dtype)

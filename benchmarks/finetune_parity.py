@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import HF_LABELS, SHARED_DATA, hardware, hf_rows, hf_trainer
+from common import HF_LABELS, SHARED_DATA, hardware, hf_rows, hf_trainer, precision_name
 from train_throughput import model_folder
 
 
@@ -45,7 +45,7 @@ def run_bertnli(folder: str, train_set, eval_set, batch_size: int, seed: int) ->
 def run_trainer(folder: str, train_set, eval_set, batch_size: int) -> dict:
     cpu = not torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as out:
-        trainer, _ = hf_trainer(folder, train_set.examples, batch_size, cpu, not cpu, out)  # bertnli: bf16 on GPU only
+        trainer, _ = hf_trainer(folder, train_set.examples, batch_size, cpu, precision_name("auto"), out)
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started

@@ -80,7 +80,7 @@ def run_pipeline(args: argparse.Namespace, folder: Path, data) -> dict:
     from transformers import pipeline
 
     device = _device(args)
-    dtype = torch.bfloat16 if resolved_precision(args) == "bf16" else torch.float32
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolved_precision(args), torch.float32)
     classify = pipeline("text-classification", model=str(folder / "hf"), device=device, dtype=dtype)
     inputs = [{"text": e.premise, "text_pair": e.hypothesis} for e in data.examples]
     classify(inputs[:256], batch_size=args.batch_size, truncation=True)  # warm-up
@@ -110,7 +110,8 @@ def run_trainer(args: argparse.Namespace, folder: Path, data) -> dict:
     rows = [{k: encoded[k][i] for k in encoded} for i in range(len(data))]
     with tempfile.TemporaryDirectory() as out:
         targs = TrainingArguments(output_dir=out, per_device_eval_batch_size=args.batch_size, report_to=[],
-                                  bf16_full_eval=resolved_precision(args) == "bf16", use_cpu=cpu,
+                                  bf16_full_eval=resolved_precision(args) == "bf16",
+                                  fp16_full_eval=resolved_precision(args) == "fp16", use_cpu=cpu,
                                   disable_tqdm=True)
         Trainer(model=model, args=targs, data_collator=DataCollatorWithPadding(tokenizer)).predict(rows)
     seconds = time.perf_counter() - started

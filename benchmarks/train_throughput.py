@@ -84,8 +84,7 @@ def run_trainer(args: argparse.Namespace, folder: str) -> dict:
     data = real_pairs(args.trainer_pairs or args.pairs)
     cpu = args.device == "cpu" or not torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as out:
-        bf16 = resolved_precision(args) == "bf16"
-        trainer, rows = hf_trainer(folder, data.examples, args.batch_size, cpu, bf16, out)
+        trainer, rows = hf_trainer(folder, data.examples, args.batch_size, cpu, resolved_precision(args), out)
         started = time.perf_counter()
         trainer.train()
         seconds = time.perf_counter() - started

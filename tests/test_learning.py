@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+import torch
 from synthetic import synthetic_dataset, tiny_d2l_checkpoint
 
 from bertnli import NLIModel
@@ -31,3 +33,17 @@ def test_tiny_bert_learns_synthetic_nli(tmp_path):
     [prediction] = model.predict([("red dog runs big", "no dog")])
     assert prediction.label == "contradiction"
     assert abs(sum(prediction.probabilities.values()) - 1) < 1e-5
+
+
+def test_fp16_with_loss_scaling_learns_too(tmp_path):
+    """The fall-back for GPUs without bf16: fp16 autocast, with the loss scaled so that small gradients do
+    not underflow; the scaler's state is saved for resuming."""
+    checkpoint = tiny_d2l_checkpoint(tmp_path / "tiny")
+    cfg = TrainConfig.from_recipe("d2l", model=str(checkpoint), epochs=20, batch_size=32, lr=1e-3,
+                                  num_heads=4, log_every=20, precision="fp16", device="cpu")
+    train_set, eval_set = synthetic_dataset(3000, seed=1), synthetic_dataset(300, seed=2, name="held-out")
+    with pytest.warns(UserWarning, match="fp16 on a CPU is emulated and slow"):
+        result = train(cfg, train_set, eval_set, tmp_path / "run", progress=False)
+    assert result.epochs[-1]["eval_accuracy"] > 0.9, [e["eval_accuracy"] for e in result.epochs]
+    scaler = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["scaler"]
+    assert 1 <= scaler["scale"] <= 2.0**16

@@ -120,9 +120,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 
 def _add_hardware(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     p.add_argument("--device", default="auto", help="auto (GPU when present), cpu, cuda, cuda:1 ...")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="auto: bf16 autocast on GPUs that support it, else fp32; bf16 also speeds up CPUs "
-                        "with bf16 units")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="auto: bf16 autocast on GPUs with bf16 units, fp16 (training scales the loss) on older "
+                        "GPUs, fp32 on CPUs; bf16 also speeds up CPUs with bf16 units")
 
 
 def _add_evaluate(p: argparse.ArgumentParser) -> None:

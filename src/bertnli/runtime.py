@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,17 +24,24 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+#: ``--precision`` → autocast dtype (None: plain float32).
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype to use, or None for plain float32. ``auto`` → bf16 on GPUs that support it."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision != "auto":
-        raise ConfigError(f"unknown precision {precision!r}; choose auto, fp32 or bf16")
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None
+    """The autocast dtype to use, or None for plain float32. ``auto`` → bf16 on GPUs with bf16 units, fp16
+    on older GPUs (training then scales the loss: see `bertnli.training`), fp32 on CPUs."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return None
+        # Without bf16 units (before Ampere) bf16 is emulated and slow, while fp16 runs on tensor cores.
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose auto, {', '.join(PRECISIONS)}")
+    if precision == "fp16" and device.type == "cpu":
+        warnings.warn("fp16 on a CPU is emulated and slow; bf16 (on CPUs with bf16 units) or fp32 run faster",
+                      stacklevel=2)
+    return PRECISIONS[precision]
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

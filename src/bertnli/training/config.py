@@ -42,7 +42,7 @@ class TrainConfig:
     early_stopping: int | None = None
     seed: int = 0
     device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False
     cache: bool = True
     num_heads: int | None = None

@@ -159,6 +159,8 @@ class Trainer:
         self._build_model(train_set)
         self._encode_data(train_set, eval_set)
         self.optimizer = build_optimizer(self.model, cfg)
+        # fp16 gradients underflow without loss scaling; for other precisions the scaler passes through.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.schedule = build_schedule(self.optimizer, cfg, self.batches_per_epoch * cfg.epochs)
         self.progress = Progress()
         self.stop_requested = False
@@ -271,11 +273,13 @@ class Trainer:
                 args, kwargs = batch.model_inputs()
                 logits = self.step_model(*args, **kwargs)
                 loss_sum = F.cross_entropy(logits.float(), batch.labels, reduction="sum")
-            (loss_sum * scale).backward()
+            self.scaler.scale(loss_sum * scale).backward()
             sums += torch.stack([loss_sum.detach().double(), (logits.argmax(-1) == batch.labels).sum().double()])
         if self.cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)  # skipped, with a smaller scale next time, if fp16 overflowed
+        self.scaler.update()
         self.schedule.step()
         self.optimizer.zero_grad(set_to_none=True)
         return sums
@@ -397,6 +401,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "progress": {k: v for k, v in vars(p).items()},
             "rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -406,6 +411,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
+        if state.get("scaler"):  # absent from checkpoints of runs without fp16, and from older ones
+            self.scaler.load_state_dict(state["scaler"])
         self.progress = Progress(**state["progress"])
         torch.set_rng_state(state["rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
