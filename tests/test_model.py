@@ -1,13 +1,18 @@
-"""The network: packed rows give the same logits as one pair per row; the <cls>-only last block is exact."""
+"""The network and its inputs: packed rows give the same results as one pair per row, also padded to fixed
+shapes for compiled code; the <cls>-only last block is exact."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
+from bertnli.errors import ConfigError
 from bertnli.model import BERTClassifier, BertConfig
-from bertnli.runtime import IGNORED_LABEL, DeviceBatch, block_diagonal_mask
+from bertnli.runtime import IGNORED_LABEL, DeviceBatch, block_diagonal_mask, compile_network
 from bertnli.text import WordTokenizer, encode_pairs
 from bertnli.text.packing import fit_rows, pack_rows
 
@@ -141,3 +146,11 @@ def test_cls_only_last_block_matches_the_full_computation():
         encoded = model.encoder(batch.token_ids, batch.segments, batch.valid_lens)
         full = model.output(model.hidden.forward(encoded[:, 0]))
     torch.testing.assert_close(fast, full, atol=1e-6, rtol=1e-6)
+
+
+def test_compiling_without_a_compiler_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    model = tiny_classifier()
+    with pytest.raises(ConfigError, match=r"needs a C\+\+ compiler"):
+        compile_network(model, True)
+    assert compile_network(model, False) is model  # nothing to check when not compiling

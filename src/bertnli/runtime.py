@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
+import shutil
 import warnings
 from dataclasses import dataclass
 
@@ -134,5 +137,21 @@ def compile_network(network: torch.nn.Module, enabled: bool, *, cuda_graphs: boo
     call: not under DDP (gradient hooks) nor with gradient accumulation (gradients kept across calls)."""
     if not enabled:
         return network
-    on_gpu = next(network.parameters()).device.type == "cuda"
+    device = next(network.parameters()).device
+    _check_compiler(device)
+    on_gpu = device.type == "cuda"
     return torch.compile(network, dynamic=False, mode="reduce-overhead" if cuda_graphs and on_gpu else None)
+
+
+def _check_compiler(device: torch.device) -> None:
+    """One clear line, instead of a traceback at the first batch, when torch.compile cannot work here:
+    a GPU needs Triton and compute capability 7.0 or newer, a CPU a C++ compiler."""
+    if device.type == "cuda":
+        capability = torch.cuda.get_device_capability(device)
+        if capability < (7, 0):
+            raise ConfigError(f"--compile needs a GPU of compute capability 7.0 or newer; this one has "
+                              f"{capability[0]}.{capability[1]}: run without --compile")
+        if importlib.util.find_spec("triton") is None:
+            raise ConfigError("--compile needs Triton on GPUs (pip install triton), or run without --compile")
+    elif device.type == "cpu" and not any(map(shutil.which, [os.environ.get("CXX", "g++"), "g++", "clang++"])):
+        raise ConfigError("--compile needs a C++ compiler on CPUs (g++ or clang++), or run without --compile")
