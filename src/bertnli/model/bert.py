@@ -101,9 +101,13 @@ class SelfAttention(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor | None, query_rows: torch.Tensor | None = None
     ) -> torch.Tensor:
         batch, time, hidden = x.shape
-        q, k, v = self.qkv(x).view(batch, time, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        if query_rows is not None:  # only some query positions are needed (the last block of a classifier)
-            q = q[:, :, query_rows]
+        if query_rows is None:
+            q, k, v = self.qkv(x).view(batch, time, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        else:  # only some query positions are needed (the last block of a classifier): project just those
+            w, b = self.qkv.weight, self.qkv.bias
+            q = F.linear(x[:, query_rows], w[:hidden], b[:hidden])
+            q = q.view(batch, len(query_rows), self.num_heads, -1).transpose(1, 2)
+            k, v = F.linear(x, w[hidden:], b[hidden:]).view(batch, time, 2, self.num_heads, -1).permute(2, 0, 3, 1, 4)
             if mask is not None and mask.shape[-2] != 1:
                 mask = mask[:, :, query_rows]
         dropout = self.dropout_p if self.training else 0.0
