@@ -98,8 +98,11 @@ class SelfAttention(nn.Module):
         self.dropout_p = cfg.attention_dropout
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None, query_rows: torch.Tensor | None = None
+        self, x: torch.Tensor, mask: torch.Tensor | None, query_rows: torch.Tensor | None = None,
+        tokens: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """The output at every position; at ``query_rows`` (time steps) of every row only, (batch, rows,
+        hidden); or at ``tokens`` (flat batch * time indices) only, (tokens, hidden)."""
         batch, time, hidden = x.shape
         if query_rows is None:
             q, k, v = self.qkv(x).view(batch, time, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
@@ -112,7 +115,8 @@ class SelfAttention(nn.Module):
                 mask = mask[:, :, query_rows]
         dropout = self.dropout_p if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-        return self.out(y.transpose(1, 2).reshape(batch, -1, hidden))
+        y = y.transpose(1, 2).reshape(batch, -1, hidden)
+        return self.out(y if tokens is None else y.reshape(-1, hidden)[tokens])
 
 
 class FeedForward(nn.Module):
@@ -138,10 +142,16 @@ class EncoderBlock(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None, query_rows: torch.Tensor | None = None
+        self, x: torch.Tensor, mask: torch.Tensor | None, query_rows: torch.Tensor | None = None,
+        tokens: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        residual = x if query_rows is None else x[:, query_rows]
-        x = self.norm1(residual + self.dropout(self.attention(x, mask, query_rows)))
+        """As `SelfAttention.forward`: ``query_rows`` or ``tokens`` keep only those outputs."""
+        residual = x
+        if query_rows is not None:
+            residual = x[:, query_rows]
+        elif tokens is not None:
+            residual = x.reshape(-1, x.shape[-1])[tokens]
+        x = self.norm1(residual + self.dropout(self.attention(x, mask, query_rows, tokens)))
         return self.norm2(x + self.dropout(self.ffn(x)))
 
 
@@ -163,15 +173,18 @@ class BertEncoder(nn.Module):
         attn_mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
         last_query_rows: torch.Tensor | None = None,
+        last_tokens: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``last_query_rows`` restricts the last block's output to those time steps (e.g. the <cls>)."""
+        """(batch, time, hidden). The last block can compute less: only the time steps ``last_query_rows`` of
+        every row (e.g. the <cls>), giving (batch, rows, hidden), or only the flat (row * time + column)
+        positions ``last_tokens`` (each packed pair's <cls>), giving (tokens, hidden)."""
         mask = attn_mask
         if mask is None and valid_lens is not None:
             mask = padding_mask(valid_lens, token_ids.shape[1])
         x = self.embeddings(token_ids, segments, positions)
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x = block(x, mask, last_query_rows if i == last else None)
+            x = block(x, mask, last_query_rows, last_tokens) if i == last else block(x, mask)
         return x
 
 
@@ -272,13 +285,13 @@ class BERTClassifier(nn.Module):
         cls_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (pairs, labels). Unpacked rows read the <cls> at column 0. Packed rows pass
-        ``cls_index``: the flat (row * time + column) index of every pair's <cls>."""
+        ``cls_index``: the flat (row * time + column) index of every pair's <cls>. Either way the last block
+        computes its output for the <cls> positions only."""
         if cls_index is None:
             first = torch.zeros(1, dtype=torch.long, device=token_ids.device)
             cls = self.encoder(token_ids, segments, valid_lens, attn_mask=attn_mask, positions=positions,
-                               last_query_rows=first)
-            cls = cls[:, 0]
+                               last_query_rows=first)[:, 0]
         else:
-            encoded = self.encoder(token_ids, segments, valid_lens, attn_mask=attn_mask, positions=positions)
-            cls = encoded.reshape(-1, encoded.shape[-1])[cls_index]
+            cls = self.encoder(token_ids, segments, valid_lens, attn_mask=attn_mask, positions=positions,
+                               last_tokens=cls_index)
         return self.output(self.dropout(self.hidden(cls)))
