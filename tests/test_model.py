@@ -154,3 +154,19 @@ def test_compiling_without_a_compiler_is_one_clear_error(monkeypatch):
     with pytest.raises(ConfigError, match=r"needs a C\+\+ compiler"):
         compile_network(model, True)
     assert compile_network(model, False) is model  # nothing to check when not compiling
+
+
+def test_bf16_cpu_attention_matches_sdpa_with_padding_and_packing_masks():
+    """bf16 on a CPU takes its own attention path; it must agree with SDPA in fp32 up to bf16 rounding."""
+    from bertnli.model.bert import attention, padding_mask
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(6, 4, 20, 16) for _ in range(3))
+    slots = torch.randint(-1, 3, (6, 20)).sort(dim=1).values
+    for mask in (padding_mask(torch.tensor([20, 3, 17, 9, 12, 20]), 20), block_diagonal_mask(slots), None):
+        expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        got = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, 0.0)
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got.float(), expected, atol=3e-2, rtol=3e-2)
+    wrong = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), None, 0.0).float()
+    assert (wrong - F.scaled_dot_product_attention(q, k, v, attn_mask=block_diagonal_mask(slots))).abs().max() > 0.1

@@ -87,6 +87,24 @@ class Embeddings(nn.Module):
         return self.dropout(x)
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float
+              ) -> torch.Tensor:
+    """Scaled dot-product attention; ``mask`` is boolean, True where a query may attend to a key.
+
+    `F.scaled_dot_product_attention`, except for bf16 on CPUs: there its kernels are slow for short
+    sequences, and two bf16 products around an fp32 softmax run faster (for SNLI-length pairs at batch 32,
+    attention about 3 times faster, prediction about 9%)."""
+    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+    scores = torch.matmul(q, k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(-1)
+    if dropout:
+        weights = F.dropout(weights, dropout)
+    return torch.matmul(weights.to(v.dtype), v)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with one fused query/key/value projection."""
 
@@ -113,8 +131,7 @@ class SelfAttention(nn.Module):
             k, v = F.linear(x, w[hidden:], b[hidden:]).view(batch, time, 2, self.num_heads, -1).permute(2, 0, 3, 1, 4)
             if mask is not None and mask.shape[-2] != 1:
                 mask = mask[:, :, query_rows]
-        dropout = self.dropout_p if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = attention(q, k, v, mask, self.dropout_p if self.training else 0.0)
         y = y.transpose(1, 2).reshape(batch, -1, hidden)
         return self.out(y if tokens is None else y.reshape(-1, hidden)[tokens])
 
