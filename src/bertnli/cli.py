@@ -17,6 +17,7 @@ EXAMPLES = {
   bertnli train --train ../shared/data/snli/snli_1.0_dev.jsonl --out runs/dev --epochs 1
   bertnli train --train a.jsonl --train b.jsonl --eval dev.jsonl --recipe d2l --model bert.small.torch.zip
   bertnli train --resume runs/dev                                    # continue a stopped run
+  bertnli train --dataset snli --out runs/gpu --batch-size 256 --compile   # one GPU: CUDA graphs
   torchrun --nproc-per-node 4 -m bertnli train --dataset snli --out runs/ddp""",
     "evaluate": """examples:
   bertnli evaluate --model runs/dev --data ../shared/data/mnli/multinli_1.0_dev_matched.jsonl
@@ -24,7 +25,8 @@ EXAMPLES = {
   bertnli evaluate --model runs/dev --data rte/dev.tsv --two-class --json""",
     "predict": """examples:
   bertnli predict --model runs/dev "A man plays a guitar." "A person makes music."
-  bertnli predict --model runs/dev --input pairs.jsonl --output predictions.jsonl""",
+  bertnli predict --model runs/dev --input pairs.jsonl --output predictions.jsonl
+  bertnli predict --model runs/dev --input million.jsonl --output labels.jsonl --compile   # big job, GPU""",
     "data": """examples:
   bertnli data download snli                 # fetch and verify snli_1.0.zip into the cache
   bertnli data inspect ../shared/data/sick/SICK.txt""",
