@@ -167,7 +167,7 @@ def test_packed_steps_match_padded_steps(task, tmp_path):
     """The same batches, packed into rows or padded, give the same losses and the same weights."""
     train_set = read_dataset(task["train"])
     cfg = TrainConfig.from_recipe("d2l", model=task["model"], batch_size=16, max_len=32, lr=1e-3, num_heads=4,
-                                  dropout=0.0)
+                                  dropout=0.0, device="cpu")  # fp32 CPU: exact comparisons on a GPU machine too
     padded = Trainer(cfg, train_set, None, tmp_path / "padded", progress=False)
     packed = Trainer(replace(cfg, pack=True), train_set, None, tmp_path / "packed", progress=False)
     for batch in np.array_split(np.random.default_rng(0).permutation(len(train_set))[:64], 4):
@@ -183,7 +183,8 @@ def test_compiled_training_compiles_once_and_matches_eager_training(task, tmp_pa
 
     train_set, eval_set = read_dataset(task["train"]), read_dataset(task["eval"])
     train_set = Dataset(train_set.name, train_set.examples[:320])
-    settings = dict(model=task["model"], epochs=2, batch_size=16, max_len=32, lr=1e-3, num_heads=4, dropout=0.0)
+    settings = dict(model=task["model"], epochs=2, batch_size=16, max_len=32, lr=1e-3, num_heads=4, dropout=0.0,
+                    device="cpu")
     eager = train(TrainConfig.from_recipe("d2l", pack=True, **settings), train_set, eval_set, tmp_path / "eager",
                   progress=False)
     torch._dynamo.reset()
