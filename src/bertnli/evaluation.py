@@ -83,9 +83,7 @@ def evaluate(model: NLIModel, dataset: Dataset, *, two_class: bool = False, top_
         raise DataError(dataset.name, f"labels {sorted(gold_names - set(labels))} are not among the model's "
                                       f"{labels}{hint}")
     pairs = model.encode([e.premise for e in examples], [e.hypothesis for e in examples])
-    logits = model.logits(pairs)
-    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
+    probs = model.probabilities(pairs)
     if merge:
         probs = _merge_to_two_classes(list(model.labels), probs)
     gold = np.array([labels.index(e.label) for e in examples])

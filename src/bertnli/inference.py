@@ -134,10 +134,13 @@ class NLIModel:
         return batched_logits(self.network, pairs, self.device, self.dtype, self.plan, self.runner, self.progress,
                               width=self.max_len, pad_id=self.tokenizer.pad_id)
 
+    def probabilities(self, pairs: EncodedPairs) -> np.ndarray:
+        """Probabilities (pairs, labels) in the input order, columns in the order of ``self.labels``."""
+        return torch.softmax(torch.from_numpy(self.logits(pairs)), dim=-1).numpy()
+
     def predict_proba(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
         """Probabilities (pairs, labels), columns in the order of ``self.labels``."""
-        logits = torch.from_numpy(self.logits(self.encode(premises, hypotheses)))
-        return torch.softmax(logits, dim=-1).numpy()
+        return self.probabilities(self.encode(premises, hypotheses))
 
     def predict(self, pairs: Iterable[tuple[str, str]]) -> list[Prediction]:
         pairs = list(pairs)
