@@ -79,8 +79,10 @@ def run_bertnli(args: argparse.Namespace, folder: Path, data, compile: bool = Fa
 def run_pipeline(args: argparse.Namespace, folder: Path, data) -> dict:
     from transformers import pipeline
 
+    from bertnli.runtime import PRECISIONS
+
     device = _device(args)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolved_precision(args), torch.float32)
+    dtype = PRECISIONS[resolved_precision(args)] or torch.float32
     classify = pipeline("text-classification", model=str(folder / "hf"), device=device, dtype=dtype)
     inputs = [{"text": e.premise, "text_pair": e.hypothesis} for e in data.examples]
     classify(inputs[:256], batch_size=args.batch_size, truncation=True)  # warm-up
