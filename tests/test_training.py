@@ -23,6 +23,7 @@ from bertnli.errors import ConfigError, TrainingInterrupted
 from bertnli.text import WordTokenizer
 from bertnli.text.cache import encode_cached
 from bertnli.training import TrainConfig, Trainer, train
+from bertnli.training.loop import _process_group_scope
 
 TESTS = Path(__file__).resolve().parent
 ENV = {**os.environ, "PYTHONPATH": str(TESTS.parent / "src"), "OMP_NUM_THREADS": "1"}
@@ -161,6 +162,24 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(task, tmp_
     assert a["eval_accuracy"] == b["eval_accuracy"]
     assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
     assert len([p for p in (tmp_path / "two").iterdir() if p.name.startswith(".")]) == 0
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
+def test_a_run_ends_the_process_group_it_started_and_only_that_one(tmp_path):
+    def start() -> None:
+        torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                                             world_size=1)
+
+    with _process_group_scope():
+        start()
+    assert not torch.distributed.is_initialized()
+    start()
+    try:
+        with _process_group_scope():
+            pass
+        assert torch.distributed.is_initialized()
+    finally:
+        torch.distributed.destroy_process_group()
 
 
 def test_packed_steps_match_padded_steps(task, tmp_path):

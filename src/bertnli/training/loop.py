@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -443,6 +443,19 @@ def train(
     With ``resume``, the settings come from the run's config.json and ``cfg`` is ignored."""
     if len(train_set) == 0:
         raise ConfigError(f"the training data {train_set.name} is empty")
-    trainer = Trainer(cfg, train_set, eval_set, run_dir, resume=resume, overwrite=overwrite, progress=progress,
-                      source=source, on_epoch=on_epoch)
-    return trainer.fit()
+    with _process_group_scope():
+        trainer = Trainer(cfg, train_set, eval_set, run_dir, resume=resume, overwrite=overwrite,
+                          progress=progress, source=source, on_epoch=on_epoch)
+        return trainer.fit()
+
+
+@contextlib.contextmanager
+def _process_group_scope() -> Iterator[None]:
+    """Ends the process group that a run under torchrun starts, before the interpreter shuts down: left to
+    interpreter exit, Gloo's worker threads can abort the process (SIGABRT) after training succeeded."""
+    started_before = dist.is_available() and dist.is_initialized()
+    try:
+        yield
+    finally:
+        if not started_before and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
