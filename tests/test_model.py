@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from bertnli.errors import ConfigError
-from bertnli.model import BERTClassifier, BertConfig
+from bertnli.model import BERTClassifier, BertConfig, kernels
 from bertnli.runtime import IGNORED_LABEL, DeviceBatch, block_diagonal_mask, compile_network
 from bertnli.text import WordTokenizer, encode_pairs
 from bertnli.text.packing import fit_rows, pack_rows
@@ -158,15 +158,36 @@ def test_compiling_without_a_compiler_is_one_clear_error(monkeypatch):
 
 def test_bf16_cpu_attention_matches_sdpa_with_padding_and_packing_masks():
     """bf16 on a CPU takes its own attention path; it must agree with SDPA in fp32 up to bf16 rounding."""
-    from bertnli.model.bert import attention, padding_mask
+    from bertnli.model.bert import padding_mask
 
     torch.manual_seed(0)
     q, k, v = (torch.randn(6, 4, 20, 16) for _ in range(3))
     slots = torch.randint(-1, 3, (6, 20)).sort(dim=1).values
     for mask in (padding_mask(torch.tensor([20, 3, 17, 9, 12, 20]), 20), block_diagonal_mask(slots), None):
         expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        got = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, 0.0)
+        got = kernels.attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, 0.0)
         assert got.dtype == torch.bfloat16
         torch.testing.assert_close(got.float(), expected, atol=3e-2, rtol=3e-2)
-    wrong = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), None, 0.0).float()
+    wrong = kernels.attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), None, 0.0).float()
     assert (wrong - F.scaled_dot_product_attention(q, k, v, attn_mask=block_diagonal_mask(slots))).abs().max() > 0.1
+
+
+@pytest.mark.skipif(not kernels._ONEDNN, reason="this torch build has no oneDNN")
+@pytest.mark.parametrize("bias", [True, False])
+def test_float32_cpu_linear_runs_on_onednn_and_matches_float64_forward_and_backward(bias):
+    torch.manual_seed(0)
+    x64 = torch.randn(3, 50, 40, dtype=torch.float64)[:, ::2]  # strided, as sliced activations are
+    w64, b64 = torch.randn(24, 40, dtype=torch.float64), torch.randn(24, dtype=torch.float64) if bias else None
+    leaves = [t for t in (x64, w64, b64) if t is not None]
+    ours = [t.float().requires_grad_() for t in leaves]
+    reference = [t.clone().requires_grad_() for t in leaves]
+    assert kernels._use_onednn(ours[0], ours[1])
+    y, y64 = kernels.linear(*ours), F.linear(*reference)
+    grad = torch.randn_like(y64)
+    y.backward(grad.float())
+    y64.backward(grad)
+    for got, expected in [(y, y64)] + [(a.grad, b.grad) for a, b in zip(ours, reference, strict=True)]:
+        torch.testing.assert_close(got.double(), expected, atol=1e-4, rtol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast keeps its own (bf16 oneDNN) kernel
+        assert not kernels._use_onednn(ours[0], ours[1])
+        assert kernels.linear(*ours).dtype == torch.bfloat16
