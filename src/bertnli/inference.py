@@ -31,7 +31,7 @@ class Prediction:
         return {"label": self.label, "probabilities": self.probabilities}
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode, under which autocast would cast the weights for every batch
 def batched_logits(
     network: BERTClassifier,
     pairs: EncodedPairs,
@@ -53,11 +53,11 @@ def batched_logits(
     run = runner if compiled else network
     batches = _packed_batches(pairs, plan, device, width, pad_id) if compiled else _sorted_batches(pairs, plan, device)
     chunks = []
-    with tqdm(total=len(pairs), unit="pair", desc="predicting", disable=not progress, leave=False) as bar:
+    with (tqdm(total=len(pairs), unit="pair", desc="predicting", disable=not progress, leave=False) as bar,
+          autocast(device, dtype)):  # one autocast region: weights are cast to ``dtype`` once, not every batch
         for index, batch in batches:
             args, kwargs = batch.model_inputs()
-            with autocast(device, dtype):
-                chunks.append((index, run(*args, **kwargs)[: len(index)].float().clone()))
+            chunks.append((index, run(*args, **kwargs)[: len(index)].float().clone()))
             bar.update(len(index))
     out = np.empty((len(pairs), network.output.out_features), dtype=np.float32)
     for index, logits in chunks:
