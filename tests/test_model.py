@@ -191,3 +191,18 @@ def test_float32_cpu_linear_runs_on_onednn_and_matches_float64_forward_and_backw
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast keeps its own (bf16 oneDNN) kernel
         assert not kernels._use_onednn(ours[0], ours[1])
         assert kernels.linear(*ours).dtype == torch.bfloat16
+
+
+def test_cpu_dropout_keeps_one_minus_p_scales_the_rest_and_follows_torch_seed():
+    x = torch.ones(400, 500, requires_grad=True)
+    torch.manual_seed(3)
+    y = kernels.dropout(x, 0.25, True)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.75) < 0.005  # 200,000 draws: the standard error is 0.001
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.75))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())
+    torch.manual_seed(3)
+    assert torch.equal(kernels.dropout(x, 0.25, True), y)  # the torch seed decides the mask
+    assert not torch.equal(kernels.dropout(x, 0.25, True), y)  # and each call draws a new one
+    assert kernels.dropout(x, 0.25, False) is x

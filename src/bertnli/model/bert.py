@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from bertnli.model.kernels import Linear, attention, linear
+from bertnli.model.kernels import Dropout, Linear, attention, linear
 
 Activation = Literal["relu", "gelu", "gelu_tanh"]
 
@@ -73,7 +73,7 @@ class Embeddings(nn.Module):
         self.segment = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.position = nn.Embedding(cfg.max_position, cfg.hidden_size)
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.embedding_norm else None
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(
         self, token_ids: torch.Tensor, segments: torch.Tensor, positions: torch.Tensor | None = None
@@ -139,7 +139,7 @@ class EncoderBlock(nn.Module):
         self.norm1 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.ffn = FeedForward(cfg)
         self.norm2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None, query_rows: torch.Tensor | None = None,
@@ -259,7 +259,7 @@ class BERTClassifier(nn.Module):
         self.config = cfg
         self.encoder = BertEncoder(cfg)
         self.hidden = Pooler(cfg)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.output = Linear(cfg.hidden_size, num_labels)
         nn.init.normal_(self.output.weight, std=1.0 / math.sqrt(cfg.hidden_size))
         nn.init.zeros_(self.output.bias)
