@@ -46,7 +46,7 @@ def trained(tmp_path_factory, tiny):
                                                                                  synthetic_dataset(300, 2))
     run = root / "run"
     code = main(["train", "--model", tiny, "--num-heads", "4", "--train", str(train), "--eval", str(dev),
-                 "--out", str(run), "--recipe", "d2l", "--lr", "1e-3", "--batch-size", "32", "--epochs", "20",
+                 "--out", str(run), "--recipe", "d2l", "--lr", "1e-3", "--batch-size", "32", "--epochs", "30",
                  "--no-progress"])
     assert code == 0
     return {"run": run, "train": train, "dev": dev, "root": root}
@@ -55,7 +55,7 @@ def trained(tmp_path_factory, tiny):
 def test_train_writes_a_complete_run(trained):
     run = trained["run"]
     config = json.loads((run / "config.json").read_text())
-    assert config["train"]["recipe"] == "d2l" and config["train"]["epochs"] == 20
+    assert config["train"]["recipe"] == "d2l" and config["train"]["epochs"] == 30
     assert config["data"]["train"]["pairs"] == 3000 and len(config["data"]["train"]["sha256"]) == 64
     assert {"torch", "bertnli", "tokenizers"} <= set(config["versions"])
     for name in ("metrics.jsonl", "checkpoint.pt", "model/model.safetensors", "curves.png", "confusion.png",
