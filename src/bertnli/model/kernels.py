@@ -1,8 +1,8 @@
 """The network's hot operations, each on the fastest kernel for where it runs.
 
 ``linear``: in float32 on a CPU, PyTorch multiplies matrices with MKL; oneDNN's linear is faster (on a
-2-core AVX-512 AMD EPYC, 450 against 200 GFLOP/s for MiniLM-sized products of 900 tokens). So float32 CPU
-products, forward and backward, go through oneDNN. Everywhere else (GPUs, bf16 autocast, which already
+2-core AVX-512 AMD EPYC, 450 against 200 GFLOP/s for MiniLM-sized products of 900 tokens). So float32
+products on AVX-512 CPUs, forward and backward, go through oneDNN. Everywhere else (GPUs, bf16 autocast, which already
 runs on oneDNN, `torch.compile`, and tracing for export) it is `F.linear`.
 
 ``dropout``: on a CPU, PyTorch draws dropout masks from its one-threaded Mersenne Twister, about 1.6 ms for
@@ -22,7 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-_ONEDNN = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+# AVX-512 CPUs only: held to AVX2 (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2), oneDNN is no faster
+# than MKL on the same EPYC (0.75x to 1.06x), and ARM CPUs keep PyTorch's own BLAS.
+_ONEDNN = (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+           and torch.backends.cpu.get_cpu_capability() == "AVX512")
 
 
 def _onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
