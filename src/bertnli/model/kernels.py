@@ -2,8 +2,8 @@
 
 ``linear``: in float32 on a CPU, PyTorch multiplies matrices with MKL; oneDNN's linear is faster (on a
 2-core AVX-512 AMD EPYC, 450 against 200 GFLOP/s for MiniLM-sized products of 900 tokens). So float32
-products on AVX-512 CPUs, forward and backward, go through oneDNN. Everywhere else (GPUs, bf16 autocast, which already
-runs on oneDNN, `torch.compile`, and tracing for export) it is `F.linear`.
+products on AVX-512 CPUs, forward and backward, go through oneDNN. Everywhere else (other CPUs, GPUs,
+bf16 autocast, which already runs on oneDNN, `torch.compile`, and tracing for export) it is `F.linear`.
 
 ``dropout``: on a CPU, PyTorch draws dropout masks from its one-threaded Mersenne Twister, about 1.6 ms for
 a batch of 900 MiniLM token vectors, 16% of a bf16 training step. Masks drawn from numpy's SFC64 generator,
