@@ -206,3 +206,25 @@ def test_cpu_dropout_keeps_one_minus_p_scales_the_rest_and_follows_torch_seed():
     assert torch.equal(kernels.dropout(x, 0.25, True), y)  # the torch seed decides the mask
     assert not torch.equal(kernels.dropout(x, 0.25, True), y)  # and each call draws a new one
     assert kernels.dropout(x, 0.25, False) is x
+
+
+def test_cpu_attention_with_dropout_matches_sdpa_forward_and_backward_when_nothing_is_dropped(monkeypatch):
+    """With dropout, CPU attention takes the explicit path; at p = 1e-12 it keeps every weight, so it must
+    give SDPA's outputs and gradients (padding and packing masks)."""
+    from bertnli.model.bert import padding_mask
+
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", None)  # the path under test must not call it
+    torch.manual_seed(0)
+    slots = torch.randint(-1, 3, (6, 20)).sort(dim=1).values
+    for mask in (padding_mask(torch.tensor([20, 3, 17, 9, 12, 20]), 20), block_diagonal_mask(slots)):
+        ours = [torch.randn(6, 4, 20, 16, requires_grad=True) for _ in range(3)]
+        reference = [t.detach().clone().requires_grad_() for t in ours]
+        got = kernels.attention(*ours, mask, 1e-12)
+        expected = sdpa(*reference, attn_mask=mask)
+        grad = torch.randn_like(expected)
+        got.backward(grad)
+        expected.backward(grad)
+        torch.testing.assert_close(got, expected)
+        for a, b in zip(ours, reference, strict=True):
+            torch.testing.assert_close(a.grad, b.grad)

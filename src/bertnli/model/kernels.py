@@ -112,8 +112,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     28 tokens, 12 heads)."""
     if q.device.type != "cpu" or (q.dtype != torch.bfloat16 and not dropout_p):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-    scores = torch.matmul(q, k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5
+    scores = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2)).float()
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
+        scores.masked_fill_(~mask, float("-inf"))
     weights = scores.softmax(-1)
     return torch.matmul(dropout(weights, dropout_p, True).to(v.dtype), v)
