@@ -8,6 +8,8 @@ import platform
 import resource
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -31,6 +33,16 @@ def real_pairs(count: int, sources: list[Path] = SOURCES[:1]) -> Dataset:
                     examples.append(Example(row["sentence1"], row["sentence2"], row["gold_label"]))
     repeated = [examples[i % len(examples)] for i in range(count)]
     return Dataset(f"{'+'.join(p.stem for p in sources)} x{count / len(examples):.2f}", repeated)
+
+
+def run_times(work: Callable[[], object], runs: int) -> list[float]:
+    """Seconds taken by each of ``runs`` calls of ``work``."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return times
 
 
 def hardware() -> str:

@@ -12,25 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SOURCES, hardware
+from common import SOURCES, hardware, run_times
 
 
 def pairs() -> tuple[list[str], list[str]]:
     rows = [json.loads(line) for path in SOURCES for line in path.read_text(encoding="utf-8").splitlines()]
     return [r["sentence1"] for r in rows], [r["sentence2"] for r in rows]
-
-
-def best_of(runs: int, work) -> float:
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def main() -> None:
@@ -52,9 +42,9 @@ def main() -> None:
     print(f"\nencoding WordPiece pairs, max_len 128, {hardware()}")
     print(f"{'':36}{'pairs':>10}{'seconds':>10}{'pairs/s':>12}{'ratio':>8}")
     for p, h in ((premises, hypotheses), big):
-        peer = best_of(3 if len(p) < 100_000 else 1,
-                       lambda p=p, h=h: theirs(p, h, truncation="longest_first", max_length=128))
-        mine = best_of(3 if len(p) < 100_000 else 1, lambda p=p, h=h: encode_pairs(ours, p, h, 128))
+        runs = 3 if len(p) < 100_000 else 1
+        peer = min(run_times(lambda p=p, h=h: theirs(p, h, truncation="longest_first", max_length=128), runs))
+        mine = min(run_times(lambda p=p, h=h: encode_pairs(ours, p, h, 128), runs))
         for name, seconds in (("transformers tokenizer (fast)", peer), ("bertnli encode_pairs", mine)):
             print(f"{name:36}{len(p):>10,}{seconds:>10.2f}{len(p) / seconds:>12,.0f}{peer / seconds:>7.2f}x")
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from common import hardware
+from common import hardware, run_times
 
 from bertnli.model.kernels import _use_onednn, linear
 
@@ -29,14 +28,9 @@ SHAPES = {  # name: (rows, in features, out features)
 
 
 def seconds(step: Callable[[], None], rounds: int, calls: int = 10) -> float:
+    """Median over ``rounds`` of the mean time of ``calls`` steps, after one warm-up step."""
     step()
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        for _ in range(calls):
-            step()
-        times.append((time.perf_counter() - started) / calls)
-    return statistics.median(times)
+    return statistics.median(run_times(lambda: [step() for _ in range(calls)], rounds)) / calls
 
 
 def forward_backward(kernel: Callable, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> Callable:
