@@ -234,3 +234,16 @@ def test_tensorboard_log_is_written_when_asked(task, tmp_path):
     train(cfg, synthetic_dataset(128, 1), synthetic_dataset(32, 2), tmp_path / "run", progress=False)
     events = list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 100
+
+
+def test_the_linear_schedule_ends_at_the_last_step_when_token_budgets_vary_the_batch_count(task, tmp_path):
+    cfg = TrainConfig.from_recipe("finetune", model=task["model"], num_heads=4, epochs=3, batch_size=16,
+                                  max_len=32, max_tokens=40, pack=True, log_every=1, checkpoint_every=None)
+    trainer = Trainer(cfg, synthetic_dataset(160, 1), None, tmp_path / "run", progress=False)
+    counts = {len(trainer._epoch_batches(epoch)) for epoch in range(cfg.epochs)}
+    assert len(counts) > 1, "the epochs must differ in batch count for this test to mean anything"
+    trainer.fit()
+    rates = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+             if r["kind"] == "step"]
+    assert len(rates) == trainer.progress.step
+    assert rates[-1] == 0.0 and min(rates[:-1]) > 0.0

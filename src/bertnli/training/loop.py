@@ -161,7 +161,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg)
         # fp16 gradients underflow without loss scaling; for other precisions the scaler passes through.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-        self.schedule = build_schedule(self.optimizer, cfg, self.batches_per_epoch * cfg.epochs)
+        self.schedule = build_schedule(self.optimizer, cfg, self.total_steps)
         self.progress = Progress()
         self.stop_requested = False
         self.board = None
@@ -198,7 +198,9 @@ class Trainer:
         # A global batch is what one optimizer step sees: every rank's share, every accumulated micro-batch.
         self.plan = BatchPlan(cfg.batch_size * self.world * cfg.grad_accum, cfg.max_tokens, cfg.pack or cfg.compile)
         self.eval_plan = BatchPlan(4096, cfg.eval_batch_tokens)
-        self.batches_per_epoch = len(self._epoch_batches(0))
+        # Under a token budget the number of batches varies a little from epoch to epoch: count every epoch's,
+        # so that the schedule ends exactly at the last step.
+        self.total_steps = sum(len(self._epoch_batches(epoch)) for epoch in range(cfg.epochs))
         # Compiled training pads every micro-batch to this many pairs, and its packed rows to a row count
         # that only grows, in steps of ROW_MULTIPLE: the compiled step meets a handful of shapes in all.
         self.micro_batch_pairs = math.ceil(math.ceil(self.plan.batch_size / self.world) / cfg.grad_accum)
