@@ -1,7 +1,8 @@
 """The network's hot operations, each on the fastest kernel for where it runs.
 
 ``linear``: in float32 on a CPU, PyTorch multiplies matrices with MKL; oneDNN's linear is faster (on a
-2-core AVX-512 AMD EPYC, 450 against 200 GFLOP/s for MiniLM-sized products of 900 tokens). So float32
+2-core AVX-512 AMD EPYC, 370–410 against 180–195 GFLOP/s forward and backward for MiniLM-sized
+products of 896 tokens: `benchmarks/linear_kernels.py`). So float32
 products on AVX-512 CPUs, forward and backward, go through oneDNN. Everywhere else (other CPUs, GPUs,
 bf16 autocast, which already runs on oneDNN, `torch.compile`, and tracing for export) it is `F.linear`.
 

@@ -25,10 +25,15 @@ def default_cache_dir() -> Path:
     return cache_root() / "encoded"
 
 
+def text_record(*texts: str) -> bytes:
+    """The texts joined so that no other texts give the same bytes (each one prefixed by its length)."""
+    return "".join(f"{len(text)}:{text}" for text in texts).encode()
+
+
 def cache_key(premises: list[str], hypotheses: list[str], tokenizer: Tokenizer, max_len: int) -> str:
     digest = hashlib.sha256(f"{tokenizer.fingerprint()}\n{max_len}\n{len(premises)}\n".encode())
     for premise, hypothesis in zip(premises, hypotheses):
-        digest.update(f"{premise}\t{hypothesis}\n".encode())
+        digest.update(text_record(premise, hypothesis))
     return digest.hexdigest()[:32]
 
 
