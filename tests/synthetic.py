@@ -42,6 +42,6 @@ def tiny_d2l_checkpoint(directory: Path, hidden: int = 64, layers: int = 2, seed
     torch.manual_seed(seed)
     tokenizer = WordTokenizer([*SPECIALS, "no", *WORDS])
     cfg = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_layers=layers, num_heads=4,
-                     ffn_size=2 * hidden, max_position=64, dropout=0.0, attention_dropout=0.0)
+                     ffn_size=2 * hidden, max_position=128, dropout=0.0, attention_dropout=0.0)
     save_d2l(BERTModel(cfg), tokenizer, directory)
     return directory

@@ -119,6 +119,46 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(task, tmp_path):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_ctrl_c_on_the_last_step_of_an_epoch_saves_and_the_resume_ends_that_epoch(task, tmp_path):
+    train_set, eval_set = synthetic_dataset(64, 1), synthetic_dataset(32, 2)
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=2, batch_size=16)
+    trainer = Trainer(cfg, train_set, eval_set, tmp_path / "run", progress=False)
+    original_step = trainer.optimizer_step
+
+    def step_then_interrupt(group):
+        sums = original_step(group)
+        if trainer.progress.step == 3:  # the fourth and last step of the first epoch
+            os.kill(os.getpid(), signal.SIGINT)
+        return sums
+
+    trainer.optimizer_step = step_then_interrupt
+    with pytest.raises(TrainingInterrupted):
+        trainer.fit()
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["progress"]
+    assert (saved["epoch"], saved["batch"], saved["step"]) == (0, 4, 4)
+    result = train(cfg, train_set, eval_set, tmp_path / "run", resume=True, progress=False)
+    assert [e["step"] for e in result.epochs] == [4, 8]
+
+
+def test_overwrite_leaves_nothing_of_the_old_run(task, tmp_path):
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=32)
+    train(cfg, synthetic_dataset(64, 1), synthetic_dataset(32, 2), tmp_path / "run", progress=False)
+    Trainer(cfg, synthetic_dataset(64, 3), None, tmp_path / "run", overwrite=True, progress=False)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "model").exists()
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_adam_decays_the_weights_it_should_and_adamw_the_same_ones(task):
+    from bertnli.training.loop import build_optimizer
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    for optimizer in ("adam", "adamw"):
+        cfg = TrainConfig(model=task["model"], optimizer=optimizer, weight_decay=0.5, lr=0.1)
+        decayed = {id(p) for g in build_optimizer(model, cfg).param_groups if g["weight_decay"] == 0.5
+                   for p in g["params"]}
+        assert decayed == {id(model[0].weight)}, optimizer
+
+
 def test_starting_over_an_existing_run_is_refused(task, tmp_path):
     args = cli_args(task, tmp_path / "run", "--epochs", "1", "--limit", "64")
     assert main(args) == 0
@@ -145,6 +185,10 @@ def test_encoded_data_cache_is_reused_and_keyed_by_content(tmp_path):
     encode_cached(tok, ["a b", "a"], ["b", "b a"], 8, tmp_path)  # other max_len
     encode_cached(tok, ["a b", "b"], ["b", "b a"], 16, tmp_path)  # other text
     assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 3
+    # The same characters, split elsewhere between premise and hypothesis: another entry.
+    tab_in_premise = encode_cached(tok, ["a\tb"], ["a"], 16, tmp_path)
+    tab_in_hypothesis = encode_cached(tok, ["a"], ["b\ta"], 16, tmp_path)
+    assert not np.array_equal(tab_in_premise.segments, tab_in_hypothesis.segments)
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 from bertnli.errors import ConfigError
@@ -73,6 +73,13 @@ class TrainConfig:
             "grad_accum": self.grad_accum >= 1,
             "warmup_ratio": 0 <= self.warmup_ratio < 1,
             "max_tokens": self.max_tokens is None or self.max_tokens >= self.max_len,
+            "weight_decay": self.weight_decay >= 0,
+            "grad_clip": self.grad_clip is None or self.grad_clip >= 0,  # 0: no clipping
+            "early_stopping": self.early_stopping is None or self.early_stopping >= 1,
+            "dropout": self.dropout is None or 0 <= self.dropout < 1,
+            "eval_batch_tokens": self.eval_batch_tokens >= self.max_len,
+            "log_every": self.log_every >= 1,
+            "checkpoint_every": self.checkpoint_every is None or self.checkpoint_every >= 0,  # 0: at epoch ends only
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -88,5 +95,3 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
-    def with_(self, **changes: Any) -> TrainConfig:
-        return replace(self, **changes).validated()

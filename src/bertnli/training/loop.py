@@ -98,7 +98,8 @@ def encode_dataset(dataset: Dataset, tokenizer: Tokenizer, max_len: int, cache: 
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam (d2l) or AdamW with no weight decay on biases and LayerNorm weights (fine-tuning)."""
+    """Adam (d2l, L2 penalty) or AdamW (fine-tuning, decoupled decay); no decay on biases and LayerNorm
+    weights."""
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "norm" in n]
     groups = [
@@ -109,7 +110,7 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
     # other devices keep PyTorch's default implementation.
     fused = next(model.parameters()).device.type in ("cuda", "cpu") or None
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=fused)
+        return torch.optim.Adam(groups, lr=cfg.lr, fused=fused)
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
 
 
@@ -130,11 +131,11 @@ def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_ste
 def _place(device_name: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device). Under torchrun this starts the process group, and each rank on a
     GPU machine takes the GPU of its local rank."""
+    device = pick_device(device_name)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    device = pick_device(device_name)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
@@ -151,7 +152,9 @@ class Trainer:
         self.run = RunDir(run_dir)
         self.on_epoch = on_epoch
         if resume:
-            cfg = TrainConfig.from_dict(self.run.read_config()["train"])
+            saved = self.run.read_config()
+            cfg = TrainConfig.from_dict(saved["train"])
+            _check_same_data(saved["data"], train_set, eval_set)
         self.cfg, self.show_progress = cfg, progress
         self.rank, self.world, self.device = _place(cfg.device)
         self.dtype = autocast_dtype(self.device, cfg.precision)
@@ -177,6 +180,10 @@ class Trainer:
     def _build_model(self, train_set: Dataset) -> None:
         """The classifier on the pretrained encoder; ``wrapped`` for DDP, ``step_model`` as trained."""
         pretrained = load_pretrained(self.cfg.model, num_heads=self.cfg.num_heads)
+        positions = pretrained.model.config.max_position
+        if self.cfg.max_len > positions:
+            raise ConfigError(f"--max-len {self.cfg.max_len} is longer than the {positions} positions that "
+                              f"{self.cfg.model} has embeddings for; use --max-len {positions} or less")
         self.tokenizer = pretrained.tokenizer
         self.labels = choose_labels(train_set, self.cfg.recipe)
         model = BERTClassifier.from_pretrained(pretrained.model, len(self.labels), self.cfg.dropout)
@@ -254,7 +261,8 @@ class Trainer:
                 running.zero_()
                 seen, started = 0, time.perf_counter()
                 bar.set_postfix(loss=f"{p.loss_sum / max(p.seen, 1):.4f}", acc=f"{p.correct / max(p.seen, 1):.3f}")
-            if checkpoint and p.batch < len(batches):
+            # The checkpoint at the end of an epoch comes after its evaluation (`end_epoch`), unless the run stops here.
+            if checkpoint and (p.batch < len(batches) or self.stop_requested):
                 self.save_checkpoint()
             if self.stop_requested:
                 bar.close()
@@ -419,6 +427,15 @@ class Trainer:
         torch.set_rng_state(state["rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def _check_same_data(recorded: dict[str, Any], train_set: Dataset, eval_set: Dataset | None) -> None:
+    """A resumed run must see the data it started with: its batches, labels and scores depend on it."""
+    for role, dataset in (("training", train_set), ("validation", eval_set)):
+        before = recorded.get("train" if role == "training" else "eval")
+        if (before is None) != (dataset is None) or (before and before["sha256"] != dataset_fingerprint(dataset)):
+            raise ConfigError(f"the {role} data differ from those this run started with; a resumed run must "
+                              "see the same data (start a new run with --out to train on other data)")
 
 
 def _describe(dataset: Dataset) -> dict[str, Any]:

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import tempfile
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,19 +22,7 @@ import torch
 
 from bertnli.data.example import Dataset
 from bertnli.errors import CheckpointError, ConfigError
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename the result over ``path``: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from bertnli.paths import atomic_write, write_text
 
 
 def dataset_fingerprint(dataset: Dataset) -> str:
@@ -83,14 +70,17 @@ class RunDir:
         return self.path / "model"
 
     def start(self, config: dict[str, Any], data: dict[str, Any], overwrite: bool = False) -> None:
-        """Create the run, refusing to overwrite a run that already has a checkpoint or model."""
+        """Create the run, refusing to overwrite a run that already has a checkpoint or model. With
+        ``overwrite``, the old run's checkpoint, model and metrics go, so nothing of it can be resumed or served."""
         if not overwrite and (self.checkpoint_path.exists() or self.model_dir.exists()):
             raise ConfigError(
                 f"{self.path} already holds a run; resume it with --resume {self.path}, "
                 "choose another --out, or pass --overwrite"
             )
         self.path.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_path.unlink(missing_ok=True)
         self.metrics_path.unlink(missing_ok=True)
+        shutil.rmtree(self.model_dir, ignore_errors=True)
         record = {"train": config, "data": data, "versions": library_versions()}
         self.write_json(self.config_path, record)
 
@@ -104,7 +94,7 @@ class RunDir:
 
     @staticmethod
     def write_json(path: Path, data: Any) -> None:
-        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
+        write_text(path, json.dumps(data, indent=2) + "\n")
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one line to metrics.jsonl (one write call: a crash leaves whole lines)."""
@@ -122,10 +112,7 @@ class RunDir:
     def truncate_metrics(self, keep_step: int) -> None:
         """Drop records logged after ``keep_step`` (they belong to work a resume will redo)."""
         kept = [r for r in self.metrics() if r.get("step", 0) <= keep_step]
-        atomic_write(
-            self.metrics_path,
-            lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8"),
-        )
+        write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
