@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import zipfile
 from io import BytesIO
 
@@ -147,6 +148,57 @@ def test_missing_model_is_one_line(tmp_path, capsys):
     assert main(["predict", "--model", str(tmp_path / "nowhere"), "a", "b"]) == 1
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "nowhere" in line
+
+
+def test_an_unwritable_output_is_one_line_naming_it(trained, tmp_path, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"premise": "red dog", "hypothesis": "dog"}\n')
+    out = tmp_path / "no_such_folder" / "predictions.jsonl"
+    out.parent.write_text("a file where the folder should be")
+    assert main(["predict", "--model", str(trained["run"]), "--input", str(pairs), "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].split("\r")[-1] == f"bertnli predict: error: {out.parent}: Not a directory"
+
+
+@pytest.mark.parametrize("setting", [["--log-every", "0"], ["--dropout", "1.5"], ["--early-stopping", "0"],
+                                     ["--grad-clip", "-1"], ["--weight-decay", "-0.1"], ["--max-len", "129"]])
+def test_impossible_settings_are_refused_before_training(tiny, trained, tmp_path, capsys, setting):
+    """One line naming the setting, before any step (the tiny model has 128 positions)."""
+    args = ["train", "--model", tiny, "--num-heads", "4", "--train", str(trained["dev"]), "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "run"), *setting]) == 1
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and line.startswith("bertnli train: error: ")
+    assert setting[0].lstrip("-").replace("-", "_") in line.replace("-", "_")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_resume_refuses_other_settings_and_other_data(trained, tmp_path, capsys):
+    assert main(["train", "--resume", str(trained["run"]), "--epochs", "40", "--lr", "1"]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "--epochs, --lr" in line
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run)
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["source"]["train"] = [str(trained["dev"])]  # as if the file named at the start had changed
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "training data differ" in line
+
+
+def test_two_class_scores_of_three_class_data(trained, capsys):
+    assert main(["evaluate", "--model", str(trained["run"]), "--data", str(trained["dev"]), "--json"]) == 0
+    three = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", "--model", str(trained["run"]), "--data", str(trained["dev"]), "--two-class",
+                 "--json"]) == 0
+    two = json.loads(capsys.readouterr().out)
+    assert two["labels"] == ["entailment", "not_entailment"] and two["total"] == three["total"]
+    entailed = three["per_class"]["entailment"]["support"]
+    assert two["per_class"]["entailment"]["support"] == entailed
+    assert two["per_class"]["not_entailment"]["support"] == three["total"] - entailed
+    assert two["accuracy"] > 0.9
 
 
 @pytest.mark.parametrize("command", sorted(EXAMPLES))

@@ -96,14 +96,16 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         ("--epochs", int, "passes over the training data"), ("--batch-size", int, "pairs per step"),
         ("--lr", float, "peak learning rate"), ("--max-len", int, "tokens per pair, with specials"),
         ("--seed", int, "random seed (data order, dropout, validation split)"),
-        ("--weight-decay", float, "AdamW weight decay"), ("--warmup-ratio", float, "share of steps warming up"),
+        ("--weight-decay", float, "weight decay (AdamW) or L2 penalty (Adam)"),
+        ("--warmup-ratio", float, "share of steps warming up"),
         ("--max-tokens", int, "also cap each batch at this many padded tokens (with --pack or --compile: tokens)"),
-        ("--grad-accum", int, "batches per optimizer step"), ("--grad-clip", float, "clip the gradient norm"),
+        ("--grad-accum", int, "batches per optimizer step"),
+        ("--grad-clip", float, "clip the gradient norm (0: no clipping)"),
         ("--early-stopping", int, "stop after N epochs without a better validation accuracy"),
         ("--num-heads", int, "attention heads, for d2l checkpoints of unusual sizes"),
         ("--dropout", float, "replace the checkpoint's dropout rate"),
         ("--log-every", int, "steps between logged records"),
-        ("--checkpoint-every", int, "steps between mid-epoch checkpoints"),
+        ("--checkpoint-every", int, "steps between mid-epoch checkpoints (0: at epoch ends only)"),
     ]:
         hp.add_argument(flag, type=kind, help=text)
     hp.add_argument("--optimizer", choices=["adam", "adamw"])
@@ -132,7 +134,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", action="append", required=True, metavar="FILE", help="labelled file; repeat")
     p.add_argument("--two-class", action="store_true",
                    help="merge neutral and contradiction into not_entailment (for RTE-style data)")
-    p.add_argument("--report", type=Path, metavar="DIR", help="write report.md, report.json and plots here")
+    p.add_argument("--report", type=Path, metavar="DIR", help="write evaluation.md, evaluation.json and plots here")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     _add_hardware(p)
     _add_inference_compile(p)
@@ -207,6 +209,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     from bertnli.training import RunDir, TrainConfig, train
 
     if args.resume:
+        defaults = vars(_parser().parse_args(["train"]))
+        given = sorted(k for k, v in vars(args).items() if k not in ("resume", "no_progress") and v != defaults[k])
+        if given:
+            raise BertnliError(f"--resume continues {args.resume} with the settings it started with; drop "
+                               + ", ".join("--" + k.replace("_", "-") for k in given)
+                               + " (or start a new run with --out)")
         source = RunDir(args.resume).read_config()["data"].get("source")
         if source is None:
             raise BertnliError(f"{args.resume} was started from Python, not the command line; resume it with "
@@ -337,7 +345,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
     lines = [json.dumps({"premise": pr, "hypothesis": hy, **p.to_dict()}) for (pr, hy), p in
              zip(pairs, predictions)]
     if args.output:
-        args.output.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        from bertnli.paths import write_text
+
+        write_text(args.output, "\n".join(lines) + "\n")
         print(f"{len(lines):,} predictions written to {args.output}", file=sys.stderr)
     else:
         print("\n".join(lines))
@@ -397,6 +407,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BertnliError as exc:
         print(f"bertnli {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file that cannot be read or written: the path and the reason, no traceback
+        print(f"bertnli {args.command}: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"bertnli {args.command}: interrupted", file=sys.stderr)

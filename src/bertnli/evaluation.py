@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bertnli.data.example import Dataset
-from bertnli.data.labels import TWO_CLASS_LABELS, TWO_CLASS_MAP
+from bertnli.data.labels import TWO_CLASS_LABELS, TWO_CLASS_MAP, merge_to_two_classes
 from bertnli.errors import DataError
 from bertnli.inference import NLIModel
 from bertnli.training.metrics import ClassificationReport
@@ -69,7 +69,10 @@ def _merge_to_two_classes(labels: list[str], probs: np.ndarray) -> np.ndarray:
 
 def evaluate(model: NLIModel, dataset: Dataset, *, two_class: bool = False, top_errors: int = 10) -> Evaluation:
     """Score ``model`` on the labelled pairs of ``dataset``. ``two_class`` merges neutral and contradiction
-    into not_entailment (for RTE-style data); it must be asked for, never guessed."""
+    into not_entailment, in the model's predictions and in 3-class gold labels (for RTE-style data, or a
+    2-class score on 3-class data); it must be asked for, never guessed."""
+    if two_class:
+        dataset = merge_to_two_classes(dataset)
     examples = [e for e in dataset.examples if e.label is not None]
     if not examples:
         raise DataError(dataset.name, "has no labelled pairs to evaluate on")

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from bertnli.paths import atomic_write, write_text
 from bertnli.training.metrics import ClassificationReport
 from bertnli.training.run import RunDir
 
@@ -78,9 +79,8 @@ def plot_class_scores(report: ClassificationReport, path: Path, title: str = "")
 
 def plot_evaluation(evaluation, directory: Path, stem: str = "") -> list[Path]:
     """Write ``{stem}evaluation.md/.json`` and the confusion-matrix and per-class-score figures."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / f"{stem}evaluation.md").write_text(evaluation.to_markdown(), encoding="utf-8")
-    (directory / f"{stem}evaluation.json").write_text(json.dumps(evaluation.to_dict(), indent=2), encoding="utf-8")
+    write_text(directory / f"{stem}evaluation.md", evaluation.to_markdown())
+    write_text(directory / f"{stem}evaluation.json", json.dumps(evaluation.to_dict(), indent=2) + "\n")
     return [plot_confusion(evaluation.report, directory / f"{stem}confusion.png", title=evaluation.dataset),
             plot_class_scores(evaluation.report, directory / f"{stem}class_scores.png", title=evaluation.dataset)]
 
@@ -92,7 +92,6 @@ def report_from_json(path: Path) -> ClassificationReport:
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".")))
     plt.close(fig)
     return path

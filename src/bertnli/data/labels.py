@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 
 from bertnli.data.example import D2L_LABELS, NLI_LABELS, Dataset, Example
-from bertnli.errors import ConfigError
+from bertnli.errors import ConfigError, DataError
 
 #: Every label name a reader accepts (lower case); ``not_entailment`` is the 2-class RTE label.
 KNOWN_LABELS: tuple[str, ...] = (*NLI_LABELS, "not_entailment")
@@ -81,6 +81,9 @@ def parse_label(raw: str, label_map: Mapping[str, str] | None = None) -> str | N
 
 def merge_to_two_classes(dataset: Dataset) -> Dataset:
     """Neutral and contradiction become ``not_entailment``: for 3-class models on 2-class (RTE) data."""
+    unknown = {e.label for e in dataset.examples} - {*TWO_CLASS_MAP, None}
+    if unknown:
+        raise DataError(dataset.name, f"labels {sorted(unknown)} have no two-class counterpart")
     examples = [
         Example(e.premise, e.hypothesis, TWO_CLASS_MAP[e.label] if e.label else None, e.genre) for e in dataset.examples
     ]
