@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import zipfile
@@ -15,7 +14,6 @@ from bertnli.data import (
     D2L_LABELS,
     Dataset,
     Example,
-    fingerprint,
     merge_to_two_classes,
     read_dataset,
     train_validation_split,
@@ -434,11 +432,6 @@ def test_split_by_size_fills_exactly():
     for bad in ({"validation_size": 21}, {"validation_fraction": 1.0}, {"validation_size": 0}):
         with pytest.raises(ConfigError):
             train_validation_split(data, **bad)
-
-
-def test_fingerprint(tmp_path):
-    path = write(tmp_path / "f.bin", bytes(range(256)) * 5000)
-    assert fingerprint(path) == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ---- the real files in ../shared/data -------------------------------------------------------------

@@ -68,13 +68,7 @@ def _load(path: Path) -> NLIModel:
 # ---- Hugging Face ----------------------------------------------------------------------------------
 def write_hf(model: NLIModel, directory: Path) -> None:
     """A `BertForSequenceClassification` folder in ``directory``."""
-    cfg = model.network.config
-    if not cfg.embedding_norm:
-        raise ConfigError(
-            "this is a d2l-style model (no embedding LayerNorm), which Hugging Face BERT cannot express; "
-            "export it with --format onnx"
-        )
-    config = hf_config(cfg, dict(enumerate(model.labels)))
+    config = hf_config(model.network.config, dict(enumerate(model.labels)))
     config["pad_token_id"] = model.tokenizer.pad_id
     _write_json(directory / "config.json", config)
     save_file(to_hf_state_dict(model.network), str(directory / "model.safetensors"), metadata={"format": "pt"})

@@ -27,6 +27,11 @@ class Prediction:
     label: str
     probabilities: dict[str, float]
 
+    @classmethod
+    def from_probabilities(cls, labels: Sequence[str], row: Sequence[float]) -> Prediction:
+        """The prediction for one row of probabilities, columns in the order of ``labels``."""
+        return cls(labels[int(np.argmax(row))], {label: float(p) for label, p in zip(labels, row)})
+
     def to_dict(self) -> dict:
         return {"label": self.label, "probabilities": self.probabilities}
 
@@ -148,7 +153,4 @@ class NLIModel:
             return []
         premises, hypotheses = zip(*pairs)
         probs = self.predict_proba(premises, hypotheses)
-        return [
-            Prediction(self.labels[int(row.argmax())], {k: float(v) for k, v in zip(self.labels, row)})
-            for row in probs
-        ]
+        return [Prediction.from_probabilities(self.labels, row) for row in probs]

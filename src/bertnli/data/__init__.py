@@ -12,7 +12,7 @@ from bertnli.data.labels import (
     resolve_label_map,
 )
 from bertnli.data.readers import read_dataset
-from bertnli.data.splits import fingerprint, train_validation_split
+from bertnli.data.splits import train_validation_split
 
 __all__ = [
     "D2L_LABELS",
@@ -27,7 +27,6 @@ __all__ = [
     "data_cache_dir",
     "dataset_splits",
     "download",
-    "fingerprint",
     "merge_to_two_classes",
     "parse_label",
     "read_dataset",

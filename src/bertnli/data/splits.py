@@ -1,11 +1,9 @@
-"""Seeded train / validation splits, and file fingerprints for run records."""
+"""Seeded train / validation splits."""
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import defaultdict
-from pathlib import Path
 
 from bertnli.data.example import Dataset
 from bertnli.errors import ConfigError
@@ -59,12 +57,3 @@ def _stratified_sample(dataset: Dataset, size: int, seed: int) -> set[int]:
         quota[label] += 1
     rng = random.Random(seed)
     return {i for label in labels for i in rng.sample(groups[label], quota[label])}
-
-
-def fingerprint(path: str | Path) -> str:
-    """The sha256 of a file's bytes (hex), read in chunks."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

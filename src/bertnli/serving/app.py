@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from uvicorn.config import LOGGING_CONFIG
 
 from bertnli import __version__
-from bertnli.inference import NLIModel
+from bertnli.inference import NLIModel, Prediction
 from bertnli.serving.batcher import Batcher, ModelFailed, ServiceClosed
 from bertnli.serving.schemas import (
     ErrorOut,
@@ -89,7 +89,8 @@ def create_app(
             raise HTTPException(500, "the model failed on this request; the error is in the server log") from None
         except ServiceClosed as exc:
             raise HTTPException(503, str(exc)) from None
-        return PredictResponse(predictions=[_prediction(model.labels, row) for row in probs], model=name)
+        predictions = [Prediction.from_probabilities(model.labels, row).to_dict() for row in probs]
+        return PredictResponse(predictions=[PredictionOut(**p) for p in predictions], model=name)
 
     @app.get("/health", response_model=Health, summary="Liveness")
     async def health() -> Health:
@@ -114,11 +115,6 @@ def _model_info(model: NLIModel, name: str, limits: Limits) -> ModelInfo:
         config=model.network.config.to_dict(),
         limits=limits,
     )
-
-
-def _prediction(labels: Sequence[str], row: Sequence[float]) -> PredictionOut:
-    probabilities = {label: float(p) for label, p in zip(labels, row)}
-    return PredictionOut(label=max(probabilities, key=probabilities.__getitem__), probabilities=probabilities)
 
 
 def _check_limits(pairs: Sequence[Pair], limits: Limits) -> None:

@@ -146,8 +146,8 @@ def to_hf_state_dict(model: BERTClassifier) -> dict[str, torch.Tensor]:
 def _check_exportable(cfg: BertConfig) -> None:
     if not cfg.embedding_norm:
         raise ConfigError(
-            "a d2l-style model (no embedding LayerNorm) has no Hugging Face BERT equivalent; "
-            "fine-tune a Hugging Face checkpoint to export"
+            "a d2l-style model (no embedding LayerNorm) has no Hugging Face BERT equivalent; export it with "
+            "--format onnx, or fine-tune a Hugging Face checkpoint"
         )
 
 
