@@ -12,7 +12,7 @@ import pytest
 import torch
 from synthetic import synthetic_dataset, tiny_d2l_checkpoint
 
-from bertnli.cli import EXAMPLES, main
+from bertnli.cli import COMMANDS, main
 from bertnli.data.download import DATASETS
 
 
@@ -106,10 +106,12 @@ def test_predict_one_pair_and_a_file(trained, capsys, tmp_path):
 
 
 def test_plot_redraws_the_figures(trained, capsys):
-    (trained["run"] / "curves.png").unlink()
+    figures = [trained["run"] / name for name in ("curves.png", "confusion.png", "class_scores.png")]
+    for figure in figures:
+        figure.unlink()
     assert main(["plot", str(trained["run"])]) == 0
-    assert (trained["run"] / "curves.png").stat().st_size > 1000
-    assert "confusion.png" in capsys.readouterr().out
+    assert all(figure.stat().st_size > 1000 for figure in figures)
+    assert capsys.readouterr().out.split() == [str(figure) for figure in figures]
 
 
 def test_train_dataset_snli_downloads_the_archive_then_trains(http_server, tiny, tmp_path, monkeypatch, capsys):
@@ -201,7 +203,7 @@ def test_two_class_scores_of_three_class_data(trained, capsys):
     assert two["accuracy"] > 0.9
 
 
-@pytest.mark.parametrize("command", sorted(EXAMPLES))
+@pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_command_has_help_with_examples(command, capsys):
     with pytest.raises(SystemExit) as done:
         main([command, "--help"])

@@ -46,4 +46,5 @@ def test_fp16_with_loss_scaling_learns_too(tmp_path):
         result = train(cfg, train_set, eval_set, tmp_path / "run", progress=False)
     assert result.epochs[-1]["eval_accuracy"] > 0.9, [e["eval_accuracy"] for e in result.epochs]
     scaler = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["scaler"]
-    assert 1 <= scaler["scale"] <= 2.0**16
+    # Saved, and in use: a disabled scaler saves nothing; an enabled one counts its steps since the last change.
+    assert scaler["scale"] >= 1 and scaler["_growth_tracker"] >= 1

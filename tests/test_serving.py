@@ -155,8 +155,14 @@ def fake_predict(premises, hypotheses) -> np.ndarray:
 
 
 def test_batcher_splits_rows_back_and_isolates_a_failing_request():
+    call_sizes = []
+
+    def recording_predict(premises, hypotheses):
+        call_sizes.append(len(premises))
+        return fake_predict(premises, hypotheses)
+
     async def scenario():
-        batcher = Batcher(fake_predict, max_batch_pairs=5, max_wait_ms=50)
+        batcher = Batcher(recording_predict, max_batch_pairs=5, max_wait_ms=50)
         batcher.start()
         jobs = [(["aa", "b"], ["x", "y"]), (["boom"], ["x"]), (["cccc"], ["x"]), (["d"] * 3, ["x"] * 3)]
         results = await asyncio.gather(*(batcher.submit(p, h) for p, h in jobs), return_exceptions=True)
@@ -166,7 +172,8 @@ def test_batcher_splits_rows_back_and_isolates_a_failing_request():
     batcher, results = asyncio.run(scenario())
     assert [r[:, 0].tolist() for r in (results[0], results[2], results[3])] == [[2, 1], [4], [1, 1, 1]]
     assert isinstance(results[1], ModelFailed)
-    assert batcher.calls < 4 + 3  # batched, plus one retry per job of the failed batch
+    # The first three requests (4 pairs) in one call, which fails; each of them again alone; then the last.
+    assert call_sizes == [4, 2, 1, 1, 3] and batcher.calls == len(call_sizes)
 
 
 def test_batcher_finishes_pending_work_on_close_then_refuses_new_work():
