@@ -164,6 +164,13 @@ def add_common_arguments(parser) -> None:
     parser.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "bertnli-bench")
 
 
+def device_of(args) -> torch.device:
+    """The device that ``--device`` names, as bertnli picks it (``auto``: the GPU when there is one)."""
+    from bertnli.runtime import pick_device
+
+    return pick_device(args.device)
+
+
 def resolved_precision(args) -> str:
     return precision_name(args.device, args.precision)
 

@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     add_common_arguments,
+    device_of,
     hardware,
     peak_memory_mb,
     print_table,
@@ -55,15 +56,11 @@ def classifier_folder(args: argparse.Namespace) -> Path:
     return folder
 
 
-def _device(args: argparse.Namespace) -> torch.device:
-    return torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
-
-
 def run_bertnli(args: argparse.Namespace, folder: Path, data, compile: bool = False) -> dict:
     from bertnli import NLIModel
 
     premises, hypotheses = [e.premise for e in data.examples], [e.hypothesis for e in data.examples]
-    model = NLIModel.load(folder / "bertnli", device=str(_device(args)), precision=args.precision,
+    model = NLIModel.load(folder / "bertnli", device=str(device_of(args)), precision=args.precision,
                           batch_size=args.batch_size, batch_tokens=None, compile=compile)
     if compile:
         model.plan = replace(model.plan, max_tokens=round(args.batch_size * model.encode(premises, hypotheses)
@@ -81,7 +78,7 @@ def run_pipeline(args: argparse.Namespace, folder: Path, data) -> dict:
 
     from bertnli.runtime import PRECISIONS
 
-    device = _device(args)
+    device = device_of(args)
     dtype = PRECISIONS[resolved_precision(args)] or torch.float32
     classify = pipeline("text-classification", model=str(folder / "hf"), device=device, dtype=dtype)
     inputs = [{"text": e.premise, "text_pair": e.hypothesis} for e in data.examples]
@@ -105,7 +102,7 @@ def run_trainer(args: argparse.Namespace, folder: Path, data) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(str(folder / "hf"))
     model = AutoModelForSequenceClassification.from_pretrained(str(folder / "hf"))
-    cpu = _device(args).type == "cpu"
+    cpu = device_of(args).type == "cpu"
     started = time.perf_counter()
     encoded = tokenizer([e.premise for e in data.examples], [e.hypothesis for e in data.examples],
                         truncation=True, max_length=128)
@@ -122,7 +119,7 @@ def run_trainer(args: argparse.Namespace, folder: Path, data) -> dict:
 
 def _row(name: str, pairs: int, tokens: int, seconds: float, args: argparse.Namespace) -> dict:
     return {"name": name, "pairs_per_s": pairs / seconds, "tokens_per_s": tokens / seconds, "seconds": seconds,
-            "pairs": pairs, "peak_mb": peak_memory_mb(_device(args))}
+            "pairs": pairs, "peak_mb": peak_memory_mb(device_of(args))}
 
 
 SIDES = {"bertnli": run_bertnli, "bertnli-compiled": partial(run_bertnli, compile=True), "pipeline": run_pipeline,

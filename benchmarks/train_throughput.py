@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     add_common_arguments,
+    device_of,
     hardware,
     hf_trainer,
     peak_memory_mb,
@@ -73,16 +74,15 @@ def run_bertnli(args: argparse.Namespace, folder: str, compile: bool = False) ->
     from bertnli.training.loop import encode_dataset
 
     tokens = int(encode_dataset(data, load_tokenizer(Path(folder)), 128).valid_lens.sum())
-    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     return {"name": "bertnli (compiled)" if compile else "bertnli", "pairs_per_s": record["pairs_per_second"],
             "tokens_per_s": tokens / record["train_seconds"], "seconds": record["train_seconds"],
-            "pairs": len(data), "peak_mb": peak_memory_mb(device),
+            "pairs": len(data), "peak_mb": peak_memory_mb(device_of(args)),
             "first_epoch_seconds": result.epochs[0]["train_seconds"]}
 
 
 def run_trainer(args: argparse.Namespace, folder: str) -> dict:
     data = real_pairs(args.trainer_pairs or args.pairs)
-    cpu = args.device == "cpu" or not torch.cuda.is_available()
+    cpu = device_of(args).type == "cpu"
     with tempfile.TemporaryDirectory() as out:
         trainer, rows = hf_trainer(folder, data.examples, args.batch_size, cpu, resolved_precision(args), out)
         started = time.perf_counter()
@@ -91,7 +91,7 @@ def run_trainer(args: argparse.Namespace, folder: str) -> dict:
     tokens = sum(len(r["input_ids"]) for r in rows)
     return {"name": "transformers Trainer", "pairs_per_s": len(rows) / seconds, "tokens_per_s": tokens / seconds,
             "seconds": seconds, "pairs": len(rows),
-            "peak_mb": peak_memory_mb(torch.device("cpu" if cpu else "cuda"))}
+            "peak_mb": peak_memory_mb(device_of(args))}
 
 
 def main() -> None:
