@@ -158,9 +158,15 @@ def test_an_unwritable_output_is_one_line_naming_it(trained, tmp_path, capsys):
     out = tmp_path / "no_such_folder" / "predictions.jsonl"
     out.parent.write_text("a file where the folder should be")
     assert main(["predict", "--model", str(trained["run"]), "--input", str(pairs), "--output", str(out)]) == 1
+    assert capsys.readouterr().err.strip() == (f"bertnli predict: error: --output {out} cannot be written "
+                                               f"({out.parent} is not a writable folder)")
+    # The same, found only when writing: one line too.
+    report = out.parent / "report"
+    assert main(["evaluate", "--model", str(trained["run"]), "--data", str(trained["dev"]), "--report",
+                 str(report)]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert err.splitlines()[-1].split("\r")[-1] == f"bertnli predict: error: {out.parent}: Not a directory"
+    assert err.splitlines()[-1].split("\r")[-1] == f"bertnli evaluate: error: {report}: Not a directory"
 
 
 @pytest.mark.parametrize("setting", [["--log-every", "0"], ["--dropout", "1.5"], ["--early-stopping", "0"],
@@ -252,3 +258,58 @@ def test_nlimodel_save_then_load_predicts_the_same(trained, tmp_path):
     again = NLIModel.load(tmp_path / "copy", device="cpu")
     assert again.labels == model.labels
     assert [p.probabilities for p in again.predict(pairs)] == [p.probabilities for p in model.predict(pairs)]
+
+
+def test_predict_refuses_to_write_over_its_input_and_blank_or_doubled_pairs(trained, tmp_path, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"premise": "red dog", "hypothesis": "dog", "pairID": "7"}\n')
+    before = pairs.read_text()
+    model = ["predict", "--model", str(trained["run"])]
+    for args, reason in [(["--input", str(pairs), "--output", str(pairs)], "would destroy the input"),
+                         (["--input", str(pairs), "--output", str(tmp_path)], "is a folder"),
+                         (["red dog", " "], "must not be empty"),
+                         (["red dog", "dog", "--input", str(pairs)], "not both")]:
+        assert main([*model, *args]) == 1
+        assert reason in capsys.readouterr().err.strip().splitlines()[-1]
+    assert pairs.read_text() == before
+
+
+def test_conflicting_data_options_are_refused(tiny, trained, tmp_path, capsys):
+    base = ["train", "--model", tiny, "--out", str(tmp_path / "run")]
+    for args, reason in [(["--dataset", "snli", "--train", str(trained["dev"])], "not both"),
+                         (["--train", str(trained["dev"]), "--eval", str(trained["dev"]),
+                           "--validation-fraction", "0.3"], "--validation-fraction")]:
+        assert main([*base, *args]) == 1
+        assert reason in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "--train", str(trained["dev"]), "--limit", "0"])
+    assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_numeric_labels_are_read_with_a_label_map_and_mixed_label_kinds_are_refused(tiny, tmp_path, capsys):
+    glue = {"entailment": 0, "neutral": 1, "contradiction": 2}
+    examples = synthetic_dataset(60, 1).examples
+    numeric = tmp_path / "numeric.tsv"
+    numeric.write_text("premise\thypothesis\tlabel\n"
+                       + "".join(f"{e.premise}\t{e.hypothesis}\t{glue[e.label]}\n" for e in examples))
+    assert main(["data", "inspect", str(numeric)]) == 1
+    assert "--label-map glue" in capsys.readouterr().err
+    assert main(["data", "inspect", str(numeric), "--label-map", "glue"]) == 0
+    counts = {label: sum(e.label == label for e in examples) for label in glue}
+    assert capsys.readouterr().out.strip() == (f"numeric: 60 pairs (contradiction {counts['contradiction']}, "
+                                               f"entailment {counts['entailment']}, neutral {counts['neutral']})")
+    rte = tmp_path / "rte.tsv"
+    rte.write_text("premise\thypothesis\tlabel\n" + "".join(
+        f"{e.premise}\t{e.hypothesis}\t{'entailment' if e.label == 'entailment' else 'not_entailment'}\n"
+        for e in examples))
+    assert main(["train", "--model", tiny, "--train", str(numeric), "--label-map", "glue", "--train", str(rte),
+                 "--out", str(tmp_path / "run"), "--no-progress"]) == 1
+    assert "mixes three-class and two-class labels" in capsys.readouterr().err
+
+
+def test_unknown_devices_and_folders_that_are_not_runs_are_one_line(trained, capsys):
+    assert main(["predict", "--model", str(trained["run"]), "--device", "banana", "a", "b"]) == 1
+    assert capsys.readouterr().err.strip() == ("bertnli predict: error: unknown device 'banana'; "
+                                               "choose auto, cpu, cuda or cuda:N")
+    assert main(["plot", str(trained["run"] / "model")]) == 1
+    assert "not a run directory" in capsys.readouterr().err

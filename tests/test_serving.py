@@ -100,6 +100,8 @@ def test_limits_give_413_with_the_reason(client, pairs, message):
         (b'{"pairs": [{"premise": 3, "hypothesis": "b"}]}', "pairs[0].premise: Input should be a valid string"),
         (b'{"pairs": "a dog"}', "pairs: Input should be a valid list"),
         (b'{"pairs": [{"premise": "a", "hypothesis": "b", "label": 1}]}', "pairs[0].label: Extra inputs"),
+        (b'{"pairs": [{"premise": "a", "hypothesis": "b"}, {"premise": "a", "hypothesis": " "}]}',
+         "pairs[1].hypothesis: Value error, must not be empty or blank"),
     ],
 )
 def test_malformed_requests_give_422_with_a_readable_message(client, content, message):

@@ -299,3 +299,41 @@ def test_the_linear_schedule_ends_at_the_last_step_when_token_budgets_vary_the_b
              if r["kind"] == "step"]
     assert len(rates) == trainer.progress.step
     assert rates[-1] == 0.0 and min(rates[:-1]) > 0.0
+
+
+def test_a_second_run_in_a_busy_folder_is_refused(task, tmp_path):
+    from bertnli.training import RunDir
+
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=32)
+    # As if another process were training there:
+    with RunDir(tmp_path / "run").lock(), pytest.raises(ConfigError, match="another process is training"):
+        train(cfg, synthetic_dataset(64, 1), None, tmp_path / "run", progress=False)
+    train(cfg, synthetic_dataset(64, 1), None, tmp_path / "run", progress=False)  # free again
+
+
+def test_a_resume_survives_a_cut_off_metrics_line_and_a_part_written_checkpoint(task, tmp_path):
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=2, batch_size=16, log_every=2)
+    run = tmp_path / "run"
+    trainer = Trainer(cfg, synthetic_dataset(64, 1), None, run, progress=False)
+    trainer.train_epoch()
+    trainer.save_checkpoint()
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"kind": "step", "ep')  # killed in the middle of a line
+    leftover = run / ".tmp-checkpoint.pt.x1y2z3"  # killed in the middle of a save
+    leftover.write_bytes(b"\0" * 100)
+    result = train(cfg, synthetic_dataset(64, 1), None, run, resume=True, progress=False)
+    assert [e["epoch"] for e in result.epochs] == [1, 2]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2]
+    assert not leftover.exists()
+
+
+def test_saved_files_get_the_usual_permissions(task, tmp_path):
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=32)
+    mask = os.umask(0o022)
+    try:
+        train(cfg, synthetic_dataset(64, 1), None, tmp_path / "run", progress=False)
+    finally:
+        os.umask(mask)
+    for name in ("config.json", "checkpoint.pt", "model/model.safetensors", "model/config.json", "curves.png"):
+        assert (tmp_path / "run" / name).stat().st_mode & 0o777 == 0o644, name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -42,12 +43,34 @@ EXAMPLES = {
 }
 
 
+#: The share of --train files held out for validation when no --eval is given.
+DEFAULT_VALIDATION_FRACTION = 0.1
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bertnli",
         description="Fine-tune pretrained BERT encoders for natural language inference.",
         epilog="Run `bertnli COMMAND --help` for each command's options and examples.",
     )
+    from bertnli import __version__
+
+    parser.add_argument("--version", action="version", version=f"bertnli {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
@@ -66,9 +89,28 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=["jsonl", "csv", "tsv"], help="the files' format (default: detected)")
+    p.add_argument("--columns", type=_mapping, metavar="ROLE=COLUMN,...",
+                   help="which column holds the premise, hypothesis, label or genre, e.g. "
+                        "premise=sentence_A,hypothesis=sentence_B (label= for unlabelled files)")
+    p.add_argument("--label-map", type=_label_map, metavar="glue|d2l|RAW=NAME,...",
+                   help="what numeric labels mean: glue (0 entailment, 1 neutral, 2 contradiction), d2l "
+                        "(0 entailment, 1 contradiction, 2 neutral), or e.g. 0=entailment,1=not_entailment")
     p.add_argument("--d2l-text", action="store_true",
                    help="read SNLI's binary-parse columns without parentheses, exactly as the d2l chapter")
-    p.add_argument("--limit", type=int, help="use only the first N pairs of each file (quick trials)")
+    p.add_argument("--limit", type=_positive, help="use only the first N pairs of each file (quick trials)")
+
+
+def _mapping(text: str) -> dict[str, str | None]:
+    """An argparse type: ``key=value,key=value`` (an empty value is None)."""
+    pairs = [item.partition("=") for item in text.split(",") if item.strip()]
+    if not pairs or any(not sep or not key.strip() for key, sep, _ in pairs):
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE,KEY=VALUE, not {text!r}")
+    return {key.strip(): value.strip() or None for key, _, value in pairs}
+
+
+def _label_map(text: str) -> str | dict[str, str | None]:
+    return _mapping(text) if "=" in text else text
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
@@ -77,7 +119,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     src.add_argument("--train", action="append", metavar="FILE",
                      help="training file (jsonl, txt, tsv, csv, SICK.txt, zip[:split]); repeat to combine")
     src.add_argument("--eval", action="append", metavar="FILE", help="validation file(s)")
-    src.add_argument("--validation-fraction", type=float, default=0.1,
+    src.add_argument("--validation-fraction", type=float,
                      help="without --eval, hold out this seeded share of the training data (default 0.1)")
     _add_data_options(src)
     run = p.add_argument_group("run")
@@ -172,11 +214,12 @@ def _add_data(p: argparse.ArgumentParser) -> None:
 
 def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="a run directory or a saved model folder")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
+    p.add_argument("--port", type=_port, default=8000, help="port to listen on (default 8000)")
     _add_hardware(p)
-    p.add_argument("--max-pairs", type=int, default=256, help="pairs allowed in one request")
-    p.add_argument("--max-chars", type=int, default=2000, help="characters allowed in one text")
+    p.add_argument("--max-pairs", type=_positive, default=256, help="pairs allowed in one request (default 256)")
+    p.add_argument("--max-chars", type=_positive, default=2000, help="characters allowed in one text (default 2000)")
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:
@@ -190,7 +233,9 @@ def _read(spec: str | Path, args: argparse.Namespace, split: str | None = None):
     """One data file (or an archive's split), cut to ``--limit`` pairs when given."""
     from bertnli.data import read_dataset
 
-    dataset = read_dataset(spec, split=split, d2l_text=getattr(args, "d2l_text", False))
+    dataset = read_dataset(spec, split=split, format=getattr(args, "format", None),
+                           columns=getattr(args, "columns", None), label_map=getattr(args, "label_map", None),
+                           d2l_text=getattr(args, "d2l_text", False))
     if getattr(args, "limit", None):
         dataset.examples = dataset.examples[: args.limit]
     return dataset
@@ -225,6 +270,11 @@ def cmd_train(args: argparse.Namespace) -> None:
         return
     if not args.dataset and not args.train:
         raise BertnliError("give training data: --train FILE (repeatable) or --dataset snli")
+    if args.dataset and (args.train or args.eval):
+        raise BertnliError("give --dataset or --train/--eval files, not both")
+    if (args.dataset or args.eval) and args.validation_fraction is not None:
+        raise BertnliError("--validation-fraction splits --train files that come without --eval; "
+                           + ("--dataset brings its own validation split" if args.dataset else "drop one of the two"))
     overrides = {k: getattr(args, k) for k in (
         "epochs", "batch_size", "lr", "max_len", "seed", "weight_decay", "warmup_ratio", "max_tokens",
         "grad_accum", "grad_clip", "early_stopping", "num_heads", "dropout", "log_every", "checkpoint_every",
@@ -232,11 +282,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = TrainConfig.from_recipe(args.recipe, model=args.model, device=args.device, precision=args.precision,
                                   compile=args.compile or None, tensorboard=args.tensorboard or None,
                                   cache=False if args.no_cache else None, pack=args.pack or None, **overrides)
-    source = {k: getattr(args, k) for k in ("dataset", "train", "eval", "validation_fraction", "d2l_text",
-                                            "limit")}
+    source = {k: getattr(args, k) for k in ("dataset", "train", "eval", "validation_fraction", "format", "columns",
+                                            "label_map", "d2l_text", "limit")}
     source["seed"] = cfg.seed
-    train_set, eval_set = _load_training_data(argparse.Namespace(**source))
     out = args.out or Path("runs") / (args.dataset or Path(args.train[0]).stem)
+    if not args.overwrite:
+        RunDir(out).refuse_existing()  # before the data are read: that can take a while
+    train_set, eval_set = _load_training_data(argparse.Namespace(**source))
     print(train_set.describe(), file=sys.stderr)
     print(eval_set.describe(), file=sys.stderr)
     _print_result(train(cfg, train_set, eval_set, out, overwrite=args.overwrite, progress=not args.no_progress,
@@ -258,8 +310,8 @@ def _load_training_data(args: argparse.Namespace):
             if args.eval else None
     if eval_set is None:
         print(f"read {train_set.describe()}", file=sys.stderr)  # the halves below no longer list what was skipped
-        train_set, eval_set = train_validation_split(train_set, validation_fraction=args.validation_fraction,
-                                                     seed=args.seed)
+        fraction = DEFAULT_VALIDATION_FRACTION if args.validation_fraction is None else args.validation_fraction
+        train_set, eval_set = train_validation_split(train_set, validation_fraction=fraction, seed=args.seed)
     return train_set, eval_set
 
 
@@ -281,6 +333,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from bertnli.inference import NLIModel
     from bertnli.plots import plot_evaluation
 
+    if args.report and args.report.exists() and not args.report.is_dir():
+        raise BertnliError(f"--report {args.report} is a file; name a folder")
     model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
                           progress=True)
     results = [evaluate(model, _read(spec, args), two_class=args.two_class) for spec in args.data]
@@ -304,6 +358,8 @@ def _print_evaluation(result) -> None:
     width = max(len(label) for label in report.labels) + 2
     print(f"\n{result.dataset}: accuracy {report.accuracy:.4f} on {report.total:,} pairs"
           f" (macro F1 {report.macro_f1():.4f})")
+    if result.skipped:
+        print("skipped " + ", ".join(f"{n:,} {why}" for why, n in sorted(result.skipped.items())))
     print(f"{'':{width}}{'precision':>10}{'recall':>10}{'F1':>10}{'support':>10}")
     for label, s in report.per_class().items():
         print(f"{label:{width}}{s['precision']:>10.4f}{s['recall']:>10.4f}{s['f1']:>10.4f}{s['support']:>10,}")
@@ -323,8 +379,12 @@ def _comparison_table(results) -> str:
 def cmd_predict(args: argparse.Namespace) -> None:
     from bertnli.inference import NLIModel
 
-    if args.input is None and (args.premise is None or args.hypothesis is None):
-        raise BertnliError("give a premise and a hypothesis, or --input pairs.jsonl")
+    if (args.input is None) == (args.premise is None or args.hypothesis is None):
+        raise BertnliError("give a premise and a hypothesis, or --input pairs.jsonl (not both)")
+    if args.input is None and not (args.premise.strip() and args.hypothesis.strip()):
+        raise BertnliError("the premise and the hypothesis must not be empty")
+    if args.output:
+        _check_output(args.output, args.input)
     pairs = [(args.premise, args.hypothesis)]
     if args.input:
         from bertnli.data import read_dataset
@@ -353,6 +413,17 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print("\n".join(lines))
 
 
+def _check_output(path: Path, source: Path | None = None) -> None:
+    """Refuse, before any work, an output that cannot be written or that would overwrite the input."""
+    if path.is_dir():
+        raise BertnliError(f"--output {path} is a folder; name a file")
+    if source is not None and path.exists() and path.resolve() == source.resolve():
+        raise BertnliError(f"--output {path} is the --input file; writing there would destroy the input")
+    folder = next(p for p in path.absolute().parents if p.exists())
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise BertnliError(f"--output {path} cannot be written ({folder} is not a writable folder)")
+
+
 def cmd_data(args: argparse.Namespace) -> None:
     if args.action == "download":
         from bertnli.data import download
@@ -370,6 +441,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
     run = RunDir(args.run)
     run.read_config()
+    run.require_metrics()
     paths = [plot_curves(run)]
     saved = run.path / "evaluation.json"
     if saved.is_file():

@@ -28,13 +28,13 @@ from tokenizers import Tokenizer as FastTokenizer
 from tokenizers import models, normalizers, pre_tokenizers, processors
 from torch import nn
 
-from bertnli.errors import CheckpointError, ConfigError
+from bertnli.errors import ConfigError
 from bertnli.inference import NLIModel
 from bertnli.model import BERTClassifier
 from bertnli.text.tokenizers import D2L_SPECIALS, WORDPIECE_SPECIALS, Tokenizer, WordPieceTokenizer, WordTokenizer
 from bertnli.weights import hf_config, to_hf_state_dict
 from bertnli.weights.files import atomic_directory
-from bertnli.weights.native import is_native, resolve_model_dir
+from bertnli.weights.native import is_native
 
 ONNX_META = "bertnli_onnx.json"
 ONNX_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
@@ -50,19 +50,11 @@ def export(model_path: str | Path, out_dir: str | Path, format: str) -> Path:
     if format not in _WRITERS:
         raise ConfigError(f"unknown export format {format!r}; choose {' or '.join(_WRITERS)}")
     writer, is_export = _WRITERS[format]
-    model = _load(Path(model_path))
+    model = NLIModel.load(model_path, device="cpu", precision="fp32")
     out = Path(out_dir)
     with atomic_directory(out, is_export) as staging:
         writer(model, staging)
     return out
-
-
-def _load(path: Path) -> NLIModel:
-    if not path.is_dir():
-        raise CheckpointError(path, "no such model folder")
-    if not (resolve_model_dir(path) / "config.json").is_file():
-        raise CheckpointError(path, "not a bertnli model folder or run directory (no config.json)")
-    return NLIModel.load(path, device="cpu", precision="fp32")
 
 
 # ---- Hugging Face ----------------------------------------------------------------------------------

@@ -9,23 +9,40 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+#: Files being written start with this; one left behind was cut off by a crash (see `remove_leftovers`).
+TEMPORARY_PREFIX = ".tmp-"
+
 
 def cache_root() -> Path:
     """Downloads live in ``data/``, encoded datasets in ``encoded/`` below this folder."""
     return Path(os.environ.get("BERTNLI_CACHE") or Path.home() / ".cache" / "bertnli")
 
 
+def _umask() -> int:
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+
+#: The permissions a new file gets from open(): read-write for all, less the process's umask.
+FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp_path)`` then rename the result over ``path``: readers never see half a file, and a
-    crash or Ctrl-C leaves the previous version in place."""
+    crash or Ctrl-C leaves the previous version in place. The file gets the usual permissions (0644 under
+    the common umask), not the owner-only ones of a temporary file."""
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError:  # a file stands where the folder should be
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent)) from None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMPORARY_PREFIX}{path.name}.", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -35,3 +52,9 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def remove_leftovers(path: Path) -> None:
+    """Delete the temporary files that a crash in `atomic_write` left beside ``path``."""
+    for leftover in path.parent.glob(f"{TEMPORARY_PREFIX}{path.name}.*"):
+        leftover.unlink(missing_ok=True)

@@ -71,8 +71,8 @@ def parse_label(raw: str, label_map: Mapping[str, str] | None = None) -> str | N
         raise ValueError(
             f"label {raw!r} is a number, and label numbers are ambiguous (d2l: entailment 0, contradiction 1, "
             "neutral 2; GLUE / Hugging Face: entailment 0, neutral 1, contradiction 2). Pass a label mapping: "
-            "label_map='glue', label_map='d2l', or explicitly, e.g. "
-            "{'0': 'entailment', '1': 'neutral', '2': 'contradiction'}"
+            "--label-map glue, --label-map d2l or e.g. --label-map 0=entailment,1=neutral,2=contradiction "
+            "(in Python: label_map='glue', 'd2l' or a dict)"
         )
     raise ValueError(
         f"unknown label {raw!r}; known labels are {', '.join(KNOWN_LABELS)} (pass a label mapping for others)"

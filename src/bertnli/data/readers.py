@@ -254,7 +254,8 @@ def _detect(display: str, first_line: str) -> str:
         return "csv"
     raise DataError(
         display,
-        f"cannot tell the format (not JSON lines, tab- or comma-separated); pass format= {' / '.join(FORMATS)}",
+        f"cannot tell the format (not JSON lines, tab- or comma-separated); pass --format (format= in Python) "
+        f"{' / '.join(FORMATS)}",
     )
 
 
@@ -358,7 +359,8 @@ def _resolve(available: list[str], options: _Options, parts: tuple[str, ...], di
             raise DataError(
                 display,
                 f"cannot tell which column holds the {role} (tried {', '.join(DEFAULT_COLUMNS[role])}; "
-                f"columns: {', '.join(available)}); name it, e.g. columns={{'{role}': '...'}}",
+                f"columns: {', '.join(available)}); name it, e.g. --columns {role}=... "
+                f"(columns={{'{role}': '...'}} in Python)",
                 line,
             )
     if parts and SICK_SET_COLUMN not in available:

@@ -145,7 +145,8 @@ def _error_item(error: dict[str, Any]) -> dict[str, str]:
         reason = error.get("ctx", {}).get("error", "")
         return {"location": "body", "message": f"not valid JSON ({reason}, at character {loc[0] if loc else '?'})"}
     if not loc:
-        return {"location": "body", "message": f"expected a JSON object like {_SHAPE}"}
+        return {"location": "body",
+                "message": f"expected a JSON object like {_SHAPE}, sent with content-type: application/json"}
     where = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
     return {"location": where, "message": error.get("msg", "invalid")}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 EXAMPLE_PAIRS = [
     {"premise": "A man is playing a guitar on stage.", "hypothesis": "A person is making music."},
@@ -21,6 +21,13 @@ class Pair(BaseModel):
     hypothesis: str = Field(
         description="The text judged against the premise.", examples=[EXAMPLE_PAIRS[0]["hypothesis"]]
     )
+
+    @field_validator("premise", "hypothesis")
+    @classmethod
+    def _not_blank(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("must not be empty or blank")
+        return text
 
 
 class PredictRequest(BaseModel):

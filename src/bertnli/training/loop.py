@@ -78,6 +78,9 @@ def choose_labels(dataset: Dataset, recipe: str) -> list[str]:
         return list(D2L_LABELS if recipe == "d2l" else NLI_LABELS)
     if found <= set(TWO_CLASS_LABELS):
         return list(TWO_CLASS_LABELS)
+    if "not_entailment" in found and found & {"neutral", "contradiction"}:
+        raise DataError(dataset.name, f"mixes three-class and two-class labels ({', '.join(sorted(found))}); "
+                                      "train on one kind of data")
     return sorted(found)
 
 
@@ -462,7 +465,9 @@ def train(
     With ``resume``, the settings come from the run's config.json and ``cfg`` is ignored."""
     if len(train_set) == 0:
         raise ConfigError(f"the training data {train_set.name} is empty")
-    with _process_group_scope():
+    # Under torchrun, rank 0 alone writes the run's files, and holds its folder.
+    held = RunDir(run_dir).lock() if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+    with _process_group_scope(), held:
         trainer = Trainer(cfg, train_set, eval_set, run_dir, resume=resume, overwrite=overwrite,
                           progress=progress, source=source, on_epoch=on_epoch)
         return trainer.fit()

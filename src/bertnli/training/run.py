@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import platform
 import shutil
 from collections.abc import Iterator
@@ -22,7 +24,7 @@ import torch
 
 from bertnli.data.example import Dataset
 from bertnli.errors import CheckpointError, ConfigError
-from bertnli.paths import atomic_write, write_text
+from bertnli.paths import atomic_write, remove_leftovers, write_text
 
 
 def dataset_fingerprint(dataset: Dataset) -> str:
@@ -72,17 +74,41 @@ class RunDir:
     def start(self, config: dict[str, Any], data: dict[str, Any], overwrite: bool = False) -> None:
         """Create the run, refusing to overwrite a run that already has a checkpoint or model. With
         ``overwrite``, the old run's checkpoint, model and metrics go, so nothing of it can be resumed or served."""
-        if not overwrite and (self.checkpoint_path.exists() or self.model_dir.exists()):
-            raise ConfigError(
-                f"{self.path} already holds a run; resume it with --resume {self.path}, "
-                "choose another --out, or pass --overwrite"
-            )
+        if not overwrite:
+            self.refuse_existing()
         self.path.mkdir(parents=True, exist_ok=True)
         self.checkpoint_path.unlink(missing_ok=True)
         self.metrics_path.unlink(missing_ok=True)
         shutil.rmtree(self.model_dir, ignore_errors=True)
         record = {"train": config, "data": data, "versions": library_versions()}
         self.write_json(self.config_path, record)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run folder for this process, so that a second process training into it is refused
+        rather than mixing its files with ours. Released when the block ends or the process dies."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks
+            yield
+            return
+        folder = os.open(self.path, os.O_RDONLY)
+        try:
+            try:
+                fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(f"another process is training in {self.path}; wait for it, or choose "
+                                  "another --out") from None
+            yield
+        finally:
+            os.close(folder)
+
+    def refuse_existing(self) -> None:
+        """A `ConfigError` if a run already lives here (it has a checkpoint or a model)."""
+        if self.checkpoint_path.exists() or self.model_dir.exists():
+            raise ConfigError(f"{self.path} already holds a run; resume it with --resume {self.path}, "
+                              "choose another --out, or pass --overwrite")
 
     def read_config(self) -> dict[str, Any]:
         try:
@@ -102,22 +128,31 @@ class RunDir:
             f.write(json.dumps(record) + "\n")
 
     def metrics(self) -> Iterator[dict[str, Any]]:
+        """The logged records. A last line cut off by a crash is left out (a resume logs that step again)."""
         if not self.metrics_path.exists():
             return
-        with self.metrics_path.open(encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    yield json.loads(line)
+        lines = [line for line in self.metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        for number, line in enumerate(lines, 1):
+            try:
+                yield json.loads(line)
+            except ValueError:
+                if number < len(lines):
+                    raise CheckpointError(self.metrics_path, f"line {number} is not valid JSON") from None
 
     def truncate_metrics(self, keep_step: int) -> None:
         """Drop records logged after ``keep_step`` (they belong to work a resume will redo)."""
         kept = [r for r in self.metrics() if r.get("step", 0) <= keep_step]
         write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
 
+    def require_metrics(self) -> None:
+        if not self.metrics_path.is_file():
+            raise ConfigError(f"{self.path} is not a run directory (no metrics.jsonl)")
+
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
 
     def load_checkpoint(self) -> dict[str, Any]:
+        remove_leftovers(self.checkpoint_path)  # the part-written checkpoint of a run killed while saving
         if not self.checkpoint_path.exists():
             raise ConfigError(f"{self.path} has no checkpoint.pt to resume from")
         try:

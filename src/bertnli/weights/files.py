@@ -7,6 +7,7 @@ naming the file; no traceback from torch, safetensors or json reaches the user.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from bertnli.errors import CheckpointError
+from bertnli.paths import FILE_MODE
 
 StateDict = dict[str, torch.Tensor]
 
@@ -94,6 +96,9 @@ def atomic_directory(directory: Path, replaceable: Callable[[Path], bool]) -> It
     staging.mkdir()
     try:
         yield staging
+        for file in staging.rglob("*"):  # some writers (safetensors) make owner-only files
+            if file.is_file():
+                os.chmod(file, FILE_MODE)
         _swap_in(staging, directory, directory.with_name(f".{directory.name}.old-{tag}"))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

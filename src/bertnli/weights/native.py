@@ -83,6 +83,10 @@ def save_classifier(
 def load_classifier(directory: str | Path) -> SavedClassifier:
     """Read a folder written by `save_classifier`."""
     directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(directory, "no such model folder (a fine-tuned model: a run directory or its model/)")
+    if not (directory / CONFIG).is_file():
+        raise CheckpointError(directory, "not a bertnli model folder or run directory (no config.json)")
     meta = read_json_object(directory / CONFIG)
     source = directory / CONFIG
     if meta.get("format") != FORMAT:
