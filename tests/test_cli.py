@@ -94,12 +94,13 @@ def test_predict_one_pair_and_a_file(trained, capsys, tmp_path):
     assert capsys.readouterr().out.splitlines()[0] == wanted[0].label
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"premise": "red dog runs big", "hypothesis": "dog"}\n'
-                     '{"premise": "red dog runs big", "hypothesis": "cat"}\n'
-                     '{"premise": "red dog runs big", "hypothesis": " "}\n')
+                     '{"premise": "red dog runs big", "hypothesis": " "}\n'
+                     '{"premise": "red dog runs big", "hypothesis": "cat"}\n')
     out = tmp_path / "predictions.jsonl"
     assert main(["predict", "--model", str(trained["run"]), "--input", str(pairs), "--output", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["label"] for r in rows] == [p.label for p in wanted[1:]]
+    assert [r["line"] for r in rows] == [1, 3]  # the blank pair on line 2 is skipped, and the lines say so
     for row, prediction in zip(rows, wanted[1:]):
         assert row["probabilities"] == pytest.approx(prediction.probabilities, abs=1e-6)
     assert "skipped 1 empty premise or hypothesis" in capsys.readouterr().err

@@ -190,7 +190,9 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", type=Path,
                    help="pairs to label: jsonl with premise/hypothesis (or sentence1/sentence2) keys, or any "
                         "file that --data takes; labels in it are ignored")
-    p.add_argument("--output", type=Path, help="where to write predictions.jsonl (default: standard output)")
+    p.add_argument("--output", type=Path,
+                   help="where to write the predictions, as JSON lines with the input line of each pair, its "
+                        "texts, label and probabilities (default: standard output)")
     _add_hardware(p)
     _add_inference_compile(p)
 
@@ -377,6 +379,7 @@ def _comparison_table(results) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    from bertnli.data import Example
     from bertnli.inference import NLIModel
 
     if (args.input is None) == (args.premise is None or args.hypothesis is None):
@@ -385,14 +388,15 @@ def cmd_predict(args: argparse.Namespace) -> None:
         raise BertnliError("the premise and the hypothesis must not be empty")
     if args.output:
         _check_output(args.output, args.input)
-    pairs = [(args.premise, args.hypothesis)]
+    examples = [Example(args.premise, args.hypothesis)]
     if args.input:
         from bertnli.data import read_dataset
 
         dataset = read_dataset(args.input, columns={"label": None})
         if dataset.skipped:
             print(dataset.describe(), file=sys.stderr)
-        pairs = [(e.premise, e.hypothesis) for e in dataset.examples]
+        examples = dataset.examples
+    pairs = [(e.premise, e.hypothesis) for e in examples]
     model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
                           progress=args.input is not None)
     predictions = model.predict(pairs)
@@ -402,8 +406,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
         for label, prob in sorted(p.probabilities.items(), key=lambda kv: -kv[1]):
             print(f"  {label:15} {prob:.4f}")
         return
-    lines = [json.dumps({"premise": pr, "hypothesis": hy, **p.to_dict()}) for (pr, hy), p in
-             zip(pairs, predictions)]
+    # Each prediction names the line of its pair in the input: skipped rows would otherwise shift the rest.
+    lines = [json.dumps({"line": e.line, "premise": e.premise, "hypothesis": e.hypothesis, **p.to_dict()})
+             for e, p in zip(examples, predictions)]
     if args.output:
         from bertnli.paths import write_text
 

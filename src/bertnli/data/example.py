@@ -13,12 +13,14 @@ D2L_LABELS: tuple[str, ...] = ("entailment", "contradiction", "neutral")
 
 @dataclass(frozen=True, slots=True)
 class Example:
-    """One premise–hypothesis pair. ``label`` is a lower-case name, or None when unlabelled."""
+    """One premise–hypothesis pair. ``label`` is a lower-case name, or None when unlabelled. ``line``: where
+    the pair was read, in its file (1-based; not part of the pair's identity)."""
 
     premise: str
     hypothesis: str
     label: str | None = None
     genre: str | None = None
+    line: int | None = field(default=None, compare=False)
 
 
 @dataclass

@@ -403,7 +403,7 @@ def _example(record: Mapping[str, Any], fields: _Fields, options: _Options, disp
         except ValueError as e:
             raise DataError(display, str(e), n) from None
     genre = _text(record, fields.genre, display, n) if fields.genre else None
-    return Example(texts[0], texts[1], label, genre or None)
+    return Example(texts[0], texts[1], label, genre or None, n)
 
 
 def _field(record: Mapping[str, Any], column: str, display: str, n: int) -> Any:
