@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import shutil
@@ -101,6 +102,14 @@ def test_predict_one_pair_and_a_file(trained, capsys, tmp_path):
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["label"] for r in rows] == [p.label for p in wanted[1:]]
     assert [r["line"] for r in rows] == [1, 3]  # the blank pair on line 2 is skipped, and the lines say so
+    table = tmp_path / "predictions.tsv"
+    assert main(["predict", "--model", str(trained["run"]), "--input", str(pairs), "--output", str(table)]) == 0
+    with table.open(newline="") as f:
+        read = list(csv.DictReader(f, delimiter="\t"))
+    assert [(int(r["line"]), r["hypothesis"], r["label"]) for r in read] == [
+        (row["line"], row["hypothesis"], row["label"]) for row in rows]
+    for r, row in zip(read, rows):
+        assert {k: float(r[f"p_{k}"]) for k in row["probabilities"]} == pytest.approx(row["probabilities"], abs=1e-6)
     for row, prediction in zip(rows, wanted[1:]):
         assert row["probabilities"] == pytest.approx(prediction.probabilities, abs=1e-6)
     assert "skipped 1 empty premise or hypothesis" in capsys.readouterr().err
@@ -314,3 +323,9 @@ def test_unknown_devices_and_folders_that_are_not_runs_are_one_line(trained, cap
                                                "choose auto, cpu, cuda or cuda:N")
     assert main(["plot", str(trained["run"] / "model")]) == 1
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_num_heads_is_refused_for_checkpoints_that_record_their_heads(trained, tmp_path, capsys):
+    assert main(["train", "--model", str(trained["run"]), "--num-heads", "2", "--train", str(trained["dev"]),
+                 "--out", str(tmp_path / "run"), "--no-progress"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("has 4 heads")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import os
 import re
@@ -149,9 +151,9 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         ("--log-every", int, "steps between logged records"),
         ("--checkpoint-every", int, "steps between mid-epoch checkpoints (0: at epoch ends only)"),
     ]:
-        hp.add_argument(flag, type=kind, help=text)
-    hp.add_argument("--optimizer", choices=["adam", "adamw"])
-    hp.add_argument("--schedule", choices=["constant", "linear"])
+        hp.add_argument(flag, type=kind, help=f"{text}; {_recipe_defaults(flag)}")
+    hp.add_argument("--optimizer", choices=["adam", "adamw"], help=_recipe_defaults("--optimizer"))
+    hp.add_argument("--schedule", choices=["constant", "linear"], help=_recipe_defaults("--schedule"))
     hw = p.add_argument_group("hardware")
     _add_hardware(hw)
     hw.add_argument("--compile", action="store_true",
@@ -162,6 +164,18 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                     help="pack several pairs into each row of max-len tokens (block-diagonal attention); "
                          "batches are then drawn without sorting by length")
     hw.add_argument("--no-cache", action="store_true", help="encode the data afresh instead of using the cache")
+
+
+def _recipe_defaults(flag: str) -> str:
+    """The default of a training setting, per recipe where they differ: "default finetune 3, d2l 5"."""
+    from bertnli.training import TrainConfig
+    from bertnli.training.config import RECIPES
+
+    name = flag.lstrip("-").replace("-", "_")
+    shown = {recipe: str(RECIPES[recipe].get(name, getattr(TrainConfig, name))) for recipe in ("finetune", "d2l")}
+    if len(set(shown.values())) == 1:
+        return "default " + shown["finetune"].replace("None", "unset")
+    return "default " + ", ".join(f"{recipe} {value}" for recipe, value in shown.items())
 
 
 def _add_hardware(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -191,8 +205,9 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
                    help="pairs to label: jsonl with premise/hypothesis (or sentence1/sentence2) keys, or any "
                         "file that --data takes; labels in it are ignored")
     p.add_argument("--output", type=Path,
-                   help="where to write the predictions, as JSON lines with the input line of each pair, its "
-                        "texts, label and probabilities (default: standard output)")
+                   help="where to write the predictions: the input line of each pair, its texts, label and "
+                        "probabilities, as CSV or TSV for a .csv or .tsv file, else JSON lines (default: standard "
+                        "output, JSON lines)")
     _add_hardware(p)
     _add_inference_compile(p)
 
@@ -205,11 +220,17 @@ def _add_inference_compile(p: argparse.ArgumentParser) -> None:
 
 def _add_data(p: argparse.ArgumentParser) -> None:
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    download = actions.add_parser("download", help="fetch a public dataset into the cache and verify it")
+    download = actions.add_parser("download", help="fetch a public dataset into the cache and verify it",
+                                  epilog="examples:\n  bertnli data download snli\n"
+                                         "  bertnli data download mnli --cache-dir /data/cache",
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     download.add_argument("name", help="snli, mnli, ...")
     download.add_argument("--cache-dir", type=Path, help="default $BERTNLI_CACHE or ~/.cache/bertnli")
     download.add_argument("--url", help="fetch from this mirror instead of the official address")
-    inspect = actions.add_parser("inspect", help="read a file and report its size, labels and skipped rows")
+    inspect = actions.add_parser("inspect", help="read a file and report its size, labels and skipped rows",
+                                 epilog="examples:\n  bertnli data inspect ../shared/data/sick/SICK.txt\n"
+                                        "  bertnli data inspect glue.tsv --label-map glue",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     inspect.add_argument("files", nargs="+")
     _add_data_options(inspect)
 
@@ -407,15 +428,28 @@ def cmd_predict(args: argparse.Namespace) -> None:
             print(f"  {label:15} {prob:.4f}")
         return
     # Each prediction names the line of its pair in the input: skipped rows would otherwise shift the rest.
-    lines = [json.dumps({"line": e.line, "premise": e.premise, "hypothesis": e.hypothesis, **p.to_dict()})
-             for e, p in zip(examples, predictions)]
+    rows = [{"line": e.line, "premise": e.premise, "hypothesis": e.hypothesis, **p.to_dict()}
+            for e, p in zip(examples, predictions)]
+    delimiter = {".csv": ",", ".tsv": "\t"}.get(args.output.suffix.lower()) if args.output else None
+    text = _table(rows, model.labels, delimiter) if delimiter else "".join(json.dumps(r) + "\n" for r in rows)
     if args.output:
         from bertnli.paths import write_text
 
-        write_text(args.output, "\n".join(lines) + "\n")
-        print(f"{len(lines):,} predictions written to {args.output}", file=sys.stderr)
+        write_text(args.output, text)
+        print(f"{len(rows):,} predictions written to {args.output}", file=sys.stderr)
     else:
-        print("\n".join(lines))
+        print(text, end="")
+
+
+def _table(rows: list[dict], labels: list[str], delimiter: str) -> str:
+    """Predictions as CSV / TSV: line, premise, hypothesis, label, then one probability column per label."""
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\n")
+    writer.writerow(["line", "premise", "hypothesis", "label", *(f"p_{label}" for label in labels)])
+    for r in rows:
+        writer.writerow([r["line"], r["premise"], r["hypothesis"], r["label"],
+                         *(f"{r['probabilities'][label]:.6f}" for label in labels)])
+    return out.getvalue()
 
 
 def _check_output(path: Path, source: Path | None = None) -> None:

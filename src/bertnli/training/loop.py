@@ -183,6 +183,10 @@ class Trainer:
     def _build_model(self, train_set: Dataset) -> None:
         """The classifier on the pretrained encoder; ``wrapped`` for DDP, ``step_model`` as trained."""
         pretrained = load_pretrained(self.cfg.model, num_heads=self.cfg.num_heads)
+        heads = pretrained.model.config.num_heads
+        if self.cfg.num_heads and pretrained.kind != "d2l" and self.cfg.num_heads != heads:
+            raise ConfigError(f"--num-heads is for d2l checkpoints, which do not record it; {self.cfg.model} "
+                              f"has {heads} heads")
         positions = pretrained.model.config.max_position
         if self.cfg.max_len > positions:
             raise ConfigError(f"--max-len {self.cfg.max_len} is longer than the {positions} positions that "
