@@ -352,9 +352,8 @@ def _print_result(result) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from bertnli.evaluation import evaluate
+    from bertnli.evaluation import evaluate, write_report
     from bertnli.inference import NLIModel
-    from bertnli.plots import plot_evaluation
 
     if args.report and args.report.exists() and not args.report.is_dir():
         raise BertnliError(f"--report {args.report} is a file; name a folder")
@@ -364,7 +363,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.report:
         for r in results:
             stem = re.sub(r"[^\w.-]+", "_", r.dataset) + "_" if len(results) > 1 else ""
-            plot_evaluation(r, args.report, stem)
+            write_report(r, args.report, stem)
         print(f"report written to {args.report}", file=sys.stderr)
     if args.json:
         payload = results[0].to_dict() if len(results) == 1 else {"results": [r.to_dict() for r in results]}
@@ -475,7 +474,8 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    from bertnli.plots import plot_class_scores, plot_confusion, plot_curves, report_from_json
+    from bertnli.evaluation import read_report
+    from bertnli.plots import plot_class_scores, plot_confusion, plot_curves
     from bertnli.training import RunDir
 
     run = RunDir(args.run)
@@ -484,7 +484,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
     paths = [plot_curves(run)]
     saved = run.path / "evaluation.json"
     if saved.is_file():
-        report = report_from_json(saved)
+        report = read_report(saved)
         paths += [plot_confusion(report, run.path / "confusion.png", title=run.path.name),
                   plot_class_scores(report, run.path / "class_scores.png", title=run.path.name)]
     for path in paths:

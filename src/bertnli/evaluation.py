@@ -1,8 +1,10 @@
-"""Evaluate a fine-tuned model on labelled data: scores, confident mistakes, accuracy by pair length."""
+"""Evaluate a fine-tuned model on labelled data: scores, confident mistakes, accuracy by pair length; reports."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -10,6 +12,7 @@ from bertnli.data.example import Dataset
 from bertnli.data.labels import TWO_CLASS_LABELS, TWO_CLASS_MAP, merge_to_two_classes
 from bertnli.errors import DataError
 from bertnli.inference import NLIModel
+from bertnli.paths import write_text
 from bertnli.training.metrics import ClassificationReport
 
 LENGTH_EDGES = (16, 24, 32, 48, 64, 96, 128)
@@ -53,6 +56,23 @@ class Evaluation:
         lines += [f"| {_cell(e['premise'])} | {_cell(e['hypothesis'])} | {e['gold']} | {e['predicted']} | "
                   f"{e['confidence']:.3f} |" for e in self.confident_errors]
         return "\n".join(lines) + "\n"
+
+
+def write_report(evaluation: Evaluation, directory: Path, stem: str = "") -> list[Path]:
+    """Write ``{stem}evaluation.md`` and ``.json``, and the confusion-matrix and per-class-score figures."""
+    from bertnli.plots import plot_class_scores, plot_confusion
+
+    write_text(directory / f"{stem}evaluation.md", evaluation.to_markdown())
+    write_text(directory / f"{stem}evaluation.json", json.dumps(evaluation.to_dict(), indent=2) + "\n")
+    report, title = evaluation.report, evaluation.dataset
+    return [plot_confusion(report, directory / f"{stem}confusion.png", title=title),
+            plot_class_scores(report, directory / f"{stem}class_scores.png", title=title)]
+
+
+def read_report(path: Path) -> ClassificationReport:
+    """The scores saved in an ``evaluation.json``."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return ClassificationReport(data["labels"], np.array(data["confusion"]))
 
 
 def _cell(text: str) -> str:

@@ -1,8 +1,7 @@
-"""PNG figures of a run: training curves, confusion matrix, per-class F1."""
+"""PNG figures: training curves, confusion matrix, per-class scores."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -11,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from bertnli.paths import atomic_write, write_text
+from bertnli.paths import atomic_write
 from bertnli.training.metrics import ClassificationReport
 from bertnli.training.run import RunDir
 
@@ -75,20 +74,6 @@ def plot_class_scores(report: ClassificationReport, path: Path, title: str = "")
     ax.legend(fontsize=8, loc="upper center", ncol=3)
     fig.tight_layout()
     return _save(fig, path)
-
-
-def plot_evaluation(evaluation, directory: Path, stem: str = "") -> list[Path]:
-    """Write ``{stem}evaluation.md/.json`` and the confusion-matrix and per-class-score figures."""
-    write_text(directory / f"{stem}evaluation.md", evaluation.to_markdown())
-    write_text(directory / f"{stem}evaluation.json", json.dumps(evaluation.to_dict(), indent=2) + "\n")
-    return [plot_confusion(evaluation.report, directory / f"{stem}confusion.png", title=evaluation.dataset),
-            plot_class_scores(evaluation.report, directory / f"{stem}class_scores.png", title=evaluation.dataset)]
-
-
-def report_from_json(path: Path) -> ClassificationReport:
-    """The scores saved in an ``evaluation.json``."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return ClassificationReport(data["labels"], np.array(data["confusion"]))
 
 
 def _save(fig, path: Path) -> Path:

@@ -239,14 +239,14 @@ class Trainer:
 
     def write_reports(self) -> None:
         """Curves, and the best model's evaluation (Markdown, JSON, confusion matrix, per-class scores)."""
-        from bertnli.evaluation import evaluate
+        from bertnli.evaluation import evaluate, write_report
         from bertnli.inference import NLIModel
-        from bertnli.plots import plot_curves, plot_evaluation
+        from bertnli.plots import plot_curves
 
         plot_curves(self.run)
         if self.eval_set is not None:
             best = NLIModel.load(self.run.model_dir, device=str(self.device), precision=self.cfg.precision)
-            plot_evaluation(evaluate(best, self.eval_set), self.run.path)
+            write_report(evaluate(best, self.eval_set), self.run.path)
 
     def train_epoch(self) -> None:
         p, cfg = self.progress, self.cfg
