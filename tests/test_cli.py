@@ -6,6 +6,8 @@ import csv
 import hashlib
 import json
 import shutil
+import subprocess
+import sys
 import zipfile
 from io import BytesIO
 
@@ -225,6 +227,16 @@ def test_every_command_has_help_with_examples(command, capsys):
         main([command, "--help"])
     assert done.value.code == 0
     assert "examples:" in capsys.readouterr().out
+
+
+def test_help_answers_without_loading_torch():
+    """`bertnli --help` must answer at once; torch alone takes a second or more to import."""
+    script = ("import sys, contextlib, io\nfrom bertnli.cli import main\n"
+              "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+              "    main(['train', '--help'])\n"
+              "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 def test_two_class_data_needs_the_explicit_merge(trained, tmp_path, capsys):

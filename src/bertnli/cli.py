@@ -11,8 +11,14 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bertnli.errors import BertnliError, TrainingInterrupted
+
+if TYPE_CHECKING:  # imported where used, so that `bertnli --help` starts at once
+    from bertnli.data import Dataset
+    from bertnli.evaluation import Evaluation
+    from bertnli.training import TrainResult
 
 EXAMPLES = {
     "train": """examples:
@@ -168,8 +174,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 
 def _recipe_defaults(flag: str) -> str:
     """The default of a training setting, per recipe where they differ: "default finetune 3, d2l 5"."""
-    from bertnli.training import TrainConfig
-    from bertnli.training.config import RECIPES
+    from bertnli.training.config import RECIPES, TrainConfig
 
     name = flag.lstrip("-").replace("-", "_")
     shown = {recipe: str(RECIPES[recipe].get(name, getattr(TrainConfig, name))) for recipe in ("finetune", "d2l")}
@@ -252,7 +257,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 
 # ---- commands ------------------------------------------------------------------------------------
-def _read(spec: str | Path, args: argparse.Namespace, split: str | None = None):
+def _read(spec: str | Path, args: argparse.Namespace, split: str | None = None) -> Dataset:
     """One data file (or an archive's split), cut to ``--limit`` pairs when given."""
     from bertnli.data import read_dataset
 
@@ -264,7 +269,7 @@ def _read(spec: str | Path, args: argparse.Namespace, split: str | None = None):
     return dataset
 
 
-def _combine(name: str, parts):
+def _combine(name: str, parts: list[Dataset]) -> Dataset:
     from bertnli.data import Dataset
 
     combined = Dataset(name, [e for part in parts for e in part.examples])
@@ -318,7 +323,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                         source=source, on_epoch=_print_epoch))
 
 
-def _load_training_data(args: argparse.Namespace):
+def _load_training_data(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
     """(train, validation) from --dataset, or --train/--eval files, holding out a slice when no --eval."""
     from bertnli.data import dataset_splits, download, train_validation_split
 
@@ -346,7 +351,7 @@ def _print_epoch(record: dict) -> None:
     print(line + (" (best so far)" if record["best"] else ""), flush=True)
 
 
-def _print_result(result) -> None:
+def _print_result(result: TrainResult) -> None:
     best = f" (validation accuracy {result.best_accuracy:.4f})" if result.best_accuracy is not None else ""
     print(f"best model{best} saved in {result.run_dir / 'model'}; curves in {result.run_dir / 'curves.png'}")
 
@@ -375,7 +380,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print("\n" + _comparison_table(results))
 
 
-def _print_evaluation(result) -> None:
+def _print_evaluation(result: Evaluation) -> None:
     report = result.report
     width = max(len(label) for label in report.labels) + 2
     print(f"\n{result.dataset}: accuracy {report.accuracy:.4f} on {report.total:,} pairs"
@@ -391,7 +396,7 @@ def _print_evaluation(result) -> None:
         print(f"{label:{width}}" + "".join(f"{n:>{width},}" for n in row))
 
 
-def _comparison_table(results) -> str:
+def _comparison_table(results: list[Evaluation]) -> str:
     lines = [f"{'dataset':40}{'pairs':>10}{'accuracy':>10}{'macro F1':>10}"]
     lines += [f"{r.dataset[:39]:40}{r.report.total:>10,}{r.accuracy:>10.4f}{r.report.macro_f1():>10.4f}"
               for r in results]

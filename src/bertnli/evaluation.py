@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bertnli.data.example import Dataset
+from bertnli.data.example import Dataset, Example
 from bertnli.data.labels import TWO_CLASS_LABELS, TWO_CLASS_MAP, merge_to_two_classes
 from bertnli.errors import DataError
 from bertnli.inference import NLIModel
@@ -117,7 +117,8 @@ def evaluate(model: NLIModel, dataset: Dataset, *, two_class: bool = False, top_
                       _accuracy_by_length(pairs.valid_lens, gold == predicted))
 
 
-def _confident_errors(examples, labels, gold, predicted, probs, top: int) -> list[dict]:
+def _confident_errors(examples: list[Example], labels: list[str], gold: np.ndarray, predicted: np.ndarray,
+                      probs: np.ndarray, top: int) -> list[dict]:
     wrong = np.flatnonzero(gold != predicted)
     confidence = probs[wrong, predicted[wrong]]
     worst = wrong[np.argsort(-confidence, kind="stable")[:top]]

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from bertnli.paths import atomic_write
 from bertnli.training.metrics import ClassificationReport
@@ -76,7 +77,7 @@ def plot_class_scores(report: ClassificationReport, path: Path, title: str = "")
     return _save(fig, path)
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".")))
     plt.close(fig)
     return path

@@ -7,6 +7,7 @@ import importlib.util
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -120,7 +121,7 @@ def block_diagonal_mask(slots: torch.Tensor) -> torch.Tensor:
     return (slots[:, :, None] == slots[:, None, :])[:, None]
 
 
-def _mover(device: torch.device):
+def _mover(device: torch.device) -> Callable[[np.ndarray], torch.Tensor]:
     """numpy → device tensor, through pinned memory and without blocking when the device is a GPU."""
     pin = device.type == "cuda"
 

@@ -37,7 +37,8 @@ class EncodedPairs:
         )
 
 
-def truncated_lengths(premise_lens: np.ndarray, hypothesis_lens: np.ndarray, budget: int):
+def truncated_lengths(premise_lens: np.ndarray, hypothesis_lens: np.ndarray, budget: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """Closed form of d2l's truncation loop: returns the kept (premise, hypothesis) lengths."""
     p = np.asarray(premise_lens, dtype=np.int64)
     h = np.asarray(hypothesis_lens, dtype=np.int64)
@@ -53,7 +54,7 @@ def _flatten(ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
     return flat, lens
 
 
-def _scatter(out: np.ndarray, flat: np.ndarray, lens: np.ndarray, keep: np.ndarray, start: np.ndarray):
+def _scatter(out: np.ndarray, flat: np.ndarray, lens: np.ndarray, keep: np.ndarray, start: np.ndarray) -> None:
     """Write row i's first keep[i] tokens (of lens[i] in ``flat``) to out[i, start[i]:]."""
     rows = np.repeat(np.arange(len(lens)), lens)
     pos = np.arange(len(flat)) - np.repeat(np.cumsum(lens) - lens, lens)

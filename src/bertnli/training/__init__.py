@@ -1,18 +1,25 @@
 """Training: settings, the loop, metrics and the run directory."""
 
-from bertnli.errors import TrainingInterrupted
-from bertnli.training.config import RECIPES, TrainConfig
-from bertnli.training.loop import Trainer, TrainResult, train
-from bertnli.training.metrics import ClassificationReport
-from bertnli.training.run import RunDir
+from __future__ import annotations
 
-__all__ = [
-    "RECIPES",
-    "ClassificationReport",
-    "RunDir",
-    "TrainConfig",
-    "TrainResult",
-    "Trainer",
-    "TrainingInterrupted",
-    "train",
-]
+import importlib
+from typing import Any
+
+# Imported on first use, so that the settings (`bertnli.training.config`) load without torch.
+_EXPORTS = {
+    "RECIPES": "bertnli.training.config",
+    "TrainConfig": "bertnli.training.config",
+    "Trainer": "bertnli.training.loop",
+    "TrainResult": "bertnli.training.loop",
+    "train": "bertnli.training.loop",
+    "ClassificationReport": "bertnli.training.metrics",
+    "RunDir": "bertnli.training.run",
+    "TrainingInterrupted": "bertnli.errors",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'bertnli.training' has no attribute {name!r}")

@@ -117,7 +117,8 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
 
 
-def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
+                   ) -> torch.optim.lr_scheduler.LambdaLR:
     """Constant, or linear warm-up over ``warmup_ratio`` of the steps then linear decay to zero."""
     warmup = int(cfg.warmup_ratio * total_steps)
 
@@ -356,7 +357,7 @@ class Trainer:
 
     # ---- bookkeeping ---------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _stop_on_ctrl_c(self):
+    def _stop_on_ctrl_c(self) -> Iterator[None]:
         """The first Ctrl-C asks the loop to stop after the current step and save; a second one kills."""
         self.stop_requested = False
         if threading.current_thread() is not threading.main_thread():
@@ -387,7 +388,7 @@ class Trainer:
                   "accuracy": correct / max(seen, 1), "lr": self.schedule.get_last_lr()[0],
                   "pairs_per_second": seen / max(seconds, 1e-9)})
 
-    def _maybe_no_sync(self, sync: bool):
+    def _maybe_no_sync(self, sync: bool) -> contextlib.AbstractContextManager:
         if sync or self.world == 1:
             return contextlib.nullcontext()
         return self.wrapped.no_sync()
