@@ -190,3 +190,18 @@ def test_batcher_finishes_pending_work_on_close_then_refuses_new_work():
         return [await job for job in pending]
 
     assert [int(r[0, 0]) for r in asyncio.run(scenario())] == [1] * 5
+
+
+def test_an_address_in_use_is_one_clear_line_before_the_model_loads(tmp_path):
+    import socket
+
+    from bertnli.errors import ConfigError
+    from bertnli.serving import serve
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # The model path does not exist: the address is checked first.
+        with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use"):
+            serve(tmp_path / "no-model", port=port)

@@ -319,6 +319,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     train_set, eval_set = _load_training_data(argparse.Namespace(**source))
     print(train_set.describe(), file=sys.stderr)
     print(eval_set.describe(), file=sys.stderr)
+    if len(train_set.label_counts()) == 1:
+        print(f"warning: every training pair is {next(iter(train_set.label_counts()))}; the model will learn "
+              "nothing else", file=sys.stderr)
     _print_result(train(cfg, train_set, eval_set, out, overwrite=args.overwrite, progress=not args.no_progress,
                         source=source, on_epoch=_print_epoch))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,6 +22,7 @@ from fastapi.responses import JSONResponse
 from uvicorn.config import LOGGING_CONFIG
 
 from bertnli import __version__
+from bertnli.errors import ConfigError
 from bertnli.inference import NLIModel, Prediction
 from bertnli.serving.batcher import Batcher, ModelFailed, ServiceClosed
 from bertnli.serving.schemas import (
@@ -168,6 +170,7 @@ def serve(
     precision: str = "auto",
 ) -> None:
     """Load the model at ``model_path`` (a run directory or a model folder) and serve it until Ctrl-C."""
+    _check_address(host, port)
     model = NLIModel.load(model_path, device=device, precision=precision)
     name = Path(model_path).resolve().name
     app = create_app(model, max_pairs=max_pairs, max_chars=max_chars, name=name)
@@ -175,3 +178,15 @@ def serve(
     address = f"[{host}]" if ":" in host else host
     logger.info("serving %s (%s) at http://%s:%d — API docs at /docs", name, model.device, address, port)
     uvicorn.Server(config).run()
+
+
+def _check_address(host: str, port: int) -> None:
+    """One clear line, before the model loads, when ``host:port`` cannot be listened on (in use, unknown)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server itself will
+            probe.bind(address)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
