@@ -228,3 +228,22 @@ def test_cpu_attention_with_dropout_matches_sdpa_forward_and_backward_when_nothi
         torch.testing.assert_close(got, expected)
         for a, b in zip(ours, reference, strict=True):
             torch.testing.assert_close(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("embedding_norm", [False, True])
+def test_d2l_layout_drops_out_inside_the_blocks_only(embedding_norm):
+    """As in the d2l code, a d2l-style network (no embedding LayerNorm) has no dropout on its embeddings nor
+    before its output layer; a Hugging Face-style one has both. With the blocks' own dropout off, only
+    those two could make training-mode logits differ from evaluation-mode ones."""
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(WORDS), hidden_size=64, num_layers=2, num_heads=4, ffn_size=64,
+                     embedding_norm=embedding_norm, dropout=0.5, attention_dropout=0.0)
+    model = BERTClassifier(cfg, num_labels=3)
+    for block in model.encoder.blocks:
+        block.dropout.p = 0.0
+    batch = DeviceBatch.from_pairs(encode_pairs(WordTokenizer(WORDS), *random_pairs(16), max_len=32),
+                                   torch.device("cpu"))
+    args, kwargs = batch.model_inputs()
+    training = model.train()(*args, **kwargs)
+    evaluating = model.eval()(*args, **kwargs)
+    assert torch.allclose(training, evaluating, atol=1e-6) == (not embedding_norm)

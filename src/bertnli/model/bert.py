@@ -45,6 +45,12 @@ class BertConfig:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
 
+    @property
+    def d2l_style(self) -> bool:
+        """d2l's layout, told by its missing embedding LayerNorm: the d2l code also applies no dropout to the
+        embeddings, nor before the classifier's output layer."""
+        return not self.embedding_norm
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -73,7 +79,7 @@ class Embeddings(nn.Module):
         self.segment = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.position = nn.Embedding(cfg.max_position, cfg.hidden_size)
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.embedding_norm else None
-        self.dropout = Dropout(cfg.dropout)
+        self.dropout = None if cfg.d2l_style else Dropout(cfg.dropout)
 
     def forward(
         self, token_ids: torch.Tensor, segments: torch.Tensor, positions: torch.Tensor | None = None
@@ -85,7 +91,7 @@ class Embeddings(nn.Module):
         x = x + self.token(token_ids) + self.segment(segments)
         if self.norm is not None:
             x = self.norm(x)
-        return self.dropout(x)
+        return x if self.dropout is None else self.dropout(x)
 
 
 class SelfAttention(nn.Module):
@@ -252,14 +258,15 @@ class BERTModel(nn.Module):
 
 
 class BERTClassifier(nn.Module):
-    """Encoder + pretrained pooler + a new linear layer over the labels, read off each pair's <cls>."""
+    """Encoder + pretrained pooler + a new linear layer over the labels, read off each pair's <cls> (with
+    dropout before it, except in d2l's layout)."""
 
     def __init__(self, cfg: BertConfig, num_labels: int) -> None:
         super().__init__()
         self.config = cfg
         self.encoder = BertEncoder(cfg)
         self.hidden = Pooler(cfg)
-        self.dropout = Dropout(cfg.dropout)
+        self.dropout = None if cfg.d2l_style else Dropout(cfg.dropout)
         self.output = Linear(cfg.hidden_size, num_labels)
         nn.init.normal_(self.output.weight, std=1.0 / math.sqrt(cfg.hidden_size))
         nn.init.zeros_(self.output.bias)
@@ -294,4 +301,5 @@ class BERTClassifier(nn.Module):
         else:
             cls = self.encoder(token_ids, segments, valid_lens, attn_mask=attn_mask, positions=positions,
                                last_tokens=cls_index)
-        return self.output(self.dropout(self.hidden(cls)))
+        pooled = self.hidden(cls)
+        return self.output(pooled if self.dropout is None else self.dropout(pooled))
