@@ -370,6 +370,7 @@ def test_rows_with_empty_text_are_skipped_and_counted(tmp_path):
         ("bad.tsv", "premise\thypothesis\tlabel\na\tb\t\n", 2, "empty label"),
         ("bad.csv", 'premise,hypothesis,label\na,"b\nc",neutral\na,b\n', 4, "2 comma-separated fields"),
         ("bad.csv", 'premise,hypothesis,label\na,"b"x,neutral\n', 2, "malformed CSV"),
+        ("bad.csv", 'premise,hypothesis,label\na,b,neutral\na,"b,neutral\nc,d,neutral\n', 3, "malformed CSV"),
         ("bad.csv", "text,other\na,b\n", 1, "cannot tell which column holds the premise"),
         ("bad.csv", "premise,hypothesis\na,b\n", 1, "no column 'gold' for the label"),
     ],

@@ -297,17 +297,18 @@ def _csv_rows(lines: Iterator[str], display: str) -> tuple[list[str], _Rows]:
     """Comma-separated with a header, quoted as the csv module (and spreadsheets) write it."""
     reader = csv.reader(lines, strict=True)
 
-    def advance() -> list[str] | None:
+    def advance(start: int) -> list[str] | None:
+        """The next record; an error names the line where it starts (an open quote runs on to the end)."""
         try:
             return next(reader, None)
         except csv.Error as e:
-            raise DataError(display, f"malformed CSV ({e})", reader.line_num) from None
+            raise DataError(display, f"malformed CSV record ({e})", start) from None
 
-    header = advance() or []
+    header = advance(1) or []
 
     def rows() -> _Rows:
         start = reader.line_num + 1
-        while (fields := advance()) is not None:
+        while (fields := advance(start)) is not None:
             if fields and len(fields) != len(header):
                 problem = f"{len(fields)} comma-separated fields where the header has {len(header)}"
                 raise DataError(display, problem, start)
