@@ -341,3 +341,27 @@ def test_num_heads_is_refused_for_checkpoints_that_record_their_heads(trained, t
     assert main(["train", "--model", str(trained["run"]), "--num-heads", "2", "--train", str(trained["dev"]),
                  "--out", str(tmp_path / "run"), "--no-progress"]) == 1
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith("has 4 heads")
+
+
+def test_nlimodel_refuses_malformed_input_and_settings(trained):
+    from bertnli import NLIModel
+    from bertnli.errors import ConfigError
+
+    model = NLIModel.load(trained["run"], device="cpu")
+    with pytest.raises(TypeError, match=r"\(premise, hypothesis\) pairs"):
+        model.predict(("red dog runs big", "dog"))  # one pair, not a list of pairs
+    with pytest.raises(TypeError, match="premises must be a sequence of strings"):
+        model.predict_proba("red dog", "dog")
+    with pytest.raises(TypeError, match="hypotheses must be a sequence of strings"):
+        model.predict([("red dog", None)])
+    with pytest.raises(ValueError, match="2 premises but 1 hypotheses"):
+        model.predict_proba(["red dog", "dog"], ["dog"])
+    with pytest.raises(ConfigError, match="batch_size 0"):
+        NLIModel.load(trained["run"], device="cpu", batch_size=0)
+
+
+def test_a_bare_import_reaches_the_data_readers_and_evaluate():
+    script = ("import bertnli\nassert callable(bertnli.data.read_dataset) and callable(bertnli.evaluate)\n"
+              "assert {'NLIModel', 'data', 'train'} <= set(dir(bertnli))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -468,3 +468,13 @@ def test_real_data_counts(file, options, size, skipped):
         assert not data.label_counts()
     if file == "rte/train.tsv":
         assert data.label_counts() == Counter({"entailment": 1249, "not_entailment": 1241})
+
+
+def test_a_limit_stops_reading_and_counts_only_what_it_read(tmp_path):
+    rows = [{"sentence1": f"p{i}", "sentence2": "h", "gold_label": "-" if i % 3 == 0 else "neutral"}
+            for i in range(30)]
+    path = write(tmp_path / "rows.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    data = read_dataset(path, limit=5)
+    assert [e.premise for e in data.examples] == ["p1", "p2", "p4", "p5", "p7"]
+    assert data.skipped == {"no gold label (-)": 3}
+    assert [e.line for e in data.examples] == [2, 3, 5, 6, 8]

@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 from synthetic import synthetic_dataset, tiny_d2l_checkpoint
 
 from bertnli.cli import main
-from bertnli.data import Dataset, read_dataset
-from bertnli.errors import ConfigError, TrainingInterrupted
+from bertnli.data import Dataset, Example, read_dataset
+from bertnli.errors import ConfigError, DataError, TrainingInterrupted
 from bertnli.text import WordTokenizer
 from bertnli.text.cache import encode_cached
 from bertnli.training import TrainConfig, Trainer, train
@@ -112,7 +112,7 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(task, tmp_path):
         return sums
 
     trainer.optimizer_step = step_then_interrupt
-    with pytest.raises(TrainingInterrupted, match="--resume"):
+    with pytest.raises(TrainingInterrupted, match="resume=True"):  # started from Python: resumed from Python
         trainer.fit()
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert saved["progress"]["step"] == 4 and saved["progress"]["batch"] == 4
@@ -337,3 +337,39 @@ def test_saved_files_get_the_usual_permissions(task, tmp_path):
         os.umask(mask)
     for name in ("config.json", "checkpoint.pt", "model/model.safetensors", "model/config.json", "curves.png"):
         assert (tmp_path / "run" / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_ctrl_c_during_the_last_evaluation_still_stops_the_run(task, tmp_path):
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=2, batch_size=32)
+    train_set, eval_set = synthetic_dataset(64, 1), synthetic_dataset(32, 2)
+
+    def interrupt_at_the_end(record):
+        if record["epoch"] == cfg.epochs:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, train_set, eval_set, tmp_path / "run", progress=False, on_epoch=interrupt_at_the_end)
+    assert not (tmp_path / "run" / "evaluation.json").exists()  # stopped before the reports
+    result = train(cfg, train_set, eval_set, tmp_path / "run", resume=True, progress=False)
+    assert [e["epoch"] for e in result.epochs] == [1, 2] and (tmp_path / "run" / "evaluation.json").is_file()
+
+
+def test_python_callers_get_clear_errors_before_any_file_is_written(task, tmp_path):
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=32)
+    examples = synthetic_dataset(64, 1).examples
+    numbered = Dataset("numbered", [Example(e.premise, e.hypothesis, ["entailment", "neutral",
+                                                                      "contradiction"].index(e.label))
+                                    for e in examples])
+    unlabelled = Dataset("some unlabelled", [*examples, Example("a b", "c")])
+    for args, error, message in [
+        ((cfg, numbered, None), DataError, "labels must be names"),
+        ((cfg, synthetic_dataset(64, 1), unlabelled), DataError, "1 pairs have no label"),
+        ((cfg, examples, None), TypeError, "must be a bertnli.data.Dataset"),
+        ((replace(cfg, epochs=0), synthetic_dataset(64, 1), None), ConfigError, "epochs=0"),
+    ]:
+        with pytest.raises(error, match=message):
+            train(*args, tmp_path / "run", progress=False)
+        assert not (tmp_path / "run" / "config.json").exists()
+    with pytest.raises(ConfigError, match="not a run directory"):
+        train(cfg, synthetic_dataset(64, 1), None, tmp_path / "elsewhere", resume=True, progress=False)
+    assert not (tmp_path / "elsewhere").exists()

@@ -21,11 +21,21 @@ _EXPORTS = {
     "Dataset": "bertnli.data.example",
     "NLI_LABELS": "bertnli.data.example",
     "BertnliError": "bertnli.errors",
+    "evaluate": "bertnli.evaluation",
+    "read_dataset": "bertnli.data",
 }
+#: Subpackages reachable as attributes after a bare `import bertnli` (`bertnli.data.read_dataset`).
+_MODULES = ("data", "evaluation", "export", "inference", "model", "serving", "text", "training", "weights")
 __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _MODULES:
+        return importlib.import_module(f"bertnli.{name}")
     raise AttributeError(f"module 'bertnli' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS, *_MODULES})

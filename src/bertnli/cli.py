@@ -261,12 +261,9 @@ def _read(spec: str | Path, args: argparse.Namespace, split: str | None = None) 
     """One data file (or an archive's split), cut to ``--limit`` pairs when given."""
     from bertnli.data import read_dataset
 
-    dataset = read_dataset(spec, split=split, format=getattr(args, "format", None),
-                           columns=getattr(args, "columns", None), label_map=getattr(args, "label_map", None),
-                           d2l_text=getattr(args, "d2l_text", False))
-    if getattr(args, "limit", None):
-        dataset.examples = dataset.examples[: args.limit]
-    return dataset
+    return read_dataset(spec, split=split, format=getattr(args, "format", None),
+                        columns=getattr(args, "columns", None), label_map=getattr(args, "label_map", None),
+                        d2l_text=getattr(args, "d2l_text", False), limit=getattr(args, "limit", None))
 
 
 def _combine(name: str, parts: list[Dataset]) -> Dataset:

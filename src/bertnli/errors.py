@@ -35,8 +35,11 @@ class ConfigError(BertnliError):
 
 
 class TrainingInterrupted(BertnliError):
-    """Training stopped on Ctrl-C after saving a checkpoint. Carries the run directory."""
+    """Training stopped on Ctrl-C after saving a checkpoint. Carries the run directory; the message says how
+    to resume (from the command line, or from Python for runs started there)."""
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, command_line: bool = True) -> None:
         self.run_dir = Path(run_dir)
-        super().__init__(f"interrupted; the checkpoint is saved: resume with `bertnli train --resume {run_dir}`")
+        how = (f"bertnli train --resume {run_dir}" if command_line
+               else f"train(cfg, train_set, eval_set, {str(run_dir)!r}, resume=True)")
+        super().__init__(f"interrupted; the checkpoint is saved: resume with `{how}`")

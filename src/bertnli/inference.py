@@ -132,6 +132,12 @@ class NLIModel:
         save_classifier(Path(directory), self.network, self.tokenizer, self.labels, self.max_len)
 
     def encode(self, premises: Sequence[str], hypotheses: Sequence[str]) -> EncodedPairs:
+        """Token ids, segments and lengths of the pairs, as the model reads them (truncated to max_len)."""
+        for name, texts in (("premises", premises), ("hypotheses", hypotheses)):
+            if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+                raise TypeError(f"{name} must be a sequence of strings (one per pair)")
+        if len(premises) != len(hypotheses):
+            raise ValueError(f"{len(premises)} premises but {len(hypotheses)} hypotheses")
         return encode_pairs(self.tokenizer, premises, hypotheses, self.max_len)
 
     def logits(self, pairs: EncodedPairs) -> np.ndarray:
@@ -148,9 +154,12 @@ class NLIModel:
         return self.probabilities(self.encode(premises, hypotheses))
 
     def predict(self, pairs: Iterable[tuple[str, str]]) -> list[Prediction]:
+        """One `Prediction` (label and every label's probability) per (premise, hypothesis) pair, in order."""
         pairs = list(pairs)
         if not pairs:
             return []
+        if not all(isinstance(pair, (tuple, list)) and len(pair) == 2 for pair in pairs):
+            raise TypeError("predict takes (premise, hypothesis) pairs, e.g. [('A man sleeps.', 'A person rests.')]")
         premises, hypotheses = zip(*pairs)
         probs = self.predict_proba(premises, hypotheses)
         return [Prediction.from_probabilities(self.labels, row) for row in probs]

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bertnli.errors import ConfigError
+
 #: How many batches are drawn together, sorted by length and cut: bigger means less padding, less mixing.
 BUCKET_BATCHES = 64
 
@@ -23,6 +25,11 @@ class BatchPlan:
     batch_size: int
     max_tokens: int | None = None
     packed: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or (self.max_tokens is not None and self.max_tokens < 1):
+            raise ConfigError(f"batches need at least one pair and one token; got batch_size {self.batch_size}, "
+                              f"max_tokens {self.max_tokens}")
 
     def cut(self, order: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
         """Cut ``order`` (indices, ideally sorted by length) into consecutive batches."""

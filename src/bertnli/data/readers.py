@@ -56,6 +56,7 @@ class _Options:
     label_map: dict[str, str] | None
     d2l_text: bool
     parts: tuple[str, ...]
+    limit: int | None
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ def read_dataset(
     label_map: Mapping[str | int, str] | str | None = None,
     d2l_text: bool = False,
     sick_set: str | Iterable[str] | None = None,
+    limit: int | None = None,
 ) -> Dataset:
     """Read NLI examples from a file, a folder, a zip archive, or a downloaded dataset.
 
@@ -89,8 +91,9 @@ def read_dataset(
     ``d2l_text``: read the binary-parse columns with brackets removed, as d2l does, instead of raw text.
     ``sick_set``: keep only these SemEval_set parts (TRAIN, TRIAL, TEST); for a single file ``split``
     does the same.
+    ``limit``: stop after this many pairs (quick trials on big files); what is skipped is counted up to there.
     """
-    options = _options(format, columns, label_map, d2l_text, sick_set)
+    options = _options(format, columns, label_map, d2l_text, sick_set, limit)
     path, split = _locate(source, split)
     if path.is_dir():
         files = {p.relative_to(path).as_posix(): p for p in sorted(path.rglob("*")) if p.is_file()}
@@ -108,7 +111,10 @@ def _options(
     label_map: Mapping[str | int, str] | str | None,
     d2l_text: bool,
     sick_set: str | Iterable[str] | None,
+    limit: int | None,
 ) -> _Options:
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be at least 1, not {limit}")
     if format is not None and format.lower() not in FORMATS:
         raise ConfigError(f"unknown data format {format!r}; use one of {', '.join(FORMATS)}")
     columns = dict(columns or {})
@@ -122,6 +128,7 @@ def _options(
         resolve_label_map(label_map),
         d2l_text,
         tuple(p.upper() for p in parts),
+        limit,
     )
 
 
@@ -330,6 +337,8 @@ def _examples(
     skipped: Counter[str] = Counter()
     seen_parts: set[str] = set()
     for n, record in rows:
+        if options.limit is not None and len(examples) >= options.limit:
+            return examples, skipped  # stopped early: the parts not yet seen may come later
         fields = fields or _resolve(list(record), options, parts, display, n)
         if parts:
             part = _text(record, SICK_SET_COLUMN, display, n).upper()

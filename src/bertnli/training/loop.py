@@ -47,6 +47,9 @@ ROW_MULTIPLE = 8
 
 @dataclass
 class TrainResult:
+    """What `train` returns: the run directory (the best model is in ``run_dir / "model"``), one record per
+    epoch (losses, accuracies, pairs per second, as in metrics.jsonl) and the best accuracy reached."""
+
     run_dir: Path
     epochs: list[dict[str, Any]]
     best_accuracy: float | None
@@ -74,6 +77,8 @@ def choose_labels(dataset: Dataset, recipe: str) -> list[str]:
     found = set(dataset.label_counts())
     if not found:
         raise DataError(dataset.name, "the training data has no labelled pairs")
+    if not all(isinstance(label, str) for label in found):
+        raise DataError(dataset.name, f"labels must be names such as 'entailment', not {sorted(map(repr, found))}")
     if found <= set(NLI_LABELS):
         return list(D2L_LABELS if recipe == "d2l" else NLI_LABELS)
     if found <= set(TWO_CLASS_LABELS):
@@ -87,6 +92,9 @@ def choose_labels(dataset: Dataset, recipe: str) -> list[str]:
 def gold_indices(dataset: Dataset, labels: list[str]) -> np.ndarray:
     index = {name: i for i, name in enumerate(labels)}
     unknown = {e.label for e in dataset.examples} - set(index)
+    if None in unknown:
+        missing = sum(e.label is None for e in dataset.examples)
+        raise DataError(dataset.name, f"{missing:,} pairs have no label; training and validation pairs need one")
     if unknown:
         raise DataError(dataset.name, f"labels {sorted(map(str, unknown))} are not among the model's {labels}")
     return np.fromiter((index[e.label] for e in dataset.examples), dtype=np.int64, count=len(dataset))
@@ -155,10 +163,12 @@ class Trainer:
                  on_epoch: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.run = RunDir(run_dir)
         self.on_epoch = on_epoch
+        self.source = source  # how the command line chose the data; None for runs started from Python
         if resume:
             saved = self.run.read_config()
             cfg = TrainConfig.from_dict(saved["train"])
             _check_same_data(saved["data"], train_set, eval_set)
+            self.source = saved["data"].get("source")
         self.cfg, self.show_progress = cfg, progress
         self.rank, self.world, self.device = _place(cfg.device)
         self.dtype = autocast_dtype(self.device, cfg.precision)
@@ -231,6 +241,8 @@ class Trainer:
             while p.epoch < self.cfg.epochs:
                 self.train_epoch()
                 record = self.end_epoch()
+                if self.stop_requested:  # Ctrl-C during the evaluation: end_epoch has saved the checkpoint
+                    raise self._interrupted()
                 if self.cfg.early_stopping and p.stale_epochs >= self.cfg.early_stopping:
                     self.log({"kind": "early_stop", "epoch": record["epoch"], "step": p.step})
                     break
@@ -274,7 +286,7 @@ class Trainer:
                 self.save_checkpoint()
             if self.stop_requested:
                 bar.close()
-                raise TrainingInterrupted(self.run.path)
+                raise self._interrupted()
         bar.close()
 
     def optimizer_step(self, global_batch: np.ndarray) -> torch.Tensor:
@@ -356,6 +368,9 @@ class Trainer:
         return report
 
     # ---- bookkeeping ---------------------------------------------------------------------------
+    def _interrupted(self) -> TrainingInterrupted:
+        return TrainingInterrupted(self.run.path, command_line=self.source is not None)
+
     @contextlib.contextmanager
     def _stop_on_ctrl_c(self) -> Iterator[None]:
         """The first Ctrl-C asks the loop to stop after the current step and save; a second one kills."""
@@ -467,9 +482,21 @@ def train(
 
     ``source`` records how the data was chosen (the CLI's options), so `--resume` can read it again.
     ``on_epoch`` is called with each epoch's record as soon as it is logged.
-    With ``resume``, the settings come from the run's config.json and ``cfg`` is ignored."""
+    With ``resume``, the settings come from the run's config.json and ``cfg`` is ignored.
+
+    The best model is chosen by validation accuracy, or by training accuracy without ``eval_set``. The run
+    seeds torch's global generator with ``cfg.seed``. Ctrl-C stops it after the current step (or evaluation),
+    saves a checkpoint and raises `TrainingInterrupted`; ``resume=True`` then continues where it stopped."""
+    for role, dataset in (("train_set", train_set), ("eval_set", eval_set)):
+        if not (isinstance(dataset, Dataset) or (role == "eval_set" and dataset is None)):
+            raise TypeError(f"{role} must be a bertnli.data.Dataset, e.g. Dataset('name', [Example(premise, "
+                            f"hypothesis, label), ...]), not {type(dataset).__name__}")
     if len(train_set) == 0:
         raise ConfigError(f"the training data {train_set.name} is empty")
+    if resume:
+        RunDir(run_dir).read_config()  # a clear error, before anything is written, when there is no run there
+    else:
+        cfg = cfg.validated()
     # Under torchrun, rank 0 alone writes the run's files, and holds its folder.
     held = RunDir(run_dir).lock() if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
     with _process_group_scope(), held:
