@@ -362,7 +362,9 @@ def test_python_callers_get_clear_errors_before_any_file_is_written(task, tmp_pa
                                     for e in examples])
     unlabelled = Dataset("some unlabelled", [*examples, Example("a b", "c")])
     for args, error, message in [
-        ((cfg, numbered, None), DataError, "labels must be names"),
+        ((cfg, numbered, None), DataError, "labels must be lower-case names"),
+        ((cfg, Dataset("shouted", [Example(e.premise, e.hypothesis, e.label.upper()) for e in examples]), None),
+         DataError, "labels must be lower-case names"),
         ((cfg, synthetic_dataset(64, 1), unlabelled), DataError, "1 pairs have no label"),
         ((cfg, examples, None), TypeError, "must be a bertnli.data.Dataset"),
         ((replace(cfg, epochs=0), synthetic_dataset(64, 1), None), ConfigError, "epochs=0"),

@@ -23,7 +23,15 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 @dataclass
 class TrainConfig:
-    """Everything that decides a training run. Saved as the run's ``config.json``."""
+    """Everything that decides a training run. Saved as the run's ``config.json``.
+
+    Build it with `TrainConfig.from_recipe`, which fills in the recipe's values; ``recipe`` records which
+    one, and a new model trained with ``d2l`` numbers its labels in d2l's order. ``max_tokens`` caps each
+    batch's tokens as well as its pairs; ``pack`` puts several pairs in each row; ``compile`` (GPUs) trains
+    a compiled network on packed rows of fixed shape; ``cache`` keeps encoded data on disk; ``num_heads``
+    (d2l checkpoints only) and ``dropout`` replace the checkpoint's values when set; ``eval_batch_tokens``
+    sizes validation batches; ``log_every`` and ``checkpoint_every`` count optimizer steps (0 or None:
+    checkpoints at epoch ends only)."""
 
     model: str = "minilm"
     recipe: Literal["d2l", "finetune"] = "finetune"

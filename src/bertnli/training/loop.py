@@ -77,8 +77,9 @@ def choose_labels(dataset: Dataset, recipe: str) -> list[str]:
     found = set(dataset.label_counts())
     if not found:
         raise DataError(dataset.name, "the training data has no labelled pairs")
-    if not all(isinstance(label, str) for label in found):
-        raise DataError(dataset.name, f"labels must be names such as 'entailment', not {sorted(map(repr, found))}")
+    if not all(isinstance(label, str) and label == label.lower() for label in found):
+        raise DataError(dataset.name, f"labels must be lower-case names such as 'entailment', not "
+                                      f"{sorted(map(repr, found))}")
     if found <= set(NLI_LABELS):
         return list(D2L_LABELS if recipe == "d2l" else NLI_LABELS)
     if found <= set(TWO_CLASS_LABELS):
