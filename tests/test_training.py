@@ -375,3 +375,16 @@ def test_python_callers_get_clear_errors_before_any_file_is_written(task, tmp_pa
     with pytest.raises(ConfigError, match="not a run directory"):
         train(cfg, synthetic_dataset(64, 1), None, tmp_path / "elsewhere", resume=True, progress=False)
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_checkpoint_that_does_not_fit_is_one_clear_error(task, tmp_path):
+    from bertnli.errors import CheckpointError
+
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=2, batch_size=32)
+    trainer = Trainer(cfg, synthetic_dataset(64, 1), None, tmp_path / "run", progress=False)
+    trainer.save_checkpoint()
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    state["optimizer"]["param_groups"] = state["optimizer"]["param_groups"][:1]  # as an older layout had
+    torch.save(state, tmp_path / "run" / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="does not fit this model or optimizer"):
+        train(cfg, synthetic_dataset(64, 1), None, tmp_path / "run", resume=True, progress=False)

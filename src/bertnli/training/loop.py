@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from bertnli.data.batching import BatchPlan, shard, training_batches
 from bertnli.data.example import D2L_LABELS, NLI_LABELS, Dataset
 from bertnli.data.labels import TWO_CLASS_LABELS
-from bertnli.errors import ConfigError, DataError, TrainingInterrupted
+from bertnli.errors import CheckpointError, ConfigError, DataError, TrainingInterrupted
 from bertnli.inference import batched_logits
 from bertnli.model import BERTClassifier
 from bertnli.runtime import DeviceBatch, autocast, autocast_dtype, compile_network, pick_device
@@ -442,8 +442,12 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError) as exc:
+            raise CheckpointError(self.run.checkpoint_path, f"does not fit this model or optimizer ({exc}); to go "
+                                  f"on from its weights, fine-tune --model {self.run.path} in a new run") from None
         self.schedule.load_state_dict(state["schedule"])
         if state.get("scaler"):  # absent from checkpoints of runs without fp16, and from older ones
             self.scaler.load_state_dict(state["scaler"])
