@@ -55,7 +55,7 @@ def hardware() -> str:
 def peak_memory_mb(device: torch.device) -> float:
     """Peak GPU memory allocated, or the process's peak resident memory on the CPU."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
+        return torch.cuda.max_memory_allocated(device) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -191,7 +191,7 @@ def test_impossible_settings_are_refused_before_training(tiny, trained, tmp_path
     line = err.strip().splitlines()[-1]
     assert "Traceback" not in err and line.startswith("bertnli train: error: ")
     assert setting[0].lstrip("-").replace("-", "_") in line.replace("-", "_")
-    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert not (tmp_path / "run").exists()  # nothing written, not even an empty folder
 
 
 def test_resume_refuses_other_settings_and_other_data(trained, tmp_path, capsys):
@@ -290,7 +290,8 @@ def test_predict_refuses_to_write_over_its_input_and_blank_or_doubled_pairs(trai
     for args, reason in [(["--input", str(pairs), "--output", str(pairs)], "would destroy the input"),
                          (["--input", str(pairs), "--output", str(tmp_path)], "is a folder"),
                          (["red dog", " "], "must not be empty"),
-                         (["red dog", "dog", "--input", str(pairs)], "not both")]:
+                         (["red dog", "dog", "--input", str(pairs)], "not both"),
+                         (["red dog", "--input", str(pairs)], "not both")]:
         assert main([*model, *args]) == 1
         assert reason in capsys.readouterr().err.strip().splitlines()[-1]
     assert pairs.read_text() == before
@@ -330,9 +331,13 @@ def test_numeric_labels_are_read_with_a_label_map_and_mixed_label_kinds_are_refu
 
 
 def test_unknown_devices_and_folders_that_are_not_runs_are_one_line(trained, capsys):
-    assert main(["predict", "--model", str(trained["run"]), "--device", "banana", "a", "b"]) == 1
-    assert capsys.readouterr().err.strip() == ("bertnli predict: error: unknown device 'banana'; "
-                                               "choose auto, cpu, cuda or cuda:N")
+    for device in ("banana", "mps", "meta"):
+        assert main(["predict", "--model", str(trained["run"]), "--device", device, "a", "b"]) == 1
+        assert capsys.readouterr().err.strip() == (f"bertnli predict: error: unknown or unsupported device "
+                                                   f"{device!r}; choose auto, cpu, cuda or cuda:N")
+    assert main(["predict", "--model", str(trained["run"]), "--device", f"cuda:{torch.cuda.device_count()}",
+                 "a", "b"]) == 1
+    assert "CUDA GPU(s) are visible" in capsys.readouterr().err
     assert main(["plot", str(trained["run"] / "model")]) == 1
     assert "not a run directory" in capsys.readouterr().err
 

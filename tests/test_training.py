@@ -141,11 +141,14 @@ def test_ctrl_c_on_the_last_step_of_an_epoch_saves_and_the_resume_ends_that_epoc
 
 
 def test_overwrite_leaves_nothing_of_the_old_run(task, tmp_path):
-    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=32)
+    from bertnli.training.run import RUN_FILES
+
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=32,
+                                  tensorboard=True)
     train(cfg, synthetic_dataset(64, 1), synthetic_dataset(32, 2), tmp_path / "run", progress=False)
+    assert all((tmp_path / "run" / name).exists() for name in (*RUN_FILES, "tensorboard"))
     Trainer(cfg, synthetic_dataset(64, 3), None, tmp_path / "run", overwrite=True, progress=False)
-    assert not (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "model").exists()
-    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json"]
 
 
 def test_adam_decays_the_weights_it_should_and_adamw_the_same_ones(task):
@@ -329,14 +332,15 @@ def test_a_resume_survives_a_cut_off_metrics_line_and_a_part_written_checkpoint(
 
 
 def test_saved_files_get_the_usual_permissions(task, tmp_path):
+    """Those that open() gives under the process's umask (0644 under 022), not a temporary file's 0600."""
+    from bertnli.paths import FILE_MODE
+
+    if FILE_MODE & 0o044 == 0:
+        pytest.skip("this process's umask makes every new file owner-only anyway")
     cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=32)
-    mask = os.umask(0o022)
-    try:
-        train(cfg, synthetic_dataset(64, 1), None, tmp_path / "run", progress=False)
-    finally:
-        os.umask(mask)
+    train(cfg, synthetic_dataset(64, 1), None, tmp_path / "run", progress=False)
     for name in ("config.json", "checkpoint.pt", "model/model.safetensors", "model/config.json", "curves.png"):
-        assert (tmp_path / "run" / name).stat().st_mode & 0o777 == 0o644, name
+        assert (tmp_path / "run" / name).stat().st_mode & 0o777 == FILE_MODE, name
 
 
 def test_ctrl_c_during_the_last_evaluation_still_stops_the_run(task, tmp_path):
@@ -380,11 +384,29 @@ def test_python_callers_get_clear_errors_before_any_file_is_written(task, tmp_pa
 def test_a_checkpoint_that_does_not_fit_is_one_clear_error(task, tmp_path):
     from bertnli.errors import CheckpointError
 
-    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=2, batch_size=32)
+    cfg = TrainConfig.from_recipe("finetune", model=task["model"], num_heads=4, epochs=2, batch_size=32)
     trainer = Trainer(cfg, synthetic_dataset(64, 1), None, tmp_path / "run", progress=False)
     trainer.save_checkpoint()
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
-    state["optimizer"]["param_groups"] = state["optimizer"]["param_groups"][:1]  # as an older layout had
+    state["optimizer"]["param_groups"] = state["optimizer"]["param_groups"][:1]  # another optimizer layout
     torch.save(state, tmp_path / "run" / "checkpoint.pt")
     with pytest.raises(CheckpointError, match="does not fit this model or optimizer"):
         train(cfg, synthetic_dataset(64, 1), None, tmp_path / "run", resume=True, progress=False)
+
+
+def test_a_run_stopped_during_its_last_needed_evaluation_stops_early_on_resume(task, tmp_path):
+    """Early stopping is decided from saved progress: a resume ends where the uninterrupted run ended."""
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=4, batch_size=32, lr=1e-12,
+                                  early_stopping=1)
+    train_set, eval_set = synthetic_dataset(64, 1), synthetic_dataset(32, 2)
+    whole = train(cfg, train_set, eval_set, tmp_path / "whole", progress=False)
+    assert len(whole.epochs) == 2
+
+    def interrupt_second_evaluation(record):
+        if record["epoch"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, train_set, eval_set, tmp_path / "run", progress=False, on_epoch=interrupt_second_evaluation)
+    resumed = train(cfg, train_set, eval_set, tmp_path / "run", resume=True, progress=False)
+    assert [e["epoch"] for e in resumed.epochs] == [e["epoch"] for e in whole.epochs]

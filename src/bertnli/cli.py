@@ -407,7 +407,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from bertnli.data import Example
     from bertnli.inference import NLIModel
 
-    if (args.input is None) == (args.premise is None or args.hypothesis is None):
+    if (args.input is None) == (args.premise is None or args.hypothesis is None) or (
+            args.input is not None and args.premise is not None):
         raise BertnliError("give a premise and a hypothesis, or --input pairs.jsonl (not both)")
     if args.input is None and not (args.premise.strip() and args.hypothesis.strip()):
         raise BertnliError("the premise and the hypothesis must not be empty")
@@ -480,7 +481,7 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 def cmd_plot(args: argparse.Namespace) -> None:
     from bertnli.evaluation import read_report
-    from bertnli.plots import plot_class_scores, plot_confusion, plot_curves
+    from bertnli.plots import plot_curves, plot_report
     from bertnli.training import RunDir
 
     run = RunDir(args.run)
@@ -489,9 +490,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
     paths = [plot_curves(run)]
     saved = run.path / "evaluation.json"
     if saved.is_file():
-        report = read_report(saved)
-        paths += [plot_confusion(report, run.path / "confusion.png", title=run.path.name),
-                  plot_class_scores(report, run.path / "class_scores.png", title=run.path.name)]
+        paths += plot_report(read_report(saved), run.path, title=run.path.name)
     for path in paths:
         print(path)
 
@@ -525,7 +524,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bertnli {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # a file that cannot be read or written: the path and the reason, no traceback
-        print(f"bertnli {args.command}: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"bertnli {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"bertnli {args.command}: interrupted", file=sys.stderr)

@@ -60,13 +60,11 @@ class Evaluation:
 
 def write_report(evaluation: Evaluation, directory: Path, stem: str = "") -> list[Path]:
     """Write ``{stem}evaluation.md`` and ``.json``, and the confusion-matrix and per-class-score figures."""
-    from bertnli.plots import plot_class_scores, plot_confusion
+    from bertnli.plots import plot_report
 
     write_text(directory / f"{stem}evaluation.md", evaluation.to_markdown())
     write_text(directory / f"{stem}evaluation.json", json.dumps(evaluation.to_dict(), indent=2) + "\n")
-    report, title = evaluation.report, evaluation.dataset
-    return [plot_confusion(report, directory / f"{stem}confusion.png", title=title),
-            plot_class_scores(report, directory / f"{stem}class_scores.png", title=title)]
+    return plot_report(evaluation.report, directory, stem, title=evaluation.dataset)
 
 
 def read_report(path: Path) -> ClassificationReport:

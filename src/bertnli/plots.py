@@ -77,6 +77,12 @@ def plot_class_scores(report: ClassificationReport, path: Path, title: str = "")
     return _save(fig, path)
 
 
+def plot_report(report: ClassificationReport, directory: Path, stem: str = "", title: str = "") -> list[Path]:
+    """``{stem}confusion.png`` and ``{stem}class_scores.png`` in ``directory``."""
+    return [plot_confusion(report, directory / f"{stem}confusion.png", title=title),
+            plot_class_scores(report, directory / f"{stem}class_scores.png", title=title)]
+
+
 def _save(fig: Figure, path: Path) -> Path:
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".")))
     plt.close(fig)

@@ -19,15 +19,19 @@ from bertnli.text.pairs import EncodedPairs
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` → the CUDA GPU when there is one, else the CPU."""
+    """``auto`` → the CUDA GPU when there is one, else the CPU. Other kinds of device are not supported."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; choose auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} was asked for, but no CUDA GPU is visible")
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown or unsupported device {name!r}; choose auto, cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not visible or (device.index or 0) >= visible:
+            raise ConfigError(f"device {name!r} was asked for, but {visible} CUDA GPU(s) are visible")
     return device
 
 

@@ -121,8 +121,8 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
     # The fused kernels (CUDA, and CPU since torch 2.4) update all parameters in one vectorised pass;
     # other devices keep PyTorch's default implementation.
     fused = next(model.parameters()).device.type in ("cuda", "cpu") or None
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, fused=fused)
+    if cfg.optimizer == "adam":  # one group without decay, as in runs checkpointed before decay was applied
+        return torch.optim.Adam(groups if cfg.weight_decay else model.parameters(), lr=cfg.lr, fused=fused)
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
 
 
@@ -240,13 +240,14 @@ class Trainer:
         p = self.progress
         with self._stop_on_ctrl_c():
             while p.epoch < self.cfg.epochs:
+                # Checked first, so that a run resumed after its last evaluation stops as it would have.
+                if self.cfg.early_stopping and p.stale_epochs >= self.cfg.early_stopping:
+                    self.log({"kind": "early_stop", "epoch": p.epoch, "step": p.step})
+                    break
                 self.train_epoch()
-                record = self.end_epoch()
+                self.end_epoch()
                 if self.stop_requested:  # Ctrl-C during the evaluation: end_epoch has saved the checkpoint
                     raise self._interrupted()
-                if self.cfg.early_stopping and p.stale_epochs >= self.cfg.early_stopping:
-                    self.log({"kind": "early_stop", "epoch": record["epoch"], "step": p.step})
-                    break
         if self.rank == 0:
             self.write_reports()
         return TrainResult(self.run.path, p.epochs, p.best_accuracy)
@@ -502,8 +503,9 @@ def train(
         RunDir(run_dir).read_config()  # a clear error, before anything is written, when there is no run there
     else:
         cfg = cfg.validated()
-    # Under torchrun, rank 0 alone writes the run's files, and holds its folder.
-    held = RunDir(run_dir).lock() if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+    # Rank 0 alone writes the run's files, and holds its folder (a group the caller started, or torchrun's).
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.environ.get("RANK", "0"))
+    held = RunDir(run_dir).lock() if rank == 0 else contextlib.nullcontext()
     with _process_group_scope(), held:
         trainer = Trainer(cfg, train_set, eval_set, run_dir, resume=resume, overwrite=overwrite,
                           progress=progress, source=source, on_epoch=on_epoch)

@@ -49,6 +49,11 @@ def library_versions() -> dict[str, str]:
     }
 
 
+#: What a run writes into its folder (all of it goes when a run starts over with ``overwrite``).
+RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "model", "curves.png", "confusion.png", "class_scores.png",
+             "evaluation.md", "evaluation.json")
+
+
 class RunDir:
     """Reads and writes the files of one run directory."""
 
@@ -77,9 +82,13 @@ class RunDir:
         if not overwrite:
             self.refuse_existing()
         self.path.mkdir(parents=True, exist_ok=True)
-        self.checkpoint_path.unlink(missing_ok=True)
-        self.metrics_path.unlink(missing_ok=True)
-        shutil.rmtree(self.model_dir, ignore_errors=True)
+        for name in (*RUN_FILES, "tensorboard"):
+            path = self.path / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
         record = {"train": config, "data": data, "versions": library_versions()}
         self.write_json(self.config_path, record)
 
@@ -87,7 +96,17 @@ class RunDir:
     def lock(self) -> Iterator[None]:
         """Hold the run folder for this process, so that a second process training into it is refused
         rather than mixing its files with ours. Released when the block ends or the process dies."""
+        created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            with self._flock():
+                yield
+        finally:
+            if created and not any(self.path.iterdir()):  # a run refused before writing anything
+                self.path.rmdir()
+
+    @contextlib.contextmanager
+    def _flock(self) -> Iterator[None]:
         try:
             import fcntl
         except ImportError:  # Windows: no advisory locks
