@@ -9,6 +9,7 @@ Under `torchrun`, each rank trains on its share of every global batch and rank 0
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import signal
@@ -246,7 +247,7 @@ class Trainer:
                     break
                 self.train_epoch()
                 self.end_epoch()
-                if self.stop_requested:  # Ctrl-C during the evaluation: end_epoch has saved the checkpoint
+                if self._agree(self.stop_requested):  # Ctrl-C during the evaluation: the checkpoint is saved
                     raise self._interrupted()
         if self.rank == 0:
             self.write_reports()
@@ -277,16 +278,19 @@ class Trainer:
             p.batch += 1
             p.step += 1
             bar.update(1)
-            checkpoint = (cfg.checkpoint_every and p.step % cfg.checkpoint_every == 0) or self.stop_requested
-            if checkpoint or p.step % cfg.log_every == 0 or p.batch == len(batches):
+            periodic = bool(cfg.checkpoint_every) and p.step % cfg.checkpoint_every == 0
+            boundary = periodic or p.step % cfg.log_every == 0 or p.batch == len(batches)
+            # One process stops at once; data-parallel ranks agree at the next boundary, so all stop together.
+            stop = self.stop_requested if self.world == 1 else boundary and self._agree(self.stop_requested)
+            if boundary or stop:
                 self._absorb(running, seen, time.perf_counter() - started)
                 running.zero_()
                 seen, started = 0, time.perf_counter()
                 bar.set_postfix(loss=f"{p.loss_sum / max(p.seen, 1):.4f}", acc=f"{p.correct / max(p.seen, 1):.3f}")
             # The checkpoint at the end of an epoch comes after its evaluation (`end_epoch`), unless the run stops here.
-            if checkpoint and (p.batch < len(batches) or self.stop_requested):
+            if (periodic and p.batch < len(batches)) or stop:
                 self.save_checkpoint()
-            if self.stop_requested:
+            if stop:
                 bar.close()
                 raise self._interrupted()
         bar.close()
@@ -370,6 +374,14 @@ class Trainer:
         return report
 
     # ---- bookkeeping ---------------------------------------------------------------------------
+    def _agree(self, flag: bool) -> bool:
+        """``flag`` of any rank (a no-op in a single process)."""
+        if self.world == 1:
+            return flag
+        agreed = torch.tensor([float(flag)], device=self.device)
+        dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+        return bool(agreed.item())
+
     def _interrupted(self) -> TrainingInterrupted:
         return TrainingInterrupted(self.run.path, command_line=self.source is not None)
 
@@ -507,18 +519,22 @@ def train(
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.environ.get("RANK", "0"))
     held = RunDir(run_dir).lock() if rank == 0 else contextlib.nullcontext()
     with _process_group_scope(), held:
-        trainer = Trainer(cfg, train_set, eval_set, run_dir, resume=resume, overwrite=overwrite,
-                          progress=progress, source=source, on_epoch=on_epoch)
-        return trainer.fit()
+        # No name keeps the Trainer: once fit returns, it and its DDP wrapper (which holds the process group)
+        # can go before the group is destroyed.
+        return Trainer(cfg, train_set, eval_set, run_dir, resume=resume, overwrite=overwrite,
+                       progress=progress, source=source, on_epoch=on_epoch).fit()
 
 
 @contextlib.contextmanager
 def _process_group_scope() -> Iterator[None]:
     """Ends the process group that a run under torchrun starts, before the interpreter shuts down: left to
-    interpreter exit, Gloo's worker threads can abort the process (SIGABRT) after training succeeded."""
+    interpreter exit, Gloo's worker threads can abort the process (SIGABRT) after training succeeded.
+    The objects that hold the group (the DDP wrapper and its reducer) are collected first, so that destroying
+    it really frees it rather than leaving the last reference to interpreter exit."""
     started_before = dist.is_available() and dist.is_initialized()
     try:
         yield
     finally:
         if not started_before and dist.is_available() and dist.is_initialized():
+            gc.collect()
             dist.destroy_process_group()
