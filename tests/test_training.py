@@ -410,3 +410,40 @@ def test_a_run_stopped_during_its_last_needed_evaluation_stops_early_on_resume(t
         train(cfg, train_set, eval_set, tmp_path / "run", progress=False, on_epoch=interrupt_second_evaluation)
     resumed = train(cfg, train_set, eval_set, tmp_path / "run", resume=True, progress=False)
     assert [e["epoch"] for e in resumed.epochs] == [e["epoch"] for e in whole.epochs]
+
+
+DDP_CTRL_C = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from synthetic import synthetic_dataset
+from bertnli.errors import TrainingInterrupted
+from bertnli.training import TrainConfig, Trainer, train
+
+step = Trainer.optimizer_step
+
+def step_then_interrupt_rank_1(self, batch):
+    sums = step(self, batch)
+    if self.rank == 1 and self.progress.step == 2:  # the step about to be counted as the third
+        os.kill(os.getpid(), signal.SIGINT)
+    return sums
+
+Trainer.optimizer_step = step_then_interrupt_rank_1
+cfg = TrainConfig.from_recipe("d2l", model={model!r}, num_heads=4, epochs=1, batch_size=8, log_every=5,
+                              checkpoint_every=None)
+try:
+    train(cfg, synthetic_dataset(320, 1), None, {run!r}, progress=False)
+except TrainingInterrupted:
+    print("interrupted", os.environ["RANK"])
+"""
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
+def test_ctrl_c_seen_by_one_rank_stops_every_rank_at_the_same_step(task, tmp_path):
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(DDP_CTRL_C.format(tests=str(TESTS), model=task["model"], run=str(tmp_path / "run")))
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(script)], env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(done.stdout.split()) == ["0", "1", "interrupted", "interrupted"]
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["progress"]
+    assert saved["step"] == 5  # the next log boundary after the signal, on both ranks
