@@ -99,19 +99,24 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(task, tmp_pa
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_b)
 
 
-def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(task, tmp_path):
-    train_set, eval_set = synthetic_dataset(400, 1), synthetic_dataset(50, 2)
-    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=8)
-    trainer = Trainer(cfg, train_set, eval_set, tmp_path / "run", progress=False)
+def interrupt_after_step(trainer: Trainer, step: int) -> None:
+    """Send this process a SIGINT (Ctrl-C) during ``trainer``'s step number ``step`` (1-based)."""
     original_step = trainer.optimizer_step
 
     def step_then_interrupt(group):
         sums = original_step(group)
-        if trainer.progress.step == 3:
+        if trainer.progress.step == step - 1:  # counted once this step returns
             os.kill(os.getpid(), signal.SIGINT)
         return sums
 
     trainer.optimizer_step = step_then_interrupt
+
+
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(task, tmp_path):
+    train_set, eval_set = synthetic_dataset(400, 1), synthetic_dataset(50, 2)
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=8)
+    trainer = Trainer(cfg, train_set, eval_set, tmp_path / "run", progress=False)
+    interrupt_after_step(trainer, 4)
     with pytest.raises(TrainingInterrupted, match="resume=True"):  # started from Python: resumed from Python
         trainer.fit()
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
@@ -123,15 +128,7 @@ def test_ctrl_c_on_the_last_step_of_an_epoch_saves_and_the_resume_ends_that_epoc
     train_set, eval_set = synthetic_dataset(64, 1), synthetic_dataset(32, 2)
     cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=2, batch_size=16)
     trainer = Trainer(cfg, train_set, eval_set, tmp_path / "run", progress=False)
-    original_step = trainer.optimizer_step
-
-    def step_then_interrupt(group):
-        sums = original_step(group)
-        if trainer.progress.step == 3:  # the fourth and last step of the first epoch
-            os.kill(os.getpid(), signal.SIGINT)
-        return sums
-
-    trainer.optimizer_step = step_then_interrupt
+    interrupt_after_step(trainer, 4)  # the fourth and last step of the first epoch
     with pytest.raises(TrainingInterrupted):
         trainer.fit()
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["progress"]

@@ -51,10 +51,6 @@ EXAMPLES = {
 }
 
 
-#: The share of --train files held out for validation when no --eval is given.
-DEFAULT_VALIDATION_FRACTION = 0.1
-
-
 def _positive(text: str) -> int:
     """An argparse type: a whole number of at least 1."""
     value = int(text)
@@ -338,8 +334,8 @@ def _load_training_data(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
             if args.eval else None
     if eval_set is None:
         print(f"read {train_set.describe()}", file=sys.stderr)  # the halves below no longer list what was skipped
-        fraction = DEFAULT_VALIDATION_FRACTION if args.validation_fraction is None else args.validation_fraction
-        train_set, eval_set = train_validation_split(train_set, validation_fraction=fraction, seed=args.seed)
+        train_set, eval_set = train_validation_split(train_set, validation_fraction=args.validation_fraction,
+                                                     seed=args.seed)
     return train_set, eval_set
 
 

@@ -91,8 +91,8 @@ def create_app(
             raise HTTPException(500, "the model failed on this request; the error is in the server log") from None
         except ServiceClosed as exc:
             raise HTTPException(503, str(exc)) from None
-        predictions = [Prediction.from_probabilities(model.labels, row).to_dict() for row in probs]
-        return PredictResponse(predictions=[PredictionOut(**p) for p in predictions], model=name)
+        return PredictResponse(model=name, predictions=[
+            PredictionOut(**Prediction.from_probabilities(model.labels, row).to_dict()) for row in probs])
 
     @app.get("/health", response_model=Health, summary="Liveness")
     async def health() -> Health:

@@ -511,9 +511,7 @@ def train(
                             f"hypothesis, label), ...]), not {type(dataset).__name__}")
     if len(train_set) == 0:
         raise ConfigError(f"the training data {train_set.name} is empty")
-    if resume:
-        RunDir(run_dir).read_config()  # a clear error, before anything is written, when there is no run there
-    else:
+    if not resume:
         cfg = cfg.validated()
     # Rank 0 alone writes the run's files, and holds its folder (a group the caller started, or torchrun's).
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.environ.get("RANK", "0"))

@@ -78,7 +78,7 @@ class RunDir:
 
     def start(self, config: dict[str, Any], data: dict[str, Any], overwrite: bool = False) -> None:
         """Create the run, refusing to overwrite a run that already has a checkpoint or model. With
-        ``overwrite``, the old run's checkpoint, model and metrics go, so nothing of it can be resumed or served."""
+        ``overwrite``, everything the old run wrote goes, so nothing of it can be resumed, served or plotted."""
         if not overwrite:
             self.refuse_existing()
         self.path.mkdir(parents=True, exist_ok=True)
