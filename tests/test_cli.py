@@ -87,6 +87,37 @@ def test_evaluate_prints_json_and_writes_reports(trained, capsys, tmp_path):
     assert (report / f"{folder}_train_confusion.png").stat().st_size > 1000
 
 
+def test_evaluate_breaks_accuracy_down_by_genre_and_names_the_line_of_each_confident_error(trained, capsys,
+                                                                                            tmp_path):
+    """MultiNLI-style files carry a genre: accuracy is given for each, and each mistake names its line."""
+    from bertnli import NLIModel
+
+    rows = [json.loads(line) for line in trained["dev"].read_text().splitlines()]
+    for i, row in enumerate(rows):
+        row["genre"] = ("fiction", "slate", "telephone")[i % 3]
+        # Every fifth pair gets a wrong label, so that each genre has mistakes and its own accuracy.
+        row["gold_label"] = "neutral" if i % 5 == 0 and row["gold_label"] != "neutral" else row["gold_label"]
+    data = tmp_path / "genres.jsonl"
+    data.write_text("\n" + "\n".join(json.dumps(r) for r in rows) + "\n")  # a blank first line, then the rows
+    lines = data.read_text().splitlines()
+    predicted = [p.label for p in NLIModel.load(trained["run"], device="cpu").predict(
+        [(r["sentence1"], r["sentence2"]) for r in rows])]
+
+    assert main(["evaluate", "--model", str(trained["run"]), "--data", str(data), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    for genre in ("fiction", "slate", "telephone"):
+        mine = [i for i, r in enumerate(rows) if r["genre"] == genre]
+        expected = sum(predicted[i] == rows[i]["gold_label"] for i in mine) / len(mine)
+        assert {"genre": genre, "pairs": len(mine), "accuracy": pytest.approx(expected)} in result["accuracy_by_genre"]
+    assert len(result["accuracy_by_genre"]) == 3 and result["confident_errors"]
+    for error in result["confident_errors"]:
+        row = json.loads(lines[error["line"] - 1])
+        assert (row["sentence1"], row["sentence2"], row["gold_label"]) == (error["premise"], error["hypothesis"],
+                                                                         error["gold"])
+    assert main(["evaluate", "--model", str(trained["run"]), "--data", str(data)]) == 0
+    assert "accuracy by genre:" in capsys.readouterr().out
+
+
 def test_predict_one_pair_and_a_file(trained, capsys, tmp_path):
     """The command prints and writes what the trained model predicts; what it learned is tested elsewhere."""
     from bertnli import NLIModel

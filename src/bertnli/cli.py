@@ -390,6 +390,11 @@ def _print_evaluation(result: Evaluation) -> None:
     print(f"{'':{width}}" + "".join(f"{label:>{width}}" for label in report.labels))
     for label, row in zip(report.labels, report.confusion):
         print(f"{label:{width}}" + "".join(f"{n:>{width},}" for n in row))
+    if result.by_genre:
+        genre_width = max(len(g["genre"]) for g in result.by_genre) + 2
+        print("accuracy by genre:")
+        for g in result.by_genre:
+            print(f"{g['genre']:{genre_width}}{g['accuracy']:>10.4f}  ({g['pairs']:,} pairs)")
 
 
 def _comparison_table(results: list[Evaluation]) -> str:

@@ -1,9 +1,10 @@
-"""Evaluate a fine-tuned model on labelled data: scores, confident mistakes, accuracy by pair length; reports."""
+"""Evaluate a fine-tuned model on labelled data: scores, confident mistakes, accuracy by pair length and by
+genre (MultiNLI's fiction, government, ...); reports."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ class Evaluation:
     skipped: dict[str, int]
     confident_errors: list[dict]
     by_length: list[dict]
+    by_genre: list[dict] = field(default_factory=list)  # empty when the data name no genres
 
     @property
     def accuracy(self) -> float:
@@ -34,7 +36,8 @@ class Evaluation:
 
     def to_dict(self) -> dict:
         return {"dataset": self.dataset, **self.report.to_dict(), "skipped": self.skipped,
-                "confident_errors": self.confident_errors, "accuracy_by_length": self.by_length}
+                "confident_errors": self.confident_errors, "accuracy_by_length": self.by_length,
+                "accuracy_by_genre": self.by_genre}
 
     def to_markdown(self) -> str:
         r = self.report
@@ -51,10 +54,13 @@ class Evaluation:
         lines += ["", "## Accuracy by pair length (tokens with specials)", "",
                   "| length | pairs | accuracy |", "|---|---:|---:|"]
         lines += [f"| {b['range']} | {b['pairs']:,} | {b['accuracy']:.4f} |" for b in self.by_length]
-        lines += ["", "## Most confidently wrong", "", "| premise | hypothesis | gold | predicted | p |",
-                  "|---|---|---|---|---:|"]
-        lines += [f"| {_cell(e['premise'])} | {_cell(e['hypothesis'])} | {e['gold']} | {e['predicted']} | "
-                  f"{e['confidence']:.3f} |" for e in self.confident_errors]
+        if self.by_genre:
+            lines += ["", "## Accuracy by genre", "", "| genre | pairs | accuracy |", "|---|---:|---:|"]
+            lines += [f"| {_cell(g['genre'])} | {g['pairs']:,} | {g['accuracy']:.4f} |" for g in self.by_genre]
+        lines += ["", "## Most confidently wrong", "", "| line | premise | hypothesis | gold | predicted | p |",
+                  "|---:|---|---|---|---|---:|"]
+        lines += [f"| {e['line'] or ''} | {_cell(e['premise'])} | {_cell(e['hypothesis'])} | {e['gold']} | "
+                  f"{e['predicted']} | {e['confidence']:.3f} |" for e in self.confident_errors]
         return "\n".join(lines) + "\n"
 
 
@@ -112,7 +118,8 @@ def evaluate(model: NLIModel, dataset: Dataset, *, two_class: bool = False, top_
     report = ClassificationReport.from_predictions(labels, gold, predicted)
     return Evaluation(dataset.name, report, dict(dataset.skipped),
                       _confident_errors(examples, labels, gold, predicted, probs, top_errors),
-                      _accuracy_by_length(pairs.valid_lens, gold == predicted))
+                      _accuracy_by_length(pairs.valid_lens, gold == predicted),
+                      _accuracy_by_genre([e.genre for e in examples], gold == predicted))
 
 
 def _confident_errors(examples: list[Example], labels: list[str], gold: np.ndarray, predicted: np.ndarray,
@@ -120,8 +127,9 @@ def _confident_errors(examples: list[Example], labels: list[str], gold: np.ndarr
     wrong = np.flatnonzero(gold != predicted)
     confidence = probs[wrong, predicted[wrong]]
     worst = wrong[np.argsort(-confidence, kind="stable")[:top]]
-    return [{"premise": examples[i].premise, "hypothesis": examples[i].hypothesis, "gold": labels[gold[i]],
-             "predicted": labels[predicted[i]], "confidence": float(probs[i, predicted[i]])} for i in worst]
+    return [{"line": examples[i].line, "premise": examples[i].premise, "hypothesis": examples[i].hypothesis,
+             "gold": labels[gold[i]], "predicted": labels[predicted[i]], "confidence": float(probs[i, predicted[i]])}
+            for i in worst]
 
 
 def _accuracy_by_length(lengths: np.ndarray, correct: np.ndarray) -> list[dict]:
@@ -133,3 +141,12 @@ def _accuracy_by_length(lengths: np.ndarray, correct: np.ndarray) -> list[dict]:
             rows.append({"range": label, "pairs": int(inside.sum()), "accuracy": float(correct[inside].mean())})
         low = high
     return rows
+
+
+def _accuracy_by_genre(genres: list[str | None], correct: np.ndarray) -> list[dict]:
+    """Accuracy of each genre, by name; pairs without one count as "(none)". Empty when no pair has one."""
+    if not any(genres):
+        return []
+    names = np.array([g or "(none)" for g in genres])
+    return [{"genre": str(name), "pairs": int((names == name).sum()), "accuracy": float(correct[names == name].mean())}
+            for name in sorted(set(names))]

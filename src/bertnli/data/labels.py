@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 
-from bertnli.data.example import D2L_LABELS, NLI_LABELS, Dataset, Example
+from bertnli.data.example import D2L_LABELS, NLI_LABELS, Dataset
 from bertnli.errors import ConfigError, DataError
 
 #: Every label name a reader accepts (lower case); ``not_entailment`` is the 2-class RTE label.
@@ -84,7 +85,5 @@ def merge_to_two_classes(dataset: Dataset) -> Dataset:
     unknown = {e.label for e in dataset.examples} - {*TWO_CLASS_MAP, None}
     if unknown:
         raise DataError(dataset.name, f"labels {sorted(unknown)} have no two-class counterpart")
-    examples = [
-        Example(e.premise, e.hypothesis, TWO_CLASS_MAP[e.label] if e.label else None, e.genre) for e in dataset.examples
-    ]
+    examples = [replace(e, label=TWO_CLASS_MAP[e.label] if e.label else None) for e in dataset.examples]
     return Dataset(f"{dataset.name}[2-class]", examples, dataset.skipped.copy())
