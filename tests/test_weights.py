@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from bertnli.errors import CheckpointError, ConfigError, DownloadError
+from bertnli.fetch import Checksum
 from bertnli.model.bert import BERTClassifier, BertConfig
 from bertnli.text.tokenizers import Tokenizer, WordTokenizer
 from bertnli.weights import (
@@ -22,6 +24,7 @@ from bertnli.weights import (
     load_pretrained,
     save_classifier,
     save_d2l,
+    sources,
     to_hf_state_dict,
 )
 from bertnli.weights import native as native_module
@@ -489,6 +492,46 @@ def test_hub_name_downloads_only_checkpoint_files(tmp_path: Path, monkeypatch: p
     assert (loaded.kind, loaded.source) == ("huggingface", str(folder))
     assert calls[0][0] == "some-org/tiny-bert"
     assert calls[0][1]["allow_patterns"] == HUB_FILES and calls[0][1]["local_files_only"] is False
+
+
+@pytest.fixture
+def d2l_hub(http_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """d2l's data hub on 127.0.0.1, publishing a tiny ``bert.small.torch.zip`` and its SHA-1."""
+    folder = _d2l_folder(tmp_path / "bert.small.torch", _d2l_state(vocab=30, hidden=32, ffn=48, layers=2, max_len=16))
+    archive = _d2l_zip(tmp_path / "bert.small.torch.zip", folder)
+    http_server.files["/bert.small.torch.zip"] = archive.read_bytes()
+    monkeypatch.setattr(sources, "D2L_DATA_URL", http_server.url + "/")
+    monkeypatch.setitem(sources.D2L_CHECKPOINTS, "bert.small",
+                        Checksum("sha1", hashlib.sha1(archive.read_bytes()).hexdigest()))
+    http_server.archive = archive
+    return http_server
+
+
+def test_d2l_names_download_the_chapter_checkpoint_once_and_load_it(d2l_hub) -> None:
+    loaded = load_pretrained("bert.small", num_heads=4)
+    assert loaded.kind == "d2l" and d2l_hub.requests == ["/bert.small.torch.zip"]
+    assert Path(loaded.source).read_bytes() == d2l_hub.archive.read_bytes()
+    reference, _ = load_d2l(d2l_hub.archive, num_heads=4)
+    for (name, ours), theirs in zip(loaded.model.state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(ours, theirs), name
+    load_pretrained("BERT.small", num_heads=4)  # the cached archive, checked, without the network
+    assert d2l_hub.requests == ["/bert.small.torch.zip"]
+
+
+def test_a_d2l_archive_that_fails_its_published_sha1_is_removed(d2l_hub, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sources.D2L_CHECKPOINTS, "bert.small", Checksum("sha1", "0" * 40))
+    with pytest.raises(DownloadError, match=r"checksum mismatch.*expected sha1 0{40}.*removed") as error:
+        load_pretrained("bert.small")
+    assert "\n" not in str(error.value)
+    assert not any((sources.cache_root() / "models").iterdir())
+
+
+def test_a_d2l_name_without_the_network_says_how_to_do_without(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "D2L_DATA_URL", "http://127.0.0.1:9/")  # the discard port: nothing listens
+    with pytest.raises(DownloadError, match=r"could not reach http://127.0.0.1:9/bert.base.torch.zip .*"
+                                            r"Download http://127.0.0.1:9/bert.base.torch.zip yourself and pass "
+                                            r"its path as --model.*--model minilm"):
+        load_pretrained("bert.base")
 
 
 def test_a_path_that_does_not_exist(tmp_path: Path) -> None:

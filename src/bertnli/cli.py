@@ -24,7 +24,8 @@ EXAMPLES = {
     "train": """examples:
   bertnli train --dataset snli --out runs/snli                       # official SNLI, downloaded once
   bertnli train --train ../shared/data/snli/snli_1.0_dev.jsonl --out runs/dev --epochs 1
-  bertnli train --train a.jsonl --train b.jsonl --eval dev.jsonl --recipe d2l --model bert.small.torch.zip
+  bertnli train --dataset snli --recipe d2l --model bert.small --out runs/d2l   # the d2l chapter, end to end
+  bertnli train --train a.jsonl --train b.jsonl --eval dev.jsonl --model bert.base.torch.zip --num-heads 12
   bertnli train --resume runs/dev                                    # continue a stopped run
   bertnli train --dataset snli --out runs/gpu --batch-size 256 --compile   # one GPU: CUDA graphs
   torchrun --nproc-per-node 4 -m bertnli train --dataset snli --out runs/ddp""",
@@ -133,8 +134,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     hp = p.add_argument_group("recipe (defaults come from --recipe)")
     hp.add_argument("--model", default="minilm",
-                    help="pretrained checkpoint: minilm (default, offline), a d2l zip or folder, "
-                         "a Hugging Face folder or hub id, or a bertnli run")
+                    help="pretrained checkpoint: minilm (default, offline), bert.small or bert.base (d2l's, "
+                         "downloaded once), a d2l zip or folder, a Hugging Face folder or hub id, or a bertnli run")
     hp.add_argument("--recipe", choices=["finetune", "d2l"], default="finetune",
                     help="finetune: AdamW 5e-5, batch 32, warm-up + linear decay; "
                          "d2l: Adam 1e-4, batch 512, 5 epochs")

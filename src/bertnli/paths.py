@@ -14,7 +14,8 @@ TEMPORARY_PREFIX = ".tmp-"
 
 
 def cache_root() -> Path:
-    """Downloads live in ``data/``, encoded datasets in ``encoded/`` below this folder."""
+    """Downloaded datasets live in ``data/``, downloaded checkpoints in ``models/``, encoded datasets in
+    ``encoded/`` below this folder."""
     return Path(os.environ.get("BERTNLI_CACHE") or Path.home() / ".cache" / "bertnli")
 
 

