@@ -148,6 +148,21 @@ def test_predict_one_pair_and_a_file(trained, capsys, tmp_path):
     assert "skipped 1 empty premise or hypothesis" in capsys.readouterr().err
 
 
+def test_predict_reads_files_with_their_own_column_names(trained, capsys, tmp_path):
+    from bertnli import NLIModel
+
+    claims = tmp_path / "claims.csv"
+    claims.write_text("id,evidence,claim,verdict\n1,red dog runs big,dog,SUPPORTS\n2,red dog runs big,cat,REFUTES\n"
+                      "3,red dog runs big,no dog,REFUTES\n")
+    assert main(["predict", "--model", str(trained["run"]), "--input", str(claims), "--limit", "2",
+                 "--columns", "premise=evidence,hypothesis=claim"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    wanted = NLIModel.load(trained["run"], device="cpu").predict([("red dog runs big", "dog"),
+                                                                  ("red dog runs big", "cat")])
+    assert [(r["line"], r["hypothesis"], r["label"]) for r in rows] == [(2, "dog", wanted[0].label),
+                                                                        (3, "cat", wanted[1].label)]
+
+
 def test_plot_redraws_the_figures(trained, capsys):
     figures = [trained["run"] / name for name in ("curves.png", "confusion.png", "class_scores.png")]
     for figure in figures:

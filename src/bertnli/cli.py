@@ -36,6 +36,7 @@ EXAMPLES = {
     "predict": """examples:
   bertnli predict --model runs/dev "A man plays a guitar." "A person makes music."
   bertnli predict --model runs/dev --input pairs.jsonl --output predictions.jsonl
+  bertnli predict --model runs/dev --input claims.csv --columns premise=evidence,hypothesis=claim --output out.csv
   bertnli predict --model runs/dev --input million.jsonl --output labels.jsonl --compile   # big job, GPU""",
     "data": """examples:
   bertnli data download snli                 # fetch and verify snli_1.0.zip into the cache
@@ -93,14 +94,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_data_options(p: argparse.ArgumentParser) -> None:
+def _add_data_options(p: argparse.ArgumentParser, labels: bool = True) -> None:
+    """How to read data files; ``labels``: the command reads their labels (predict ignores them)."""
     p.add_argument("--format", choices=["jsonl", "csv", "tsv"], help="the files' format (default: detected)")
     p.add_argument("--columns", type=_mapping, metavar="ROLE=COLUMN,...",
                    help="which column holds the premise, hypothesis, label or genre, e.g. "
-                        "premise=sentence_A,hypothesis=sentence_B (label= for unlabelled files)")
-    p.add_argument("--label-map", type=_label_map, metavar="glue|d2l|RAW=NAME,...",
-                   help="what numeric labels mean: glue (0 entailment, 1 neutral, 2 contradiction), d2l "
-                        "(0 entailment, 1 contradiction, 2 neutral), or e.g. 0=entailment,1=not_entailment")
+                        "premise=sentence_A,hypothesis=sentence_B (label= for unlabelled files)" if labels else
+                        "which column holds the premise and the hypothesis, e.g. "
+                        "premise=sentence_A,hypothesis=sentence_B")
+    if labels:
+        p.add_argument("--label-map", type=_label_map, metavar="glue|d2l|RAW=NAME,...",
+                       help="what numeric labels mean: glue (0 entailment, 1 neutral, 2 contradiction), d2l "
+                            "(0 entailment, 1 contradiction, 2 neutral), or e.g. 0=entailment,1=not_entailment")
     p.add_argument("--d2l-text", action="store_true",
                    help="read SNLI's binary-parse columns without parentheses, exactly as the d2l chapter")
     p.add_argument("--limit", type=_positive, help="use only the first N pairs of each file (quick trials)")
@@ -212,6 +217,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
                         "output, JSON lines)")
     _add_hardware(p)
     _add_inference_compile(p)
+    _add_data_options(p, labels=False)
 
 
 def _add_inference_compile(p: argparse.ArgumentParser) -> None:
@@ -418,9 +424,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
         _check_output(args.output, args.input)
     examples = [Example(args.premise, args.hypothesis)]
     if args.input:
-        from bertnli.data import read_dataset
-
-        dataset = read_dataset(args.input, columns={"label": None})
+        args.columns = {**(args.columns or {}), "label": None}  # labels in the file are not read
+        dataset = _read(args.input, args)
         if dataset.skipped:
             print(dataset.describe(), file=sys.stderr)
         examples = dataset.examples
