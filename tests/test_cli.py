@@ -163,6 +163,20 @@ def test_predict_reads_files_with_their_own_column_names(trained, capsys, tmp_pa
                                                                         (3, "cat", wanted[1].label)]
 
 
+def test_predictions_written_as_tsv_read_back_with_the_same_texts(trained, tmp_path):
+    """TSV is written the way the readers read it: quotes stay plain text, tabs and line breaks become spaces."""
+    from bertnli.data import read_dataset
+
+    premises = ['"Stop," he said, "red dog."', "red\tdog runs", "red dog\nruns big"]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"premise": p, "hypothesis": "dog"}) + "\n" for p in premises))
+    out = tmp_path / "predictions.tsv"
+    assert main(["predict", "--model", str(trained["run"]), "--input", str(pairs), "--output", str(out)]) == 0
+    back = read_dataset(out, columns={"label": None})
+    assert [e.premise for e in back.examples] == ['"Stop," he said, "red dog."', "red dog runs", "red dog runs big"]
+    assert [e.hypothesis for e in back.examples] == ["dog"] * 3 and not back.skipped
+
+
 def test_plot_redraws_the_figures(trained, capsys):
     figures = [trained["run"] / name for name in ("curves.png", "confusion.png", "class_scores.png")]
     for figure in figures:

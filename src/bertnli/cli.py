@@ -454,13 +454,17 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def _table(rows: list[dict], labels: list[str], delimiter: str) -> str:
-    """Predictions as CSV / TSV: line, premise, hypothesis, label, then one probability column per label."""
+    """Predictions as CSV / TSV: line, premise, hypothesis, label, then one probability column per label.
+    CSV is quoted as spreadsheets write it. TSV is written as the readers read it (GLUE's form): no quoting,
+    and the texts' tabs and line breaks become spaces, so the file reads back with the same columns."""
     out = io.StringIO()
-    writer = csv.writer(out, delimiter=delimiter, lineterminator="\n")
+    tsv = delimiter == "\t"
+    writer = csv.writer(out, delimiter=delimiter, lineterminator="\n",
+                        quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL, quotechar=None if tsv else '"')
     writer.writerow(["line", "premise", "hypothesis", "label", *(f"p_{label}" for label in labels)])
     for r in rows:
-        writer.writerow([r["line"], r["premise"], r["hypothesis"], r["label"],
-                         *(f"{r['probabilities'][label]:.6f}" for label in labels)])
+        texts = [re.sub(r"[\t\r\n]", " ", r[key]) if tsv else r[key] for key in ("premise", "hypothesis")]
+        writer.writerow([r["line"], *texts, r["label"], *(f"{r['probabilities'][label]:.6f}" for label in labels)])
     return out.getvalue()
 
 
