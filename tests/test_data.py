@@ -357,17 +357,29 @@ def test_rows_with_empty_text_are_skipped_and_counted(tmp_path):
     assert len(dataset) == 1 and dataset.skipped == {"empty premise or hypothesis": 1}
 
 
+def test_missing_values_are_skipped_and_counted_like_empty_ones(tmp_path):
+    """JSON null (pandas writes NaN so) and invisible text are empty; an empty label is no gold label."""
+    rows = [GOOD, '{"sentence1": null, "sentence2": "b", "gold_label": "neutral"}\n',
+            '{"sentence1": "\\u200b \\u0000", "sentence2": "b", "gold_label": "neutral"}\n',
+            '{"sentence1": "a", "sentence2": "b", "gold_label": null}\n', GOOD]
+    dataset = read_dataset(write(tmp_path / "nulls.jsonl", "".join(rows)))
+    assert len(dataset) == 2 and [e.line for e in dataset.examples] == [1, 5]
+    assert dataset.skipped == {"empty premise or hypothesis": 2, "no gold label (empty)": 1}
+    dataset = read_dataset(write(tmp_path / "t.csv", "premise,hypothesis,label\na,b,neutral\na,b,\n"))
+    assert len(dataset) == 1 and dataset.skipped == {"no gold label (empty)": 1}
+
+
 @pytest.mark.parametrize(
     ("name", "content", "line", "problem"),
     [
         ("bad.jsonl", GOOD + GOOD + '{"sentence1": "a",\n', 3, "not valid JSON"),
         ("bad.jsonl", GOOD + "[1, 2]\n", 2, "expected a JSON object"),
         ("bad.jsonl", GOOD + '{"sentence1": "a", "gold_label": "neutral"}\n', 2, "no 'sentence2' field"),
-        ("bad.jsonl", GOOD + '{"sentence1": "a", "sentence2": null, "gold_label": "x"}\n', 2, "is null, not text"),
+        ("bad.jsonl", GOOD + '{"sentence1": "a", "sentence2": 7, "gold_label": "neutral"}\n', 2, "is 7, not text"),
+        ("bad.jsonl", GOOD + '{"sentence1": "a \\ud83d", "sentence2": "b"}\n', 2, "\\ud83d, half of a surrogate pair"),
         ("bad.jsonl", GOOD + '{"sentence1": "a", "sentence2": "b", "gold_label": "maybe"}\n', 2, "unknown label"),
         ("bad.jsonl", GOOD.encode() + b'{"sentence1": "caf\xe9"}\n', 2, "not UTF-8 text"),
         ("bad.tsv", "premise\thypothesis\tlabel\na\tb\tneutral\na\tb\n", 3, "2 tab-separated fields"),
-        ("bad.tsv", "premise\thypothesis\tlabel\na\tb\t\n", 2, "empty label"),
         ("bad.csv", 'premise,hypothesis,label\na,"b\nc",neutral\na,b\n', 4, "2 comma-separated fields"),
         ("bad.csv", 'premise,hypothesis,label\na,"b"x,neutral\n', 2, "malformed CSV"),
         ("bad.csv", 'premise,hypothesis,label\na,b,neutral\na,"b,neutral\nc,d,neutral\n', 3, "malformed CSV"),

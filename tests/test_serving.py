@@ -102,6 +102,10 @@ def test_limits_give_413_with_the_reason(client, pairs, message):
         (b'{"pairs": [{"premise": "a", "hypothesis": "b", "label": 1}]}', "pairs[0].label: Extra inputs"),
         (b'{"pairs": [{"premise": "a", "hypothesis": "b"}, {"premise": "a", "hypothesis": " "}]}',
          "pairs[1].hypothesis: Value error, must not be empty or blank"),
+        (b'{"pairs": [{"premise": "\\u200b\\u0000", "hypothesis": "b"}]}',
+         "pairs[0].premise: Value error, must not be empty or blank"),
+        (b'{"pairs": [{"premise": "a \\ud83d dog", "hypothesis": "b"}]}',
+         "pairs[0].premise: Value error, holds the escape \\ud83d, half of a surrogate pair"),
     ],
 )
 def test_malformed_requests_give_422_with_a_readable_message(client, content, message):

@@ -413,12 +413,13 @@ def _comparison_table(results: list[Evaluation]) -> str:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from bertnli.data import Example
+    from bertnli.data.example import is_blank
     from bertnli.inference import NLIModel
 
     if (args.input is None) == (args.premise is None or args.hypothesis is None) or (
             args.input is not None and args.premise is not None):
         raise BertnliError("give a premise and a hypothesis, or --input pairs.jsonl (not both)")
-    if args.input is None and not (args.premise.strip() and args.hypothesis.strip()):
+    if args.input is None and (is_blank(args.premise) or is_blank(args.hypothesis)):
         raise BertnliError("the premise and the hypothesis must not be empty")
     if args.output:
         _check_output(args.output, args.input)

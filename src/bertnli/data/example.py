@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -9,6 +10,23 @@ from dataclasses import dataclass, field
 NLI_LABELS: tuple[str, ...] = ("entailment", "neutral", "contradiction")
 #: The order used by the "Dive into Deep Learning" SNLI code.
 D2L_LABELS: tuple[str, ...] = ("entailment", "contradiction", "neutral")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def is_blank(text: str) -> bool:
+    """True when ``text`` shows nothing: only white space and invisible characters (zero-width spaces, NUL)."""
+    if text.isprintable():  # the usual case, decided in C: no control or format characters
+        return not text.strip()
+    return not any(ch.isprintable() and not ch.isspace() for ch in text)
+
+
+def unpaired_surrogate(text: str) -> str | None:
+    """The first unpaired surrogate in ``text`` as a JSON escape (``\\ud83d``), or None. JSON can carry
+    them (half an emoji's escape); they are not Unicode text, and no tokenizer takes them."""
+    found = _SURROGATE.search(text)
+    return None if found is None else f"\\u{ord(found.group()):04x}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,7 +52,7 @@ def resolve_label_map(label_map: Mapping[str | int, str] | str | None) -> dict[s
 
 
 def parse_label(raw: str, label_map: Mapping[str, str] | None = None) -> str | None:
-    """The lower-case label name for a raw value, or None for "no gold label" (``-``, ``-1``).
+    """The lower-case label name for a raw value, or None for "no gold label" (``-``, ``-1``, empty).
 
     ``label_map`` (already resolved) is tried first, then the known names in any case. Raises ValueError
     with a message meant for the user when the value cannot be read.
@@ -62,10 +62,8 @@ def parse_label(raw: str, label_map: Mapping[str, str] | None = None) -> str | N
         return label_map[raw]
     if raw.lower() in KNOWN_LABELS:
         return raw.lower()
-    if raw in NO_GOLD_LABELS:
+    if raw in NO_GOLD_LABELS or not raw:
         return None
-    if not raw:
-        raise ValueError("empty label")
     if _NUMBER.fullmatch(raw):
         if label_map:
             raise ValueError(f"label {raw!r} is not in the label mapping (it maps {', '.join(label_map)})")

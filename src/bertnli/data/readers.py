@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from bertnli.data.download import DATASETS, cached_path, data_cache_dir, remote_dataset
-from bertnli.data.example import Dataset, Example
+from bertnli.data.example import Dataset, Example, is_blank, unpaired_surrogate
 from bertnli.data.labels import parse_label, resolve_label_map
 from bertnli.errors import ConfigError, DataError
 
@@ -349,7 +349,7 @@ def _examples(
         if example is None:
             skipped["empty premise or hypothesis"] += 1
         elif example.label is None and fields.label is not None:
-            skipped[f"no gold label ({str(record[fields.label]).strip()})"] += 1
+            skipped[f"no gold label ({_label_text(record, fields.label, display, n).strip() or 'empty'})"] += 1
         else:
             examples.append(example)
     missing = [p for p in parts if p not in seen_parts]
@@ -403,7 +403,7 @@ def _example(record: Mapping[str, Any], fields: _Fields, options: _Options, disp
     for role in ("premise", "hypothesis"):
         text = _text(record, getattr(fields, role), display, n)
         text = _d2l_clean(text) if options.d2l_text else text
-        if not text.strip():
+        if is_blank(text):
             return None
         texts.append(text)
     label = None
@@ -424,14 +424,24 @@ def _field(record: Mapping[str, Any], column: str, display: str, n: int) -> Any:
 
 
 def _text(record: Mapping[str, Any], column: str, display: str, n: int) -> str:
+    """The text in ``column``; "" for a missing value (JSON null, as pandas writes NaN)."""
     value = _field(record, column, display, n)
+    if value is None:
+        return ""
     if not isinstance(value, str):
         raise DataError(display, f"{column!r} is {json.dumps(value)}, not text", n)
+    surrogate = unpaired_surrogate(value)
+    if surrogate:
+        raise DataError(display, f"{column!r} holds the escape {surrogate}, half of a surrogate pair: not valid "
+                                 "Unicode text", n)
     return value
 
 
 def _label_text(record: Mapping[str, Any], column: str, display: str, n: int) -> str:
+    """The raw label in ``column``; "" for a missing value."""
     value = _field(record, column, display, n)
+    if value is None:
+        return ""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise DataError(display, f"label {column!r} is {json.dumps(value)}, not a name or number", n)
     return str(value)

@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from bertnli.data.example import is_blank, unpaired_surrogate
+
 EXAMPLE_PAIRS = [
     {"premise": "A man is playing a guitar on stage.", "hypothesis": "A person is making music."},
     {"premise": "Two dogs run through a snowy field.", "hypothesis": "The animals are asleep indoors."},
@@ -24,9 +26,12 @@ class Pair(BaseModel):
 
     @field_validator("premise", "hypothesis")
     @classmethod
-    def _not_blank(cls, text: str) -> str:
-        if not text.strip():
+    def _readable(cls, text: str) -> str:
+        if is_blank(text):
             raise ValueError("must not be empty or blank")
+        surrogate = unpaired_surrogate(text)
+        if surrogate:
+            raise ValueError(f"holds the escape {surrogate}, half of a surrogate pair: not valid Unicode text")
         return text
 
 
