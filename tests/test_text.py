@@ -67,6 +67,22 @@ def test_word_tokenizer_lowercases_and_maps_unknown_words():
     assert tok.encode_batch(["The DOG  barks"]) == [[VOCAB.index("the"), VOCAB.index("dog"), tok.unk_id]]
 
 
+def test_word_tokenizer_reads_punctuation_at_the_edges_of_raw_words_as_words_of_its_own():
+    """d2l's vocabularies come from tokenised text; raw text glues punctuation to words ("guitar.")."""
+    vocab = [*VOCAB, ".", ",", "(", ")", "...", "u.s.", "'s", "n't"]
+    tok = WordTokenizer(vocab)
+
+    def words(text: str) -> list[str]:
+        return [vocab[i] for i in tok.encode_batch([text])[0]]
+
+    assert words("The dog runs.") == ["the", "dog", "runs", "."]
+    assert words("(a cat), the dog...") == ["(", "a", "cat", ")", ",", "the", "dog", "..."]
+    assert words("dog!?") == ["dog", "<unk>", "<unk>"]
+    assert words("the dog's cat") == ["the", "<unk>", "cat"]  # inner punctuation: one unknown word, as before
+    # Tokenised text, as d2l reads it: every word the vocabulary holds is read whole.
+    assert words("the u.s. dog 's cat n't runs .") == ["the", "u.s.", "dog", "'s", "cat", "n't", "runs", "."]
+
+
 def test_random_pairs_agree_with_the_reference_rule():
     rng = np.random.default_rng(0)
     tok = WordTokenizer(VOCAB)

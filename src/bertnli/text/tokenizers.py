@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,8 +55,17 @@ class Tokenizer(ABC):
             setattr(self, f"{role}_id", lookup[token])
 
 
+#: A word's leading punctuation, its core and its trailing punctuation.
+_EDGES = re.compile(r"([^\w\s]*)(.*?)([^\w\s]*)", re.DOTALL)
+
+
 class WordTokenizer(Tokenizer):
-    """d2l's tokenizer: lower-case, split on whitespace, whole words; unknown words become <unk>."""
+    """d2l's tokenizer: lower-case, split on whitespace, whole words; unknown words become <unk>.
+
+    d2l's vocabularies hold punctuation as words of its own (its texts are tokenised: ``a guitar .``), so in
+    raw text a word outside the vocabulary that has punctuation at its edges (``guitar.``, ``(dog``) is read
+    as that punctuation and the word without it. Words in the vocabulary are read whole, as d2l reads them,
+    so tokenised text (SNLI's parses, ``--d2l-text``) gives exactly d2l's ids."""
 
     def __init__(self, vocab: Sequence[str], source: str = "vocab.json") -> None:
         self.itos = list(vocab)
@@ -77,11 +87,27 @@ class WordTokenizer(Tokenizer):
         return len(self.itos)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        get, unk = self.stoi.get, self.unk_id
-        return [[get(word, unk) for word in text.lower().split()] for text in texts]
+        return [[i for word in text.lower().split() for i in self._word_ids(word)] for text in texts]
+
+    def _word_ids(self, word: str) -> list[int]:
+        known = self.stoi.get(word)
+        if known is not None:
+            return [known]
+        lead, core, trail = _EDGES.fullmatch(word).groups()
+        if not (lead or trail):
+            return [self.unk_id]
+        return [*self._punctuation_ids(lead), *([self.stoi.get(core, self.unk_id)] if core else []),
+                *self._punctuation_ids(trail)]
+
+    def _punctuation_ids(self, run: str) -> list[int]:
+        """A run of punctuation: one word if the vocabulary has it (``...``), else one per character."""
+        if not run:
+            return []
+        known = self.stoi.get(run)
+        return [known] if known is not None else [self.stoi.get(ch, self.unk_id) for ch in run]
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(["word", self.itos]).encode()).hexdigest()
+        return hashlib.sha256(json.dumps(["word, edge punctuation split", self.itos]).encode()).hexdigest()
 
     def save(self, directory: Path) -> None:
         (Path(directory) / "vocab.json").write_text(json.dumps(self.itos, ensure_ascii=False), encoding="utf-8")
