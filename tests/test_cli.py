@@ -268,6 +268,22 @@ def test_resume_refuses_other_settings_and_other_data(trained, tmp_path, capsys)
     assert "training data differ" in line
 
 
+def test_a_run_started_with_relative_paths_resumes_from_any_folder(trained, tiny, tmp_path, monkeypatch):
+    start, elsewhere = tmp_path / "start", tmp_path / "elsewhere"
+    (start / "data").mkdir(parents=True)
+    elsewhere.mkdir()
+    shutil.copy(trained["dev"], start / "data" / "dev.jsonl")
+    shutil.copytree(tiny, start / "tiny")
+    monkeypatch.chdir(start)
+    assert main(["train", "--model", "tiny", "--num-heads", "4", "--train", "data/dev.jsonl", "--out", "run",
+                 "--epochs", "1", "--no-progress"]) == 0
+    config = json.loads((start / "run" / "config.json").read_text())
+    assert config["data"]["source"]["train"] == [str(start / "data" / "dev.jsonl")]
+    assert config["train"]["model"] == str(start / "tiny")
+    monkeypatch.chdir(elsewhere)
+    assert main(["train", "--resume", str(start / "run"), "--no-progress"]) == 0
+
+
 def test_two_class_scores_of_three_class_data(trained, capsys):
     assert main(["evaluate", "--model", str(trained["run"]), "--data", str(trained["dev"]), "--json"]) == 0
     three = json.loads(capsys.readouterr().out)

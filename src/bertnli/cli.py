@@ -307,12 +307,16 @@ def cmd_train(args: argparse.Namespace) -> None:
         "epochs", "batch_size", "lr", "max_len", "seed", "weight_decay", "warmup_ratio", "max_tokens",
         "grad_accum", "grad_clip", "early_stopping", "num_heads", "dropout", "log_every", "checkpoint_every",
         "optimizer", "schedule")}
-    cfg = TrainConfig.from_recipe(args.recipe, model=args.model, device=args.device, precision=args.precision,
-                                  compile=args.compile or None, tensorboard=args.tensorboard or None,
+    cfg = TrainConfig.from_recipe(args.recipe, model=_absolute(args.model), device=args.device,
+                                  precision=args.precision, compile=args.compile or None,
+                                  tensorboard=args.tensorboard or None,
                                   cache=False if args.no_cache else None, pack=args.pack or None, **overrides)
     source = {k: getattr(args, k) for k in ("dataset", "train", "eval", "validation_fraction", "format", "columns",
                                             "label_map", "d2l_text", "limit")}
     source["seed"] = cfg.seed
+    # Recorded as absolute paths, so that --resume finds the data from any folder.
+    source["train"], source["eval"] = ([_absolute(spec) for spec in specs] if specs else specs
+                                       for specs in (args.train, args.eval))
     out = args.out or Path("runs") / (args.dataset or Path(args.train[0]).stem)
     if not args.overwrite:
         RunDir(out).refuse_existing()  # before the data are read: that can take a while
@@ -324,6 +328,15 @@ def cmd_train(args: argparse.Namespace) -> None:
               "nothing else", file=sys.stderr)
     _print_result(train(cfg, train_set, eval_set, out, overwrite=args.overwrite, progress=not args.no_progress,
                         source=source, on_epoch=_print_epoch))
+
+
+def _absolute(spec: str) -> str:
+    """A local file or folder (or ``file:split``) as an absolute path; names (``snli``, ``minilm``) as given."""
+    head, sep, tail = spec.rpartition(":")
+    for path, suffix in ((spec, ""), (head, sep + tail)):
+        if path and Path(path).exists():
+            return os.path.abspath(path) + suffix
+    return spec
 
 
 def _load_training_data(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
