@@ -79,12 +79,17 @@ def test_evaluate_prints_json_and_writes_reports(trained, capsys, tmp_path):
 
     report = tmp_path / "report"
     assert main(["evaluate", "--model", str(trained["run"]), "--data", str(trained["dev"]),
-                 "--data", str(trained["train"]), "--report", str(report)]) == 0
+                 "--data", str(trained["train"]), "--data", str(trained["dev"]), "--report", str(report)]) == 0
     out = capsys.readouterr().out
     assert "/dev: accuracy" in out and "/train: accuracy" in out and "macro F1" in out
     folder = trained["root"].name  # files named dev/train inside a folder are named folder/dev, folder/train
     assert (report / f"{folder}_dev_evaluation.md").read_text().startswith(f"# Evaluation on {folder}/dev")
     assert (report / f"{folder}_train_confusion.png").stat().st_size > 1000
+    # The same name twice: the second report is numbered rather than written over the first.
+    first, second = (json.loads((report / f"{folder}_dev{n}_evaluation.json").read_text()) for n in ("", "_2"))
+    assert first["total"] == second["total"] == 300
+    comparison = (report / "comparison.md").read_text().splitlines()
+    assert [line.split(" | ")[1] for line in comparison[4:]] == ["300", "3,000", "300"]
 
 
 def test_evaluate_breaks_accuracy_down_by_genre_and_names_the_line_of_each_confident_error(trained, capsys,

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -382,9 +383,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                           progress=True)
     results = [evaluate(model, _read(spec, args), two_class=args.two_class) for spec in args.data]
     if args.report:
-        for r in results:
-            stem = re.sub(r"[^\w.-]+", "_", r.dataset) + "_" if len(results) > 1 else ""
+        for r, stem in zip(results, _report_stems([r.dataset for r in results])):
             write_report(r, args.report, stem)
+        if len(results) > 1:
+            from bertnli.paths import write_text
+
+            write_text(args.report / "comparison.md", _comparison_markdown(results))
         print(f"report written to {args.report}", file=sys.stderr)
     if args.json:
         payload = results[0].to_dict() if len(results) == 1 else {"results": [r.to_dict() for r in results]}
@@ -415,6 +419,24 @@ def _print_evaluation(result: Evaluation) -> None:
         print("accuracy by genre:")
         for g in result.by_genre:
             print(f"{g['genre']:{genre_width}}{g['accuracy']:>10.4f}  ({g['pairs']:,} pairs)")
+
+
+def _report_stems(names: list[str]) -> list[str]:
+    """File-name prefixes for the reports of several datasets (none for one); the same name twice is numbered."""
+    if len(names) == 1:
+        return [""]
+    stems, seen = [], Counter[str]()
+    for name in names:
+        stem = re.sub(r"[^\w.-]+", "_", name)
+        seen[stem] += 1
+        stems.append(f"{stem}_" if seen[stem] == 1 else f"{stem}_{seen[stem]}_")
+    return stems
+
+
+def _comparison_markdown(results: list[Evaluation]) -> str:
+    lines = ["# Comparison", "", "| dataset | pairs | accuracy | macro F1 |", "|---|---:|---:|---:|"]
+    lines += [f"| {r.dataset} | {r.report.total:,} | {r.accuracy:.4f} | {r.report.macro_f1():.4f} |" for r in results]
+    return "\n".join(lines) + "\n"
 
 
 def _comparison_table(results: list[Evaluation]) -> str:
