@@ -126,7 +126,9 @@ def _label_map(text: str) -> str | dict[str, str | None]:
 
 def _add_train(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("data")
-    src.add_argument("--dataset", help="a public dataset by name (snli, mnli), downloaded and cached")
+    src.add_argument("--dataset", help="a public dataset by name, downloaded and cached: snli, mnli, rte or sick; "
+                                       "trains on its train split, validates on its dev split (mnli: dev_matched, "
+                                       "sick: TRIAL)")
     src.add_argument("--train", action="append", metavar="FILE",
                      help="training file (jsonl, txt, tsv, csv, SICK.txt, zip[:split]); repeat to combine")
     src.add_argument("--eval", action="append", metavar="FILE", help="validation file(s)")
@@ -231,10 +233,12 @@ def _add_data(p: argparse.ArgumentParser) -> None:
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     download = actions.add_parser("download", help="fetch a public dataset into the cache and verify it",
                                   epilog="examples:\n  bertnli data download snli\n"
-                                         "  bertnli data download mnli --cache-dir /data/cache",
+                                         "  BERTNLI_CACHE=/data/cache bertnli data download mnli   # commands run with the "
+                                         "same BERTNLI_CACHE find it\n\n"
+                                         "Archives go to $BERTNLI_CACHE/data (default ~/.cache/bertnli/data), "
+                                         "where train --dataset and data inspect NAME:SPLIT find them.",
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    download.add_argument("name", help="snli, mnli, ...")
-    download.add_argument("--cache-dir", type=Path, help="default $BERTNLI_CACHE or ~/.cache/bertnli")
+    download.add_argument("name", help="snli, mnli, rte or sick")
     download.add_argument("--url", help="fetch from this mirror instead of the official address")
     inspect = actions.add_parser("inspect", help="read a file and report its size, labels and skipped rows",
                                  epilog="examples:\n  bertnli data inspect ../shared/data/sick/SICK.txt\n"
@@ -519,7 +523,7 @@ def cmd_data(args: argparse.Namespace) -> None:
     if args.action == "download":
         from bertnli.data import download
 
-        path = download(args.name, args.cache_dir, url=args.url)
+        path = download(args.name, url=args.url)
         print(f"{args.name}: {path}")
         return
     for spec in args.files:
