@@ -289,6 +289,25 @@ def test_a_run_started_with_relative_paths_resumes_from_any_folder(trained, tiny
     assert main(["train", "--resume", str(start / "run"), "--no-progress"]) == 0
 
 
+def test_a_label_missing_from_the_training_data_is_one_warning_line(trained, tiny, tmp_path, capsys):
+    rows = [line for line in trained["dev"].read_text().splitlines() if '"neutral"' not in line]
+    data = tmp_path / "no_neutral.jsonl"
+    data.write_text("\n".join(rows) + "\n")
+    assert main(["train", "--model", tiny, "--num-heads", "4", "--train", str(data), "--out", str(tmp_path / "run"),
+                 "--epochs", "1", "--no-progress"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line.lower()]
+    assert warnings == ["warning: no training pair is neutral; the model keeps the labels entailment, neutral, "
+                        "contradiction but will learn never to predict neutral"]
+
+
+def test_under_torchrun_only_the_first_process_prints(trained, tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("RANK", "1")  # what torchrun tells the second process (alone here, it still trains)
+    assert main(["train", "--model", tiny, "--num-heads", "4", "--train", str(trained["dev"]),
+                 "--out", str(tmp_path / "run"), "--epochs", "1", "--no-progress"]) == 0
+    out = capsys.readouterr()
+    assert "pairs" not in out.err and "best model" not in out.out
+
+
 def test_two_class_scores_of_three_class_data(trained, capsys):
     assert main(["evaluate", "--model", str(trained["run"]), "--data", str(trained["dev"]), "--json"]) == 0
     three = json.loads(capsys.readouterr().out)

@@ -9,12 +9,13 @@ import json
 import os
 import re
 import sys
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bertnli.errors import BertnliError, TrainingInterrupted
+from bertnli.errors import BertnliError, BertnliWarning, TrainingInterrupted
 
 if TYPE_CHECKING:  # imported where used, so that `bertnli --help` starts at once
     from bertnli.data import Dataset
@@ -233,8 +234,8 @@ def _add_data(p: argparse.ArgumentParser) -> None:
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     download = actions.add_parser("download", help="fetch a public dataset into the cache and verify it",
                                   epilog="examples:\n  bertnli data download snli\n"
-                                         "  BERTNLI_CACHE=/data/cache bertnli data download mnli   # commands run with the "
-                                         "same BERTNLI_CACHE find it\n\n"
+                                         "  BERTNLI_CACHE=/data/cache bertnli data download mnli"
+                                         "   # commands run with the same BERTNLI_CACHE find it\n\n"
                                          "Archives go to $BERTNLI_CACHE/data (default ~/.cache/bertnli/data), "
                                          "where train --dataset and data inspect NAME:SPLIT find them.",
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -326,11 +327,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     if not args.overwrite:
         RunDir(out).refuse_existing()  # before the data are read: that can take a while
     train_set, eval_set = _load_training_data(argparse.Namespace(**source))
-    print(train_set.describe(), file=sys.stderr)
-    print(eval_set.describe(), file=sys.stderr)
-    if len(train_set.label_counts()) == 1:
-        print(f"warning: every training pair is {next(iter(train_set.label_counts()))}; the model will learn "
-              "nothing else", file=sys.stderr)
+    _note(train_set.describe())
+    _note(eval_set.describe())
     _print_result(train(cfg, train_set, eval_set, out, overwrite=args.overwrite, progress=not args.no_progress,
                         source=source, on_epoch=_print_epoch))
 
@@ -358,7 +356,7 @@ def _load_training_data(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
         eval_set = _combine("+".join(Path(s).name for s in args.eval), [_read(s, args) for s in args.eval]) \
             if args.eval else None
     if eval_set is None:
-        print(f"read {train_set.describe()}", file=sys.stderr)  # the halves below no longer list what was skipped
+        _note(f"read {train_set.describe()}")  # the halves below no longer list what was skipped
         train_set, eval_set = train_validation_split(train_set, validation_fraction=args.validation_fraction,
                                                      seed=args.seed)
     return train_set, eval_set
@@ -372,7 +370,15 @@ def _print_epoch(record: dict) -> None:
     print(line + (" (best so far)" if record["best"] else ""), flush=True)
 
 
+def _note(text: str) -> None:
+    """A line on standard error, from the first process only when torchrun starts several."""
+    if os.environ.get("RANK", "0") == "0":
+        print(text, file=sys.stderr)
+
+
 def _print_result(result: TrainResult) -> None:
+    if os.environ.get("RANK", "0") != "0":
+        return
     best = f" (validation accuracy {result.best_accuracy:.4f})" if result.best_accuracy is not None else ""
     print(f"best model{best} saved in {result.run_dir / 'model'}; curves in {result.run_dir / 'curves.png'}")
 
@@ -566,6 +572,21 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    with warnings.catch_warnings():
+        python_show = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None) -> None:
+            """bertnli's own warnings as one line; others as Python shows them."""
+            if issubclass(category, BertnliWarning):
+                print(f"warning: {message}", file=file or sys.stderr)
+            else:
+                python_show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         COMMANDS[args.command](args)
     except TrainingInterrupted as exc:

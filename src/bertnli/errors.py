@@ -9,6 +9,11 @@ class BertnliError(Exception):
     """Base class of every error bertnli raises on purpose."""
 
 
+class BertnliWarning(UserWarning):
+    """Something works, but probably not as meant (fp16 on a CPU, a label missing from the training data).
+    The command line prints each as one line."""
+
+
 class DataError(BertnliError):
     """A data file is missing or malformed. Names the file and, where known, the line."""
 

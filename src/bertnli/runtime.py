@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bertnli.errors import ConfigError
+from bertnli.errors import BertnliWarning, ConfigError
 from bertnli.text.packing import PackedRows
 from bertnli.text.pairs import EncodedPairs
 
@@ -51,7 +51,7 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
         raise ConfigError(f"unknown precision {precision!r}; choose auto, {', '.join(PRECISIONS)}")
     if precision == "fp16" and device.type == "cpu":
         warnings.warn("fp16 on a CPU is emulated and slow; bf16 (on CPUs with bf16 units) or fp32 run faster",
-                      stacklevel=2)
+                      BertnliWarning, stacklevel=2)
     return PRECISIONS[precision]
 
 

@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from tqdm.auto import tqdm
 from bertnli.data.batching import BatchPlan, shard, training_batches
 from bertnli.data.example import D2L_LABELS, NLI_LABELS, Dataset
 from bertnli.data.labels import TWO_CLASS_LABELS
-from bertnli.errors import CheckpointError, ConfigError, DataError, TrainingInterrupted
+from bertnli.errors import BertnliWarning, CheckpointError, ConfigError, DataError, TrainingInterrupted
 from bertnli.inference import batched_logits
 from bertnli.model import BERTClassifier
 from bertnli.runtime import DeviceBatch, autocast, autocast_dtype, compile_network, pick_device
@@ -89,6 +90,18 @@ def choose_labels(dataset: Dataset, recipe: str) -> list[str]:
         raise DataError(dataset.name, f"mixes three-class and two-class labels ({', '.join(sorted(found))}); "
                                       "train on one kind of data")
     return sorted(found)
+
+
+def _warn_about_missing_labels(dataset: Dataset, labels: list[str]) -> None:
+    """A model label that no training pair has is one the model learns never to predict: say so."""
+    present = [label for label in labels if label in dataset.label_counts()]
+    missing = " or ".join(label for label in labels if label not in present)
+    if len(present) == 1:
+        warnings.warn(f"every training pair is {present[0]}; the model will learn nothing else", BertnliWarning,
+                      stacklevel=3)
+    elif missing:
+        warnings.warn(f"no training pair is {missing}; the model keeps the labels {', '.join(labels)} but will "
+                      f"learn never to predict {missing}", BertnliWarning, stacklevel=3)
 
 
 def gold_indices(dataset: Dataset, labels: list[str]) -> np.ndarray:
@@ -189,6 +202,7 @@ class Trainer:
             if self.rank == 0:
                 self.run.truncate_metrics(self.progress.step)
         elif self.rank == 0:
+            _warn_about_missing_labels(train_set, self.labels)
             data = {"train": _describe(train_set), "eval": _describe(eval_set) if eval_set else None,
                     "source": source}
             self.run.start({**cfg.to_dict(), "labels": self.labels}, data, overwrite=overwrite)
