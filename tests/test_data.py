@@ -314,6 +314,13 @@ def test_numeric_labels_need_a_mapping(tmp_path, label_map, expected):
     assert data.skipped == Counter({"no gold label (-1)": 1})
 
 
+def test_mapped_labels_match_in_any_case_as_label_names_do(tmp_path):
+    path = write(tmp_path / "fever.csv", "premise,hypothesis,label\na,b,SUPPORTS\nc,d,Refutes\ne,f,NOT ENOUGH INFO\n")
+    data = read_dataset(path, label_map={"supports": "entailment", "REFUTES": "contradiction",
+                                         "Not Enough Info": "neutral"})
+    assert [e.label for e in data.examples] == ["entailment", "contradiction", "neutral"]
+
+
 def test_numeric_labels_without_mapping_are_refused(tmp_path):
     path = write(tmp_path / "numbers.jsonl", '{"premise": "a", "hypothesis": "b", "label": 1}\n')
     with pytest.raises(DataError, match=r"numbers.jsonl:1: label '1' is a number.*ambiguous.*label_map='glue'"):

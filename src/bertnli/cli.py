@@ -147,7 +147,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                          "downloaded once), a d2l zip or folder, a Hugging Face folder or hub id, or a bertnli run")
     hp.add_argument("--recipe", choices=["finetune", "d2l"], default="finetune",
                     help="finetune: AdamW 5e-5, batch 32, warm-up + linear decay; "
-                         "d2l: Adam 1e-4, batch 512, 5 epochs")
+                         "d2l: Adam 1e-4, batch 512, 5 epochs, no gradient clipping, as the chapter")
     for flag, kind, text in [
         ("--epochs", int, "passes over the training data"), ("--batch-size", int, "pairs per step"),
         ("--lr", float, "peak learning rate"), ("--max-len", int, "tokens per pair, with specials"),

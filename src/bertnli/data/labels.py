@@ -37,14 +37,15 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d*)?")
 
 
 def resolve_label_map(label_map: Mapping[str | int, str] | str | None) -> dict[str, str] | None:
-    """A preset name ("glue", "d2l") or a mapping of raw label → label name, as {str: lower-case name}."""
+    """A preset name ("glue", "d2l") or a mapping of raw label → label name, as {lower-case raw: lower-case name}
+    (raw labels match in any case, as label names do)."""
     if label_map is None:
         return None
     if isinstance(label_map, str):
         if label_map.lower() not in LABEL_PRESETS:
             raise ConfigError(f"unknown label mapping {label_map!r}; presets: {', '.join(LABEL_PRESETS)}")
         return dict(LABEL_PRESETS[label_map.lower()])
-    resolved = {str(raw).strip(): str(name).strip().lower() for raw, name in label_map.items()}
+    resolved = {str(raw).strip().lower(): str(name).strip().lower() for raw, name in label_map.items()}
     unknown = sorted(set(resolved.values()) - set(KNOWN_LABELS))
     if unknown:
         raise ConfigError(f"label mapping targets unknown label(s) {', '.join(unknown)}; use {', '.join(KNOWN_LABELS)}")
@@ -58,8 +59,8 @@ def parse_label(raw: str, label_map: Mapping[str, str] | None = None) -> str | N
     with a message meant for the user when the value cannot be read.
     """
     raw = raw.strip()
-    if label_map and raw in label_map:
-        return label_map[raw]
+    if label_map and raw.lower() in label_map:
+        return label_map[raw.lower()]
     if raw.lower() in KNOWN_LABELS:
         return raw.lower()
     if raw in NO_GOLD_LABELS or not raw:

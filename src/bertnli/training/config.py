@@ -12,11 +12,11 @@ from bertnli.errors import ConfigError
 RECIPES: dict[str, dict[str, Any]] = {
     "d2l": dict(
         optimizer="adam", lr=1e-4, batch_size=512, max_len=128, epochs=5,
-        weight_decay=0.0, warmup_ratio=0.0, schedule="constant",
+        weight_decay=0.0, warmup_ratio=0.0, schedule="constant", grad_clip=0.0,
     ),
     "finetune": dict(
         optimizer="adamw", lr=5e-5, batch_size=32, max_len=128, epochs=3,
-        weight_decay=0.01, warmup_ratio=0.1, schedule="linear",
+        weight_decay=0.01, warmup_ratio=0.1, schedule="linear", grad_clip=1.0,
     ),
 }
 
