@@ -534,6 +534,16 @@ def test_a_d2l_name_without_the_network_says_how_to_do_without(monkeypatch: pyte
         load_pretrained("bert.base")
 
 
+def test_a_pretrained_checkpoint_where_a_fine_tuned_model_is_expected_says_to_fine_tune_it(tmp_path: Path) -> None:
+    folder = _d2l_folder(tmp_path / "bert.tiny.torch", _d2l_state(vocab=30, hidden=32, ffn=48, layers=1, max_len=16))
+    hf = _hf_folder(tmp_path / "hf", transformers.BertModel(_hf_config()))
+    for given in ("minilm", "bert.small", _d2l_zip(tmp_path / "bert.tiny.torch.zip", folder), folder, hf):
+        with pytest.raises(CheckpointError, match=rf"a pretrained checkpoint.*bertnli train --model {given} "):
+            load_classifier(given)
+    with pytest.raises(CheckpointError, match="no such model folder"):
+        load_classifier(tmp_path / "missing")
+
+
 def test_a_path_that_does_not_exist(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="no such file or folder"):
         load_pretrained(tmp_path / "missing" / "bert.small.torch.zip")

@@ -15,8 +15,10 @@ from safetensors.torch import save_file
 from bertnli.errors import CheckpointError
 from bertnli.model.bert import BERTClassifier, BertConfig
 from bertnli.text.tokenizers import Tokenizer, load_tokenizer
+from bertnli.weights.d2l import PARAMS
 from bertnli.weights.files import atomic_directory, read_json_object, read_safetensors
 from bertnli.weights.keymap import check_shapes, check_vocab, empty_model, unshared
+from bertnli.weights.sources import is_d2l_name, is_minilm
 
 FORMAT = "bertnli"
 FORMAT_VERSION = 1
@@ -83,13 +85,21 @@ def save_classifier(
 def load_classifier(directory: str | Path) -> SavedClassifier:
     """Read a folder written by `save_classifier`."""
     directory = Path(directory)
+    pretrained = (f"a pretrained checkpoint, not a model fine-tuned by bertnli: fine-tune it first "
+                  f"(bertnli train --model {directory} ...), then load the run")
     if not directory.is_dir():
+        if directory.suffix.lower() == ".zip" or is_minilm(str(directory)) or is_d2l_name(str(directory)):
+            raise CheckpointError(directory, pretrained)
         raise CheckpointError(directory, "no such model folder (a fine-tuned model: a run directory or its model/)")
     if not (directory / CONFIG).is_file():
+        if (directory / PARAMS).is_file():
+            raise CheckpointError(directory, pretrained)
         raise CheckpointError(directory, "not a bertnli model folder or run directory (no config.json)")
     meta = read_json_object(directory / CONFIG)
     source = directory / CONFIG
     if meta.get("format") != FORMAT:
+        if meta.get("model_type") == "bert":
+            raise CheckpointError(directory, pretrained)
         raise CheckpointError(source, f'not a bertnli model (expected "format": "{FORMAT}")')
     version = meta.get("format_version")
     if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
