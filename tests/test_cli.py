@@ -321,6 +321,21 @@ def test_two_class_scores_of_three_class_data(trained, capsys):
     assert two["accuracy"] > 0.9
 
 
+def test_a_two_class_model_on_three_class_data_is_told_about_two_class(trained):
+    from bertnli import NLIModel
+    from bertnli.data import read_dataset
+    from bertnli.errors import DataError
+    from bertnli.evaluation import evaluate
+    from bertnli.model import BERTClassifier
+
+    three = NLIModel.load(trained["run"], device="cpu")
+    two = NLIModel(BERTClassifier(three.network.config, 2), three.tokenizer, ["entailment", "not_entailment"],
+                   device="cpu")
+    with pytest.raises(DataError, match=r"\['contradiction', 'neutral'\] are not among .*add --two-class"):
+        evaluate(two, read_dataset(trained["dev"]))
+    assert evaluate(two, read_dataset(trained["dev"]), two_class=True).report.total == 300
+
+
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_command_has_help_with_examples(command, capsys):
     with pytest.raises(SystemExit) as done:

@@ -403,6 +403,13 @@ def test_malformed_input_names_file_and_line(tmp_path, name, content, line, prob
     assert str(caught.value).startswith(f"{path}:{line}: ")
 
 
+def test_files_of_a_shape_bertnli_does_not_read_say_what_they_are(tmp_path):
+    with pytest.raises(DataError, match=r"pairs.json: a JSON array; bertnli reads JSON lines"):
+        read_dataset(write(tmp_path / "pairs.json", '[{"premise": "a", "hypothesis": "b"}]\n'))
+    with pytest.raises(DataError, match=r"old.tsv:1: its lines end in a carriage return alone"):
+        read_dataset(write(tmp_path / "old.tsv", "premise\thypothesis\ra\tb\rc\td\r"))
+
+
 def test_missing_empty_and_exampleless_files(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         read_dataset(tmp_path / "nope.jsonl")

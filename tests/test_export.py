@@ -120,7 +120,8 @@ def test_hf_pipeline_predicts_what_bertnli_predicts(wordpiece_model, root):
 
 def test_word_level_tokenizer_exports_to_an_identical_fast_tokenizer(word_model, root):
     out = export(word_model, root / "word-hf", "hf")
-    pairs = [*PAIRS, ("  The\tDOG   sleeps\n", "a  Cat,  runs ."), ("<cls> a <sep>", "zebra")]
+    pairs = [*PAIRS, ("  The\tDOG   sleeps\n", "a  Cat,  runs ."), ("<cls> a <sep>", "zebra"),
+             ("(The dog), sleeps...", "a «cat» runs!? $5"), ("dog's cat.", "((a)) , .")]
     model, expected = bertnli_logits(word_model, pairs)
     batch, logits = hf_logits(out, pairs)
     encoded = model.encode(*zip(*pairs))
@@ -128,6 +129,26 @@ def test_word_level_tokenizer_exports_to_an_identical_fast_tokenizer(word_model,
     np.testing.assert_array_equal(batch["token_type_ids"].numpy(), encoded.segments)
     np.testing.assert_allclose(logits, expected, atol=1e-4)
     assert not (out / "vocab.txt").exists()
+
+
+def test_the_exported_word_tokenizer_reads_punctuation_as_bertnli_does_on_random_text():
+    """Words of the vocabulary with punctuation at an edge stay whole; other words shed it, in both."""
+    import random
+
+    from bertnli.export import fast_tokenizer
+
+    vocab = ["<unk>", "<pad>", "<cls>", "<sep>", "<mask>", "a", "dog", "cat", "runs", ".", ",", "(", ")", "...",
+             "u.s.", "'s", "n't", "$", "«"]
+    ours = WordTokenizer(vocab)
+    theirs = fast_tokenizer(ours, 512)
+    theirs.no_padding()
+    pieces = [*vocab[5:], "Dog", "guitar", "!", "?", "»", "'", "-", "é", "5"]
+    rng = random.Random(0)
+    texts = [" ".join("".join(rng.choices(pieces, k=rng.randint(1, 4))) for _ in range(rng.randint(1, 6)))
+             for _ in range(500)]
+    for text in texts:
+        expected = [ours.cls_id, *ours.encode_batch([text])[0], ours.sep_id]
+        assert theirs.encode(text).ids == expected, text
 
 
 def test_d2l_style_model_is_refused_for_hf_and_exports_to_onnx(d2l_model, root):

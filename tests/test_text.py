@@ -76,11 +76,12 @@ def test_word_tokenizer_reads_punctuation_at_the_edges_of_raw_words_as_words_of_
         return [vocab[i] for i in tok.encode_batch([text])[0]]
 
     assert words("The dog runs.") == ["the", "dog", "runs", "."]
-    assert words("(a cat), the dog...") == ["(", "a", "cat", ")", ",", "the", "dog", "..."]
-    assert words("dog!?") == ["dog", "<unk>", "<unk>"]
+    assert words("(a cat), the dog...") == ["(", "a", "cat", ")", ",", "the", "dog", ".", ".", "."]
+    assert words("dog!? $a") == ["dog", "<unk>", "<unk>", "<unk>", "a"]
     assert words("the dog's cat") == ["the", "<unk>", "cat"]  # inner punctuation: one unknown word, as before
     # Tokenised text, as d2l reads it: every word the vocabulary holds is read whole.
-    assert words("the u.s. dog 's cat n't runs .") == ["the", "u.s.", "dog", "'s", "cat", "n't", "runs", "."]
+    assert words("the u.s. dog 's cat n't runs ... .") == ["the", "u.s.", "dog", "'s", "cat", "n't", "runs", "...",
+                                                          "."]
 
 
 def test_random_pairs_agree_with_the_reference_rule():

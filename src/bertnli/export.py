@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import save_file
+from tokenizers import Regex, models, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as FastTokenizer
-from tokenizers import models, normalizers, pre_tokenizers, processors
 from torch import nn
 
 from bertnli.errors import ConfigError
@@ -81,7 +81,10 @@ def fast_tokenizer(tokenizer: Tokenizer, max_len: int) -> FastTokenizer:
     elif isinstance(tokenizer, WordTokenizer):  # d2l: lower-case, split on whitespace, whole words
         backend, specials = FastTokenizer(models.WordLevel(tokenizer.stoi, unk_token=D2L_SPECIALS["unk"])), D2L_SPECIALS
         backend.normalizer = normalizers.Lowercase()
-        backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        backend.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.Split(Regex(tokenizer.split_pattern()), behavior="isolated"),
+        ])
     else:
         raise ConfigError(f"cannot export a {type(tokenizer).__name__}")
     cls, sep = specials["cls"], specials["sep"]

@@ -228,6 +228,9 @@ def _read_one(
         first = next(lines, None)
         if first is None:
             raise DataError(display, "empty file")
+        if "\r" in first.rstrip("\r\n"):
+            raise DataError(display, "its lines end in a carriage return alone (old Mac style); convert them to LF "
+                                     "or CRLF line endings", 1)
         fmt = options.format or _detect(display, first)
         header, rows = _ROW_READERS[fmt](chain([first], lines), display)
         examples, skipped = _examples(header, rows, display, options, parts)
@@ -255,6 +258,9 @@ def _detect(display: str, first_line: str) -> str:
         return fmt
     if head.startswith("{"):
         return "jsonl"
+    if head.startswith("["):
+        raise DataError(display, "a JSON array; bertnli reads JSON lines, one object a line (convert it with "
+                                 "jq -c '.[]', or pandas' to_json(orient='records', lines=True))")
     if "\t" in head:
         return "tsv"
     if "," in head:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,17 +56,18 @@ class Tokenizer(ABC):
             setattr(self, f"{role}_id", lookup[token])
 
 
-#: A word's leading punctuation, its core and its trailing punctuation.
-_EDGES = re.compile(r"([^\w\s]*)(.*?)([^\w\s]*)", re.DOTALL)
+def _is_punctuation(ch: str) -> bool:
+    """A punctuation mark or a symbol (Unicode categories P and S): ``.`` ``,`` ``(`` ``$`` ``«``."""
+    return unicodedata.category(ch)[0] in "PS"
 
 
 class WordTokenizer(Tokenizer):
     """d2l's tokenizer: lower-case, split on whitespace, whole words; unknown words become <unk>.
 
-    d2l's vocabularies hold punctuation as words of its own (its texts are tokenised: ``a guitar .``), so in
-    raw text a word outside the vocabulary that has punctuation at its edges (``guitar.``, ``(dog``) is read
-    as that punctuation and the word without it. Words in the vocabulary are read whole, as d2l reads them,
-    so tokenised text (SNLI's parses, ``--d2l-text``) gives exactly d2l's ids."""
+    d2l's vocabularies hold punctuation as words of their own (its texts are tokenised: ``a guitar .``), so in
+    raw text a word outside the vocabulary reads each punctuation mark or symbol at its edges as a word of its
+    own (``guitar.`` → ``guitar`` ``.``). Words in the vocabulary are read whole, as d2l reads them, so
+    tokenised text (SNLI's parses, ``--d2l-text``) gives exactly d2l's ids."""
 
     def __init__(self, vocab: Sequence[str], source: str = "vocab.json") -> None:
         self.itos = list(vocab)
@@ -93,18 +95,21 @@ class WordTokenizer(Tokenizer):
         known = self.stoi.get(word)
         if known is not None:
             return [known]
-        lead, core, trail = _EDGES.fullmatch(word).groups()
-        if not (lead or trail):
+        lead = next((i for i, ch in enumerate(word) if not _is_punctuation(ch)), len(word))
+        trail = next((i for i in range(len(word), lead, -1) if not _is_punctuation(word[i - 1])), lead)
+        if lead == 0 and trail == len(word):
             return [self.unk_id]
-        return [*self._punctuation_ids(lead), *([self.stoi.get(core, self.unk_id)] if core else []),
-                *self._punctuation_ids(trail)]
+        core = [self.stoi.get(word[lead:trail], self.unk_id)] if trail > lead else []
+        return [*(self.stoi.get(ch, self.unk_id) for ch in word[:lead]), *core,
+                *(self.stoi.get(ch, self.unk_id) for ch in word[trail:])]
 
-    def _punctuation_ids(self, run: str) -> list[int]:
-        """A run of punctuation: one word if the vocabulary has it (``...``), else one per character."""
-        if not run:
-            return []
-        known = self.stoi.get(run)
-        return [known] if known is not None else [self.stoi.get(ch, self.unk_id) for ch in run]
+    def split_pattern(self) -> str:
+        """The same reading of a whitespace-separated word as an Oniguruma regex, for the `tokenizers`
+        library's ``Split(pattern, "isolated")``: a word of the vocabulary with punctuation at an edge whole,
+        else each punctuation mark at its start or end apart."""
+        edged = [re.escape(w) for w in self.itos if w and (_is_punctuation(w[0]) or _is_punctuation(w[-1]))]
+        whole = f"^(?:{'|'.join(edged)})$|" if edged else ""
+        return whole + r"\G[\p{P}\p{S}]|[\p{P}\p{S}](?=[\p{P}\p{S}]*$)"
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(["word, edge punctuation split", self.itos]).encode()).hexdigest()
