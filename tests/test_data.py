@@ -167,6 +167,7 @@ def test_snli_zip_and_folder(tmp_path):
     assert [e.label for e in dev.examples] == ["entailment", "contradiction", "neutral"]
     assert read_dataset(f"{archive}:dev").examples == dev.examples
     as_txt = read_dataset(archive, split="snli_1.0/snli_1.0_dev.txt")
+    assert read_dataset(f"{archive}:snli_1.0/snli_1.0_dev.txt").examples == as_txt.examples
     assert as_txt.examples == dev.examples
     with zipfile.ZipFile(archive) as z:
         z.extractall(tmp_path / "extracted")

@@ -139,7 +139,8 @@ def _locate(source: str | Path, split: str | None) -> tuple[Path, str | None]:
         return path, split
     text = str(source)
     head, sep, tail = text.rpartition(":")
-    if sep and tail and not {"/", "\\"} & set(tail):
+    # The split may be an archive member's path (snli_1.0.zip:snli_1.0/snli_1.0_dev.txt); after a name, a word.
+    if sep and tail and (Path(head).exists() or not {"/", "\\"} & set(tail)):
         if split is not None and split != tail:
             raise ConfigError(f"{text!r} names split {tail!r} but split={split!r} was also given")
         text, split, path = head, tail, Path(head)
