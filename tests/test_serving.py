@@ -209,3 +209,15 @@ def test_an_address_in_use_is_one_clear_line_before_the_model_loads(tmp_path):
         # The model path does not exist: the address is checked first.
         with pytest.raises(ConfigError, match=f"cannot listen on 127.0.0.1:{port}: Address already in use"):
             serve(tmp_path / "no-model", port=port)
+
+
+def test_a_run_and_its_model_folder_are_served_under_the_run_name(tmp_path):
+    from bertnli.serving.app import _model_name
+
+    run = tmp_path / "snli-dev"
+    (run / "model").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / "metrics.jsonl").write_text("")
+    (tmp_path / "exported" / "model").mkdir(parents=True)
+    assert _model_name(run) == _model_name(run / "model") == "snli-dev"
+    assert _model_name(tmp_path / "exported" / "model") == "model"  # a folder called model, not in a run

@@ -42,6 +42,7 @@ _SHAPE = '{"pairs": [{"premise": "...", "hypothesis": "..."}]}'
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text}
     for code, text in (
+        (400, "A body that cannot be read as text (not UTF-8)"),
         (413, "Too many pairs, or a text too long"),
         (422, "Malformed JSON, missing fields or wrong types"),
         (500, "The model failed; details are in the server log"),
@@ -172,12 +173,20 @@ def serve(
     """Load the model at ``model_path`` (a run directory or a model folder) and serve it until Ctrl-C."""
     _check_address(host, port)
     model = NLIModel.load(model_path, device=device, precision=precision)
-    name = Path(model_path).resolve().name
+    name = _model_name(Path(model_path))
     app = create_app(model, max_pairs=max_pairs, max_chars=max_chars, name=name)
     config = uvicorn.Config(app, host=host, port=port, log_config=_log_config())
     address = f"[{host}]" if ":" in host else host
     logger.info("serving %s (%s) at http://%s:%d — API docs at /docs", name, model.device, address, port)
     uvicorn.Server(config).run()
+
+
+def _model_name(path: Path) -> str:
+    """The run's name for a run directory or its ``model/`` folder; the folder's own name otherwise."""
+    path = path.resolve()
+    if path.name == "model" and (path.parent / "config.json").is_file() and (path.parent / "metrics.jsonl").exists():
+        return path.parent.name
+    return path.name
 
 
 def _check_address(host: str, port: int) -> None:
