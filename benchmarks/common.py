@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -46,10 +45,9 @@ def run_times(work: Callable[[], object], runs: int) -> list[float]:
 
 
 def hardware() -> str:
-    if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
-    cpu = platform.processor() or platform.machine()
-    return f"{cpu} CPU, {torch.get_num_threads()} threads (torch {torch.__version__})"
+    from bertnli.runtime import device_name, pick_device
+
+    return f"{device_name(pick_device())} (torch {torch.__version__})"
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -177,9 +175,6 @@ def resolved_precision(args) -> str:
 
 def precision_name(device: str, precision: str = "auto") -> str:
     """``auto`` as bertnli resolves it: bf16 on GPUs with bf16 units, fp16 on older GPUs, fp32 on CPUs."""
-    from bertnli.runtime import PRECISIONS, autocast_dtype, pick_device
+    from bertnli.runtime import autocast_dtype, pick_device, precision_name
 
-    if precision != "auto":
-        return precision
-    dtype = autocast_dtype(pick_device(device), "auto")
-    return next(name for name, value in PRECISIONS.items() if value == dtype)
+    return precision if precision != "auto" else precision_name(autocast_dtype(pick_device(device), "auto"))

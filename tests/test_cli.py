@@ -62,6 +62,12 @@ def test_train_writes_a_complete_run(trained):
     assert config["train"]["recipe"] == "d2l" and config["train"]["epochs"] == 30
     assert config["data"]["train"]["pairs"] == 3000 and len(config["data"]["train"]["sha256"]) == 64
     assert {"torch", "bertnli", "tokenizers"} <= set(config["versions"])
+    from bertnli.plots import _run_description
+    from bertnli.runtime import device_name
+
+    assert config["hardware"] == {"device": device_name(torch.device("cpu")), "processes": 1, "precision": "fp32"}
+    assert _run_description(config) == (f"tiny, d2l recipe · trained on train.jsonl · batch 32, lr 0.001 · fp32 on "
+                                        f"{config['hardware']['device']}")
     for name in ("metrics.jsonl", "checkpoint.pt", "model/model.safetensors", "curves.png", "confusion.png",
                  "class_scores.png", "evaluation.md", "evaluation.json"):
         assert (run / name).is_file(), name

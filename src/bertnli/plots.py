@@ -38,9 +38,21 @@ def plot_curves(run: RunDir, path: Path | None = None) -> Path:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
-    fig.suptitle(run.path.name)
+    fig.suptitle(f"{run.path.name}\n{_run_description(run.read_config())}", fontsize=10)
     fig.tight_layout()
     return _save(fig, path or run.path / "curves.png")
+
+
+def _run_description(config: dict) -> str:
+    """Model, data, settings and hardware of a run, in one line."""
+    train, data, hardware = config.get("train", {}), config.get("data", {}), config.get("hardware")
+    parts = [f"{Path(str(train.get('model', '?'))).name}, {train.get('recipe', '?')} recipe",
+             f"trained on {data.get('train', {}).get('name', '?')}",
+             f"batch {train.get('batch_size', '?')}, lr {train.get('lr', '?')}"]
+    if hardware:  # runs started before the hardware was recorded have none
+        processes = f" x{hardware['processes']}" if hardware.get("processes", 1) > 1 else ""
+        parts.append(f"{hardware['precision']} on {hardware['device']}{processes}")
+    return " · ".join(parts)
 
 
 def plot_confusion(report: ClassificationReport, path: Path, title: str = "") -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import platform
 import shutil
 import warnings
 from collections.abc import Callable
@@ -35,6 +36,13 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def device_name(device: torch.device) -> str:
+    """What runs the work, in words: ``NVIDIA H200`` or ``x86_64 CPU, 2 threads``."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
 #: ``--precision`` → autocast dtype (None: plain float32).
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -53,6 +61,11 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
         warnings.warn("fp16 on a CPU is emulated and slow; bf16 (on CPUs with bf16 units) or fp32 run faster",
                       BertnliWarning, stacklevel=2)
     return PRECISIONS[precision]
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    """The ``--precision`` name of an autocast dtype (None: fp32)."""
+    return next(name for name, value in PRECISIONS.items() if value == dtype)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -34,7 +34,15 @@ from bertnli.data.labels import TWO_CLASS_LABELS
 from bertnli.errors import BertnliWarning, CheckpointError, ConfigError, DataError, TrainingInterrupted
 from bertnli.inference import batched_logits
 from bertnli.model import BERTClassifier
-from bertnli.runtime import DeviceBatch, autocast, autocast_dtype, compile_network, pick_device
+from bertnli.runtime import (
+    DeviceBatch,
+    autocast,
+    autocast_dtype,
+    compile_network,
+    device_name,
+    pick_device,
+    precision_name,
+)
 from bertnli.text import EncodedPairs, Tokenizer, encode_pairs
 from bertnli.text.cache import encode_cached
 from bertnli.text.packing import fit_rows, pack_rows
@@ -205,7 +213,9 @@ class Trainer:
             _warn_about_missing_labels(train_set, self.labels)
             data = {"train": _describe(train_set), "eval": _describe(eval_set) if eval_set else None,
                     "source": source}
-            self.run.start({**cfg.to_dict(), "labels": self.labels}, data, overwrite=overwrite)
+            hardware = {"device": device_name(self.device), "processes": self.world,
+                        "precision": precision_name(self.dtype)}
+            self.run.start({**cfg.to_dict(), "labels": self.labels}, data, hardware, overwrite=overwrite)
 
     def _build_model(self, train_set: Dataset) -> None:
         """The classifier on the pretrained encoder; ``wrapped`` for DDP, ``step_model`` as trained."""

@@ -76,7 +76,8 @@ class RunDir:
     def model_dir(self) -> Path:
         return self.path / "model"
 
-    def start(self, config: dict[str, Any], data: dict[str, Any], overwrite: bool = False) -> None:
+    def start(self, config: dict[str, Any], data: dict[str, Any], hardware: dict[str, Any] | None = None,
+              overwrite: bool = False) -> None:
         """Create the run, refusing to overwrite a run that already has a checkpoint or model. With
         ``overwrite``, everything the old run wrote goes, so nothing of it can be resumed, served or plotted."""
         if not overwrite:
@@ -89,7 +90,7 @@ class RunDir:
             else:
                 path.unlink(missing_ok=True)
 
-        record = {"train": config, "data": data, "versions": library_versions()}
+        record = {"train": config, "data": data, "hardware": hardware, "versions": library_versions()}
         self.write_json(self.config_path, record)
 
     @contextlib.contextmanager
