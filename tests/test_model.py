@@ -247,3 +247,20 @@ def test_d2l_layout_drops_out_inside_the_blocks_only(embedding_norm):
     training = model.train()(*args, **kwargs)
     evaluating = model.eval()(*args, **kwargs)
     assert torch.allclose(training, evaluating, atol=1e-6) == (not embedding_norm)
+
+
+def test_the_new_output_layer_starts_as_d2l_s_in_d2l_layout_and_small_otherwise():
+    """d2l's ``nn.LazyLinear``: weights and bias uniform within ±1/sqrt(H); Hugging Face-style heads start with
+    normal weights of std 1/sqrt(H) and a zero bias."""
+    torch.manual_seed(0)
+    hidden = 256
+    for embedding_norm in (False, True):
+        cfg = BertConfig(vocab_size=len(WORDS), hidden_size=hidden, num_layers=1, num_heads=4, ffn_size=64,
+                         embedding_norm=embedding_norm)
+        output = BERTClassifier(cfg, num_labels=3).output
+        bound = hidden ** -0.5
+        if embedding_norm:
+            assert not output.bias.any() and output.weight.abs().max() > bound  # a normal's tails pass the bound
+        else:
+            assert output.bias.abs().max() <= bound and output.bias.any()
+            assert output.weight.abs().max() <= bound

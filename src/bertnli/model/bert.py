@@ -259,7 +259,7 @@ class BERTModel(nn.Module):
 
 class BERTClassifier(nn.Module):
     """Encoder + pretrained pooler + a new linear layer over the labels, read off each pair's <cls> (with
-    dropout before it, except in d2l's layout)."""
+    dropout before it, except in d2l's layout, where the new layer also starts as d2l's ``nn.LazyLinear``)."""
 
     def __init__(self, cfg: BertConfig, num_labels: int) -> None:
         super().__init__()
@@ -267,9 +267,10 @@ class BERTClassifier(nn.Module):
         self.encoder = BertEncoder(cfg)
         self.hidden = Pooler(cfg)
         self.dropout = None if cfg.d2l_style else Dropout(cfg.dropout)
-        self.output = Linear(cfg.hidden_size, num_labels)
-        nn.init.normal_(self.output.weight, std=1.0 / math.sqrt(cfg.hidden_size))
-        nn.init.zeros_(self.output.bias)
+        self.output = Linear(cfg.hidden_size, num_labels)  # d2l's layout keeps PyTorch's initialisation, as d2l
+        if not cfg.d2l_style:
+            nn.init.normal_(self.output.weight, std=1.0 / math.sqrt(cfg.hidden_size))
+            nn.init.zeros_(self.output.bias)
 
     @classmethod
     def from_pretrained(cls, bert: BERTModel, num_labels: int, dropout: float | None = None) -> BERTClassifier:
