@@ -117,7 +117,8 @@ def gold_indices(dataset: Dataset, labels: list[str]) -> np.ndarray:
     unknown = {e.label for e in dataset.examples} - set(index)
     if None in unknown:
         missing = sum(e.label is None for e in dataset.examples)
-        raise DataError(dataset.name, f"{missing:,} pairs have no label; training and validation pairs need one")
+        raise DataError(dataset.name, f"{missing:,} pairs have no label; training and validation pairs need one "
+                                      "(a label column of another name is named with --columns label=COLUMN)")
     if unknown:
         raise DataError(dataset.name, f"labels {sorted(map(str, unknown))} are not among the model's {labels}")
     return np.fromiter((index[e.label] for e in dataset.examples), dtype=np.int64, count=len(dataset))
