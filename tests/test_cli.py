@@ -440,8 +440,14 @@ def test_numeric_labels_are_read_with_a_label_map_and_mixed_label_kinds_are_refu
     assert "--label-map glue" in capsys.readouterr().err
     assert main(["data", "inspect", str(numeric), "--label-map", "glue"]) == 0
     counts = {label: sum(e.label == label for e in examples) for label in glue}
-    assert capsys.readouterr().out.strip() == (f"numeric: 60 pairs (contradiction {counts['contradiction']}, "
-                                               f"entailment {counts['entailment']}, neutral {counts['neutral']})")
+    assert capsys.readouterr().out.splitlines() == [
+        f"numeric: 60 pairs (contradiction {counts['contradiction']}, entailment {counts['entailment']}, "
+        f"neutral {counts['neutral']})", "  columns: premise=premise, hypothesis=hypothesis, label=label"]
+    unlabelled = tmp_path / "claims.csv"
+    unlabelled.write_text("evidence,claim,verdict\na,b,SUPPORTS\n")
+    assert main(["data", "inspect", str(unlabelled), "--columns", "premise=evidence,hypothesis=claim"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == ["  columns: premise=evidence, hypothesis=claim",
+                                                        "  no label column found: --columns label=COLUMN names one"]
     rte = tmp_path / "rte.tsv"
     rte.write_text("premise\thypothesis\tlabel\n" + "".join(
         f"{e.premise}\t{e.hypothesis}\t{'entailment' if e.label == 'entailment' else 'not_entailment'}\n"

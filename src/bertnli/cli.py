@@ -533,7 +533,11 @@ def cmd_data(args: argparse.Namespace) -> None:
         print(f"{args.name}: {path}")
         return
     for spec in args.files:
-        print(_read(spec, args).describe())
+        dataset = _read(spec, args)
+        print(dataset.describe())
+        print("  columns: " + ", ".join(f"{role}={column}" for role, column in dataset.columns.items()))
+        if "label" not in dataset.columns:
+            print("  no label column found: --columns label=COLUMN names one")
 
 
 def cmd_plot(args: argparse.Namespace) -> None:

@@ -43,11 +43,13 @@ class Example:
 
 @dataclass
 class Dataset:
-    """Examples read from one source, and a count of the rows left out, by reason."""
+    """Examples read from one source, a count of the rows left out by reason, and (for a file) which column
+    held the premise, the hypothesis, the label and the genre."""
 
     name: str
     examples: list[Example]
     skipped: Counter[str] = field(default_factory=Counter)
+    columns: dict[str, str] = field(default_factory=dict)  # read from a file: the column of each role
 
     def __len__(self) -> int:
         return len(self.examples)

@@ -234,10 +234,10 @@ def _read_one(
                                      "or CRLF line endings", 1)
         fmt = options.format or _detect(display, first)
         header, rows = _ROW_READERS[fmt](chain([first], lines), display)
-        examples, skipped = _examples(header, rows, display, options, parts)
+        examples, skipped, fields = _examples(header, rows, display, options, parts)
     if parts:
         name += f"[{'+'.join(parts)}]"
-    return Dataset(name, examples, skipped)
+    return Dataset(name, examples, skipped, {role: column for role, column in vars(fields).items() if column})
 
 
 def _decode(stream: IO[bytes], display: str) -> Iterator[str]:
@@ -338,14 +338,14 @@ _ROW_READERS = {"jsonl": _jsonl_rows, "tsv": _tsv_rows, "csv": _csv_rows}
 
 def _examples(
     header: list[str] | None, rows: _Rows, display: str, options: _Options, parts: tuple[str, ...]
-) -> tuple[list[Example], Counter[str]]:
+) -> tuple[list[Example], Counter[str], _Fields]:
     fields = None if header is None else _resolve(header, options, parts, display, 1)
     examples: list[Example] = []
     skipped: Counter[str] = Counter()
     seen_parts: set[str] = set()
     for n, record in rows:
         if options.limit is not None and len(examples) >= options.limit:
-            return examples, skipped  # stopped early: the parts not yet seen may come later
+            return examples, skipped, fields  # stopped early: the parts not yet seen may come later
         fields = fields or _resolve(list(record), options, parts, display, n)
         if parts:
             part = _text(record, SICK_SET_COLUMN, display, n).upper()
@@ -365,7 +365,7 @@ def _examples(
         raise DataError(display, f"no rows with {SICK_SET_COLUMN} {', '.join(missing)} (found: {found})")
     if not examples:
         raise DataError(display, "holds no examples" + (f" (skipped: {dict(skipped)})" if skipped else ""))
-    return examples, skipped
+    return examples, skipped, fields
 
 
 def _resolve(available: list[str], options: _Options, parts: tuple[str, ...], display: str, line: int) -> _Fields:
