@@ -35,7 +35,7 @@ def run_bertnli(folder: str, train_set, eval_set, batch_size: int, seed: int) ->
     from bertnli.training import TrainConfig, train
 
     cfg = TrainConfig.from_recipe("finetune", model=folder, epochs=1, batch_size=batch_size, seed=seed,
-                                  checkpoint_every=None)
+                                  checkpoint_every=0)
     with tempfile.TemporaryDirectory() as run:
         record = train(cfg, train_set, eval_set, run, progress=False).epochs[0]
     return {"name": "bertnli", "accuracy": record["eval_accuracy"], "pairs_per_s": record["pairs_per_second"],

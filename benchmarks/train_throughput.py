@@ -66,7 +66,7 @@ def run_bertnli(args: argparse.Namespace, folder: str, compile: bool = False) ->
     data = real_pairs(args.pairs)
     cfg = TrainConfig.from_recipe("finetune", model=folder, epochs=args.epochs, batch_size=args.batch_size,
                                   device=args.device, precision=args.precision, compile=compile or None,
-                                  max_tokens=args.max_tokens, log_every=10**9, checkpoint_every=None)
+                                  max_tokens=args.max_tokens, log_every=10**9, checkpoint_every=0)
     with tempfile.TemporaryDirectory() as run:
         result = train(cfg, data, None, run, progress=False)
     record = result.epochs[-1]

@@ -444,3 +444,20 @@ def test_ctrl_c_seen_by_one_rank_stops_every_rank_at_the_same_step(task, tmp_pat
     assert sorted(done.stdout.split()) == ["0", "1", "interrupted", "interrupted"]
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["progress"]
     assert saved["step"] == 5  # the next log boundary after the signal, on both ranks
+
+
+def test_time_spent_saving_mid_epoch_checkpoints_is_not_counted_as_training(task, tmp_path, monkeypatch):
+    """The clock stands still except while a checkpoint is saved: the epoch's training time must stay 0."""
+    clock = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    save = Trainer.save_checkpoint
+
+    def slow_save(self):
+        clock[0] += 10.0
+        save(self)
+
+    monkeypatch.setattr(Trainer, "save_checkpoint", slow_save)
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=64,
+                                  checkpoint_every=3, log_every=2)
+    result = train(cfg, read_dataset(task["train"]), None, tmp_path / "run", progress=False)
+    assert result.epochs[0]["train_seconds"] == 0.0

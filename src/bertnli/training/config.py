@@ -30,8 +30,8 @@ class TrainConfig:
     batch's tokens as well as its pairs; ``pack`` puts several pairs in each row; ``compile`` (GPUs) trains
     a compiled network on packed rows of fixed shape; ``cache`` keeps encoded data on disk; ``num_heads``
     (d2l checkpoints only) and ``dropout`` replace the checkpoint's values when set; ``eval_batch_tokens``
-    sizes validation batches; ``log_every`` and ``checkpoint_every`` count optimizer steps (0 or None:
-    checkpoints at epoch ends only)."""
+    sizes validation batches; ``log_every`` and ``checkpoint_every`` count optimizer steps (0: checkpoints at
+    epoch ends only)."""
 
     model: str = "minilm"
     recipe: Literal["d2l", "finetune"] = "finetune"
@@ -62,7 +62,8 @@ class TrainConfig:
 
     @classmethod
     def from_recipe(cls, recipe: str = "finetune", **overrides: Any) -> TrainConfig:
-        """The recipe's values, then ``overrides`` (None means "keep the recipe's value")."""
+        """The recipe's values, then ``overrides``. None means "keep the recipe's value", so settings that can
+        be off are turned off with 0 (``grad_clip=0``, ``checkpoint_every=0``)."""
         if recipe not in RECIPES:
             raise ConfigError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
         values = {**RECIPES[recipe], **{k: v for k, v in overrides.items() if v is not None}}

@@ -310,7 +310,7 @@ class Trainer:
             if boundary or stop:
                 self._absorb(running, seen, time.perf_counter() - started)
                 running.zero_()
-                seen, started = 0, time.perf_counter()
+                seen = 0
                 bar.set_postfix(loss=f"{p.loss_sum / max(p.seen, 1):.4f}", acc=f"{p.correct / max(p.seen, 1):.3f}")
             # The checkpoint at the end of an epoch comes after its evaluation (`end_epoch`), unless the run stops here.
             if (periodic and p.batch < len(batches)) or stop:
@@ -318,6 +318,8 @@ class Trainer:
             if stop:
                 bar.close()
                 raise self._interrupted()
+            if boundary:
+                started = time.perf_counter()  # after any checkpoint: saving is not training time
         bar.close()
 
     def optimizer_step(self, global_batch: np.ndarray) -> torch.Tensor:
