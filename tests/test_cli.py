@@ -197,6 +197,16 @@ def test_plot_redraws_the_figures(trained, capsys):
     assert capsys.readouterr().out.split() == [str(figure) for figure in figures]
 
 
+def test_plot_names_a_damaged_report_in_one_line(trained, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run)
+    for damage in ('{"labels": ["a"', '{"labels": ["a", "b"], "confusion": [[1]]}'):
+        (run / "evaluation.json").write_text(damage)
+        assert main(["plot", str(run)]) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.strip().startswith(f"bertnli plot: error: {run / 'evaluation.json'}: ")
+
+
 def test_train_dataset_snli_downloads_the_archive_then_trains(http_server, tiny, tmp_path, monkeypatch, capsys):
     archive = snli_zip_of({"train": synthetic_dataset(300, 1), "dev": synthetic_dataset(60, 2),
                            "test": synthetic_dataset(10, 3)})

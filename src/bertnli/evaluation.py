@@ -11,10 +11,11 @@ import numpy as np
 
 from bertnli.data.example import Dataset, Example
 from bertnli.data.labels import TWO_CLASS_LABELS, TWO_CLASS_MAP, merge_to_two_classes
-from bertnli.errors import DataError
+from bertnli.errors import CheckpointError, DataError
 from bertnli.inference import NLIModel
 from bertnli.paths import write_text
 from bertnli.training.metrics import ClassificationReport
+from bertnli.weights.files import read_json_object
 
 LENGTH_EDGES = (16, 24, 32, 48, 64, 96, 128)
 
@@ -75,8 +76,11 @@ def write_report(evaluation: Evaluation, directory: Path, stem: str = "") -> lis
 
 def read_report(path: Path) -> ClassificationReport:
     """The scores saved in an ``evaluation.json``."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return ClassificationReport(data["labels"], np.array(data["confusion"]))
+    data = read_json_object(path)
+    labels, confusion = data.get("labels"), np.array(data.get("confusion"))
+    if not isinstance(labels, list) or confusion.shape != (len(labels), len(labels)):
+        raise CheckpointError(path, "not an evaluation report (no labels and confusion matrix of their size)")
+    return ClassificationReport(labels, confusion)
 
 
 def _cell(text: str) -> str:
