@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bertnli.data.batching import BatchPlan, inference_batches
-from bertnli.data.example import unpaired_surrogate
+from bertnli.data.example import surrogate_problem
 from bertnli.model import BERTClassifier
 from bertnli.runtime import DeviceBatch, autocast, autocast_dtype, compile_network, pick_device
 from bertnli.text import EncodedPairs, Tokenizer, encode_pairs
@@ -137,10 +137,9 @@ class NLIModel:
         for name, texts in (("premises", premises), ("hypotheses", hypotheses)):
             if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
                 raise TypeError(f"{name} must be a sequence of strings (one per pair)")
-            bad = next((i for i, t in enumerate(texts) if unpaired_surrogate(t)), None)
+            bad = next((i for i, t in enumerate(texts) if surrogate_problem(t)), None)
             if bad is not None:
-                raise ValueError(f"{name}[{bad}] holds {unpaired_surrogate(texts[bad])}, half of a surrogate pair: "
-                                 "not valid Unicode text")
+                raise ValueError(f"{name}[{bad}] {surrogate_problem(texts[bad])}")
         if len(premises) != len(hypotheses):
             raise ValueError(f"{len(premises)} premises but {len(hypotheses)} hypotheses")
         return encode_pairs(self.tokenizer, premises, hypotheses, self.max_len)

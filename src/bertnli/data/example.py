@@ -22,11 +22,13 @@ def is_blank(text: str) -> bool:
     return not any(ch.isprintable() and not ch.isspace() for ch in text)
 
 
-def unpaired_surrogate(text: str) -> str | None:
-    """The first unpaired surrogate in ``text`` as a JSON escape (``\\ud83d``), or None. JSON can carry
-    them (half an emoji's escape); they are not Unicode text, and no tokenizer takes them."""
+def surrogate_problem(text: str) -> str | None:
+    """What is wrong with a text that holds an unpaired surrogate (JSON can carry half of an emoji's escape,
+    ``\\ud83d``, which is not Unicode text and which no tokenizer takes); None for a text without one."""
     found = _SURROGATE.search(text)
-    return None if found is None else f"\\u{ord(found.group()):04x}"
+    if found is None:
+        return None
+    return f"holds the escape \\u{ord(found.group()):04x}, half of a surrogate pair: not valid Unicode text"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from bertnli.data.download import DATASETS, cached_path, data_cache_dir, remote_dataset
-from bertnli.data.example import Dataset, Example, is_blank, unpaired_surrogate
+from bertnli.data.example import Dataset, Example, is_blank, surrogate_problem
 from bertnli.data.labels import parse_label, resolve_label_map
 from bertnli.errors import ConfigError, DataError
 
@@ -437,10 +437,9 @@ def _text(record: Mapping[str, Any], column: str, display: str, n: int) -> str:
         return ""
     if not isinstance(value, str):
         raise DataError(display, f"{column!r} is {json.dumps(value)}, not text", n)
-    surrogate = unpaired_surrogate(value)
-    if surrogate:
-        raise DataError(display, f"{column!r} holds the escape {surrogate}, half of a surrogate pair: not valid "
-                                 "Unicode text", n)
+    problem = surrogate_problem(value)
+    if problem:
+        raise DataError(display, f"{column!r} {problem}", n)
     return value
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bertnli.data.example import is_blank, unpaired_surrogate
+from bertnli.data.example import is_blank, surrogate_problem
 
 EXAMPLE_PAIRS = [
     {"premise": "A man is playing a guitar on stage.", "hypothesis": "A person is making music."},
@@ -29,9 +29,9 @@ class Pair(BaseModel):
     def _readable(cls, text: str) -> str:
         if is_blank(text):
             raise ValueError("must not be empty or blank")
-        surrogate = unpaired_surrogate(text)
-        if surrogate:
-            raise ValueError(f"holds the escape {surrogate}, half of a surrogate pair: not valid Unicode text")
+        problem = surrogate_problem(text)
+        if problem:
+            raise ValueError(problem)
         return text
 
 
