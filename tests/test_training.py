@@ -20,6 +20,7 @@ from synthetic import synthetic_dataset, tiny_d2l_checkpoint
 from bertnli.cli import main
 from bertnli.data import Dataset, Example, read_dataset
 from bertnli.errors import ConfigError, DataError, TrainingInterrupted
+from bertnli.paths import DIR_MODE
 from bertnli.text import WordTokenizer
 from bertnli.text.cache import encode_cached
 from bertnli.training import TrainConfig, Trainer, train
@@ -178,7 +179,8 @@ def test_early_stopping_ends_a_run_that_stops_improving(task, tmp_path):
 def test_encoded_data_cache_is_reused_and_keyed_by_content(tmp_path):
     tok = WordTokenizer(["<unk>", "<pad>", "<cls>", "<sep>", "<mask>", "a", "b"])
     first = encode_cached(tok, ["a b", "a"], ["b", "b a"], 16, tmp_path)
-    assert len(list(tmp_path.iterdir())) == 1
+    [entry] = list(tmp_path.iterdir())
+    assert entry.stat().st_mode & 0o777 == DIR_MODE  # as any folder: others can read a shared cache
     again = encode_cached(tok, ["a b", "a"], ["b", "b a"], 16, tmp_path)
     assert isinstance(again.token_ids, np.memmap)
     assert np.array_equal(first.token_ids, again.token_ids) and np.array_equal(first.segments, again.segments)

@@ -27,6 +27,8 @@ def _umask() -> int:
 
 #: The permissions a new file gets from open(): read-write for all, less the process's umask.
 FILE_MODE = 0o666 & ~_umask()
+#: The permissions a new folder gets from mkdir (temporary folders are owner-only instead).
+DIR_MODE = 0o777 & ~_umask()
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:

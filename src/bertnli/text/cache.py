@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bertnli.paths import cache_root
+from bertnli.paths import DIR_MODE, cache_root
 from bertnli.text.pairs import EncodedPairs, encode_pairs
 from bertnli.text.tokenizers import Tokenizer
 
@@ -54,6 +54,7 @@ def encode_cached(
     try:
         root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+        os.chmod(staging, DIR_MODE)  # readable by every user of a shared cache, as a plain mkdir would be
         for name in ARRAYS:
             np.save(staging / f"{name}.npy", getattr(pairs, name))
         os.replace(staging, entry)
