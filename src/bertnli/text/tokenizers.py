@@ -77,12 +77,21 @@ class WordTokenizer(Tokenizer):
     @classmethod
     def from_file(cls, path: Path) -> WordTokenizer:
         try:
-            vocab = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(path, f"cannot read vocabulary: {exc}") from None
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise CheckpointError(path, f"cannot read vocabulary: {exc.strerror or exc}") from None
+        return cls.from_json(data, str(path))
+
+    @classmethod
+    def from_json(cls, data: bytes | str, source: str) -> WordTokenizer:
+        """From d2l's ``vocab.json`` (a JSON list: index → word); ``source`` names it in errors."""
+        try:
+            vocab = json.loads(data)
+        except ValueError as exc:
+            raise CheckpointError(source, f"cannot read vocabulary: {exc}") from None
         if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
-            raise CheckpointError(path, "expected a JSON list of tokens (index → word)")
-        return cls(vocab, str(path))
+            raise CheckpointError(source, "expected a JSON list of tokens (index → word)")
+        return cls(vocab, source)
 
     @property
     def vocab_size(self) -> int:

@@ -17,7 +17,7 @@ import torch
 from bertnli.errors import CheckpointError, ConfigError
 from bertnli.model.bert import BertConfig, BERTModel
 from bertnli.text.tokenizers import WordTokenizer
-from bertnli.weights.files import StateDict, atomic_directory, parse_json, read_torch
+from bertnli.weights.files import StateDict, atomic_directory, read_torch
 from bertnli.weights.keymap import KeyMap, check_vocab, empty_model, make_config
 
 PARAMS = "pretrained.params"
@@ -120,12 +120,10 @@ def _read_archive(path: Path) -> tuple[StateDict, WordTokenizer, str]:
             vocab = _member(archive, VOCAB, path)
             source = f"{path}:{params}"
             state = read_torch(io.BytesIO(archive.read(params)), source)
-            words = parse_json(archive.read(vocab), f"{path}:{vocab}")
+            tokenizer = WordTokenizer.from_json(archive.read(vocab), f"{path}:{vocab}")
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
         raise CheckpointError(path, f"not a readable zip archive ({exc})") from None
-    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-        raise CheckpointError(f"{path}:{vocab}", "expected a JSON list of tokens (index → word)")
-    return state, WordTokenizer(words, f"{path}:{vocab}"), source
+    return state, tokenizer, source
 
 
 def _member(archive: zipfile.ZipFile, name: str, path: Path) -> str:
