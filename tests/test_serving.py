@@ -211,13 +211,12 @@ def test_an_address_in_use_is_one_clear_line_before_the_model_loads(tmp_path):
             serve(tmp_path / "no-model", port=port)
 
 
-def test_a_run_and_its_model_folder_are_served_under_the_run_name(tmp_path):
+def test_a_run_and_its_model_folder_are_served_under_the_run_name(model, tmp_path):
     from bertnli.serving.app import _model_name
+    from bertnli.weights import save_classifier
 
     run = tmp_path / "snli-dev"
-    (run / "model").mkdir(parents=True)
-    (run / "config.json").write_text("{}")
-    (run / "metrics.jsonl").write_text("")
-    (tmp_path / "exported" / "model").mkdir(parents=True)
+    save_classifier(run / "model", model.network, model.tokenizer, model.labels, model.max_len)
+    (tmp_path / "notes" / "model").mkdir(parents=True)
     assert _model_name(run) == _model_name(run / "model") == "snli-dev"
-    assert _model_name(tmp_path / "exported" / "model") == "model"  # a folder called model, not in a run
+    assert _model_name(tmp_path / "notes" / "model") == "model"  # a folder called model, holding no model

@@ -35,6 +35,7 @@ from bertnli.serving.schemas import (
     PredictRequest,
     PredictResponse,
 )
+from bertnli.weights.native import resolve_model_dir
 
 logger = logging.getLogger(__name__)
 _SHAPE = '{"pairs": [{"premise": "...", "hypothesis": "..."}]}'
@@ -182,11 +183,9 @@ def serve(
 
 
 def _model_name(path: Path) -> str:
-    """The run's name for a run directory or its ``model/`` folder; the folder's own name otherwise."""
+    """The run's name for a run directory or the model folder inside it; the folder's own name otherwise."""
     path = path.resolve()
-    if path.name == "model" and (path.parent / "config.json").is_file() and (path.parent / "metrics.jsonl").exists():
-        return path.parent.name
-    return path.name
+    return path.parent.name if resolve_model_dir(path.parent) == path else path.name
 
 
 def _check_address(host: str, port: int) -> None:
