@@ -207,7 +207,8 @@ def _contents(names: Sequence[str]) -> str:
 
 
 def _name(path: PurePosixPath | Path) -> str:
-    """``snli_1.0_dev`` for snli_1.0_dev.jsonl; ``rte/train`` for rte/train.tsv."""
+    """``snli_1.0_dev`` for snli_1.0_dev.jsonl; ``RTE/train`` for RTE/train.tsv (a split's file is named
+    with its folder)."""
     if path.stem.lower() in SPLIT_NAMES and path.parent.name:
         return f"{path.parent.name}/{path.stem}"
     return path.stem

@@ -1,10 +1,11 @@
 """The run directory: the unit of work. Every file in it is written atomically (temporary file, rename).
 
-    RUN/config.json          every setting, library versions, data fingerprints
+    RUN/config.json          every setting, the hardware, library versions, data fingerprints
     RUN/metrics.jsonl        one JSON object per logged step and per epoch
     RUN/checkpoint.pt        the last training state (model, optimizer, schedule, RNG, position)
     RUN/model/               the best model so far, in bertnli's own format (`NLIModel.load(RUN)`)
     RUN/curves.png           loss and accuracy curves
+    RUN/evaluation.md, .json, confusion.png, class_scores.png   the best model on the validation data
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def is_d2l_name(name: str) -> bool:
     return name.lower() in D2L_CHECKPOINTS
 
 
-def d2l_download(name: str, progress: bool = True) -> Path:
+def d2l_download(name: str) -> Path:
     """d2l's ``bert.small.torch.zip`` or ``bert.base.torch.zip`` (by ``name``), fetched once into
     ``$BERTNLI_CACHE/models`` and verified against the SHA-1 that d2l publishes."""
     name = name.lower()
@@ -63,8 +63,7 @@ def d2l_download(name: str, progress: bool = True) -> Path:
     folder = cache_root() / "models"
     fallback = (f"Download {D2L_DATA_URL}{filename} yourself and pass its path as --model, or put it in {folder}; "
                 "or use --model minilm (works offline).")
-    return fetch(D2L_DATA_URL + filename, folder / filename, checksum=D2L_CHECKPOINTS[name], fallback=fallback,
-                 progress=progress)
+    return fetch(D2L_DATA_URL + filename, folder / filename, checksum=D2L_CHECKPOINTS[name], fallback=fallback)
 
 
 def looks_like_hub_id(name: str) -> bool:
@@ -73,7 +72,8 @@ def looks_like_hub_id(name: str) -> bool:
 
 
 def hub_download(repo_id: str) -> Path:
-    """Fetch a BERT checkpoint's files from the Hugging Face Hub (or its local cache) into the cache.
+    """Fetch a BERT checkpoint's files from the Hugging Face Hub into Hugging Face's own cache (or find them
+    there), and return the folder.
 
     Honours ``HF_HUB_OFFLINE`` as set when called; every failure is one `DownloadError` line.
     """
