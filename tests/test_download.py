@@ -160,6 +160,7 @@ def test_registry_splits_are_where_the_reader_looks(tmp_path):
         for split, member in entry.splits.items():
             (example,) = read_dataset(archive, split=split).examples
             assert (example.premise, example.hypothesis) == (split, member), name
+        assert entry.validation in entry.splits and entry.validation != "train", name
 
 
 def test_a_file_put_in_the_cache_by_hand_is_used_and_recorded(tmp_path):

@@ -344,13 +344,13 @@ def _absolute(spec: str) -> str:
 
 def _load_training_data(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
     """(train, validation) from --dataset, or --train/--eval files, holding out a slice when no --eval."""
-    from bertnli.data import dataset_splits, download, train_validation_split
+    from bertnli.data import download, train_validation_split
+    from bertnli.data.download import remote_dataset
 
     if args.dataset:
         archive = download(args.dataset)  # reuses a verified copy in the cache without touching the network
-        splits = dataset_splits(args.dataset)
-        dev = next(name for name in ("dev", "dev_matched", "trial") if name in splits)
-        train_set, eval_set = _read(archive, args, "train"), _read(archive, args, dev)
+        validation = remote_dataset(args.dataset).validation
+        train_set, eval_set = _read(archive, args, "train"), _read(archive, args, validation)
     else:
         train_set = _combine("+".join(Path(s).name for s in args.train), [_read(s, args) for s in args.train])
         eval_set = _combine("+".join(Path(s).name for s in args.eval), [_read(s, args) for s in args.eval]) \

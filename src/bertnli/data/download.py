@@ -17,11 +17,13 @@ from bertnli.paths import cache_root
 
 @dataclass(frozen=True)
 class RemoteDataset:
-    """Where a dataset is published, the archive members that hold its splits, and how to do without."""
+    """Where a dataset is published, the archive members that hold its splits, the split that validates a
+    model trained on its train split, and how to do without the download."""
 
     url: str
     filename: str
     splits: Mapping[str, str]
+    validation: str
     local_example: str
     md5: str | None = None
 
@@ -31,6 +33,7 @@ DATASETS: dict[str, RemoteDataset] = {
         "https://nlp.stanford.edu/projects/snli/snli_1.0.zip",
         "snli_1.0.zip",
         {s: f"snli_1.0/snli_1.0_{s}.jsonl" for s in ("train", "dev", "test")},
+        "dev",
         "--train path/to/snli_1.0_train.jsonl",
         md5="981c3df556bbaea3f17f752456d0088c",
     ),
@@ -38,12 +41,14 @@ DATASETS: dict[str, RemoteDataset] = {
         "https://cims.nyu.edu/~sbowman/multinli/multinli_1.0.zip",
         "multinli_1.0.zip",
         {s: f"multinli_1.0/multinli_1.0_{s}.jsonl" for s in ("train", "dev_matched", "dev_mismatched")},
+        "dev_matched",
         "--train path/to/multinli_1.0_train.jsonl",
     ),
     "rte": RemoteDataset(
         "https://dl.fbaipublicfiles.com/glue/data/RTE.zip",
         "RTE.zip",
         {s: f"RTE/{s}.tsv" for s in ("train", "dev", "test")},
+        "dev",
         "--train path/to/RTE/train.tsv",
     ),
     # One file; its SemEval_set column (TRAIN / TRIAL / TEST) tells the splits apart.
@@ -51,6 +56,7 @@ DATASETS: dict[str, RemoteDataset] = {
         "https://zenodo.org/records/2787612/files/SICK.zip",
         "SICK.zip",
         {s: "SICK.txt" for s in ("train", "trial", "test")},
+        "trial",
         "--train path/to/SICK.txt",
     ),
 }
