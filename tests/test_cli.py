@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -212,9 +213,8 @@ def test_train_dataset_snli_downloads_the_archive_then_trains(http_server, tiny,
                            "test": synthetic_dataset(10, 3)})
     http_server.files["/snli_1.0.zip"] = archive
     entry = DATASETS["snli"]
-    monkeypatch.setitem(DATASETS, "snli", type(entry)(
-        f"{http_server.url}/snli_1.0.zip", entry.filename, entry.splits, entry.local_example,
-        md5=hashlib.md5(archive).hexdigest()))
+    monkeypatch.setitem(DATASETS, "snli", dataclasses.replace(entry, url=f"{http_server.url}/snli_1.0.zip",
+                                                              md5=hashlib.md5(archive).hexdigest()))
     args = ["train", "--dataset", "snli", "--model", tiny, "--num-heads", "4", "--epochs", "1", "--no-progress"]
     assert main([*args, "--out", str(tmp_path / "a")]) == 0
     assert "300 pairs" in capsys.readouterr().err  # the split read from the downloaded archive
