@@ -175,6 +175,17 @@ def test_predict_reads_files_with_their_own_column_names(trained, capsys, tmp_pa
                                                                         (3, "cat", wanted[1].label)]
 
 
+def test_predict_reads_standard_input(trained, capsys, monkeypatch):
+    import io
+
+    lines = ('{"premise": "red dog runs big", "hypothesis": "dog"}\n\n'
+             '{"premise": "red dog runs big", "hypothesis": "cat"}\n')
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(lines.encode())))
+    assert main(["predict", "--model", str(trained["run"]), "--input", "-"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["line"], r["hypothesis"]) for r in rows] == [(1, "dog"), (3, "cat")]
+
+
 def test_predictions_written_as_tsv_read_back_with_the_same_texts(trained, tmp_path):
     """TSV is written the way the readers read it: quotes stay plain text, tabs and line breaks become spaces."""
     from bertnli.data import read_dataset

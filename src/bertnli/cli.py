@@ -39,6 +39,7 @@ EXAMPLES = {
   bertnli predict --model runs/dev "A man plays a guitar." "A person makes music."
   bertnli predict --model runs/dev --input pairs.jsonl --output predictions.jsonl
   bertnli predict --model runs/dev --input claims.csv --columns premise=evidence,hypothesis=claim --output out.csv
+  cat pairs.jsonl | bertnli predict --model runs/dev --input - > predictions.jsonl
   bertnli predict --model runs/dev --input million.jsonl --output labels.jsonl --compile   # big job, GPU""",
     "data": """examples:
   bertnli data download snli                 # fetch and verify snli_1.0.zip into the cache
@@ -214,7 +215,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("hypothesis", nargs="?")
     p.add_argument("--input", type=Path,
                    help="pairs to label: jsonl with premise/hypothesis (or sentence1/sentence2) keys, or any "
-                        "file that --data takes; labels in it are ignored")
+                        "file that --data takes; labels in it are ignored; - reads standard input")
     p.add_argument("--output", type=Path,
                    help="where to write the predictions: the input line of each pair, its texts, label and "
                         "probabilities, as CSV or TSV for a .csv or .tsv file, else JSON lines (default: standard "
@@ -471,7 +472,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     examples = [Example(args.premise, args.hypothesis)]
     if args.input:
         args.columns = {**(args.columns or {}), "label": None}  # labels in the file are not read
-        dataset = _read(args.input, args)
+        dataset = _read(sys.stdin.buffer if str(args.input) == "-" else args.input, args)
         if dataset.skipped:
             print(dataset.describe(), file=sys.stderr)
         examples = dataset.examples

@@ -8,6 +8,7 @@ Every problem in a file is a DataError naming the file and its 1-based line; row
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import zipfile
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from bertnli.data.download import DATASETS, cached_path, data_cache_dir, remote_dataset
 from bertnli.data.example import Dataset, Example, is_blank, surrogate_problem
@@ -68,7 +69,7 @@ class _Fields:
 
 
 def read_dataset(
-    source: str | Path,
+    source: str | Path | BinaryIO,
     *,
     split: str | None = None,
     format: str | None = None,
@@ -92,8 +93,12 @@ def read_dataset(
     ``sick_set``: keep only these SemEval_set parts (TRAIN, TRIAL, TEST); for a single file ``split``
     does the same.
     ``limit``: stop after this many pairs (quick trials on big files); what is skipped is counted up to there.
+    ``source`` may also be an open binary stream (``sys.stdin.buffer``), read whole, in any of the formats.
     """
     options = _options(format, columns, label_map, d2l_text, sick_set, limit)
+    if hasattr(source, "read"):
+        data, display = source.read(), str(getattr(source, "name", "<stream>"))
+        return _read_one(lambda: io.BytesIO(data), display, display.strip("<>"), split, options)
     path, split = _locate(source, split)
     if path.is_dir():
         files = {p.relative_to(path).as_posix(): p for p in sorted(path.rglob("*")) if p.is_file()}
