@@ -107,8 +107,10 @@ class NLIModel:
         compile: bool = False,
         progress: bool = False,
     ) -> None:
-        """``batch_tokens`` caps padded tokens per batch (None: no cap); the default suits the device:
-        large batches keep a GPU busy, while a CPU runs faster on batches that stay in its caches."""
+        """``batch_size`` caps the pairs of a batch and ``batch_tokens`` its padded tokens (None: no cap); the
+        default suits the device: large batches keep a GPU busy, while a CPU runs faster on batches that stay
+        in its caches. Compiled (``compile``), batches are packed rows of ``max_len`` tokens: ``batch_tokens``
+        tokens' worth of rows, or ``batch_size`` rows without a token cap."""
         self.device = pick_device(device) if isinstance(device, str) else device
         self.network = network.to(self.device).eval()
         self.tokenizer = tokenizer
