@@ -128,6 +128,14 @@ def test_evaluate_breaks_accuracy_down_by_genre_and_names_the_line_of_each_confi
                                                                          error["gold"])
     assert main(["evaluate", "--model", str(trained["run"]), "--data", str(data)]) == 0
     assert "accuracy by genre:" in capsys.readouterr().out
+    # Every mistake, most confident first, or as many as asked for.
+    wrong = sum(p != r["gold_label"] for p, r in zip(predicted, rows))
+    for asked, listed in (("-1", wrong), ("3", 3)):
+        assert main(["evaluate", "--model", str(trained["run"]), "--data", str(data), "--json",
+                     "--mistakes", asked]) == 0
+        errors = json.loads(capsys.readouterr().out)["confident_errors"]
+        assert len(errors) == listed and [e["confidence"] for e in errors] == sorted(
+            (e["confidence"] for e in errors), reverse=True)
 
 
 def test_predict_one_pair_and_a_file(trained, capsys, tmp_path):

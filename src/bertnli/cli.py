@@ -203,6 +203,9 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--two-class", action="store_true",
                    help="merge neutral and contradiction into not_entailment (for RTE-style data)")
     p.add_argument("--report", type=Path, metavar="DIR", help="write evaluation.md, evaluation.json and plots here")
+    p.add_argument("--mistakes", type=int, default=10, metavar="N",
+                   help="how many of the most confidently wrong pairs the report and --json list (default 10; "
+                        "-1: every mistake, most confident first)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     _add_hardware(p)
     _add_inference_compile(p)
@@ -392,7 +395,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise BertnliError(f"--report {args.report} is a file; name a folder")
     model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
                           progress=True)
-    results = [evaluate(model, _read(spec, args), two_class=args.two_class) for spec in args.data]
+    top = None if args.mistakes < 0 else args.mistakes
+    results = [evaluate(model, _read(spec, args), two_class=args.two_class, top_errors=top) for spec in args.data]
     if args.report:
         for r, stem in zip(results, _report_stems([r.dataset for r in results])):
             write_report(r, args.report, stem)

@@ -95,10 +95,12 @@ def _merge_to_two_classes(labels: list[str], probs: np.ndarray) -> np.ndarray:
     return merged
 
 
-def evaluate(model: NLIModel, dataset: Dataset, *, two_class: bool = False, top_errors: int = 10) -> Evaluation:
+def evaluate(model: NLIModel, dataset: Dataset, *, two_class: bool = False, top_errors: int | None = 10
+             ) -> Evaluation:
     """Score ``model`` on the labelled pairs of ``dataset``. ``two_class`` merges neutral and contradiction
     into not_entailment, in the model's predictions and in 3-class gold labels (for RTE-style data, or a
-    2-class score on 3-class data); it must be asked for, never guessed."""
+    2-class score on 3-class data); it must be asked for, never guessed. ``top_errors``: how many of the most
+    confidently wrong pairs to keep (None: all of them, most confident first)."""
     if two_class:
         dataset = merge_to_two_classes(dataset)
     examples = [e for e in dataset.examples if e.label is not None]
@@ -128,7 +130,7 @@ def evaluate(model: NLIModel, dataset: Dataset, *, two_class: bool = False, top_
 
 
 def _confident_errors(examples: list[Example], labels: list[str], gold: np.ndarray, predicted: np.ndarray,
-                      probs: np.ndarray, top: int) -> list[dict]:
+                      probs: np.ndarray, top: int | None) -> list[dict]:
     wrong = np.flatnonzero(gold != predicted)
     confidence = probs[wrong, predicted[wrong]]
     worst = wrong[np.argsort(-confidence, kind="stable")[:top]]
