@@ -243,8 +243,7 @@ def test_train_dataset_snli_downloads_the_archive_then_trains(http_server, tiny,
 
 def test_offline_dataset_download_is_one_clear_line(tiny, tmp_path, monkeypatch, capsys):
     entry = DATASETS["snli"]
-    monkeypatch.setitem(DATASETS, "snli", type(entry)(
-        "http://127.0.0.1:9/snli_1.0.zip", entry.filename, entry.splits, entry.local_example, md5=entry.md5))
+    monkeypatch.setitem(DATASETS, "snli", dataclasses.replace(entry, url="http://127.0.0.1:9/snli_1.0.zip"))
     assert main(["train", "--dataset", "snli", "--model", tiny, "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--train" in err[0] and "Traceback" not in err[0]
