@@ -21,13 +21,14 @@ def local_only(monkeypatch):
     for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("no_proxy", "*")
-    real = socket.create_connection
+    real = socket.socket.connect
 
-    def guarded(address, *args, **kwargs):
-        assert address[0] in ("127.0.0.1", "localhost"), f"a test tried to reach {address}"
-        return real(address, *args, **kwargs)
+    def guarded(sock, address, *args, **kwargs):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            assert address[0] in ("127.0.0.1", "localhost", "::1"), f"a test tried to reach {address}"
+        return real(sock, address, *args, **kwargs)
 
-    monkeypatch.setattr(socket, "create_connection", guarded)
+    monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -27,7 +27,11 @@ from bertnli.training import TrainConfig, Trainer, train
 from bertnli.training.loop import _process_group_scope
 
 TESTS = Path(__file__).resolve().parent
-ENV = {**os.environ, "PYTHONPATH": str(TESTS.parent / "src"), "OMP_NUM_THREADS": "1"}
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a child process: this test's (its private cache included), one thread."""
+    return {**os.environ, "PYTHONPATH": str(TESTS.parent / "src"), "OMP_NUM_THREADS": "1"}
 
 
 def write_jsonl(path: Path, dataset) -> Path:
@@ -53,7 +57,7 @@ def cli_args(task, out: Path, *extra: str) -> list[str]:
 
 def run_cli(*args: str) -> None:
     """The command line in a fresh process (one thread, so every run reduces sums in the same order)."""
-    done = subprocess.run([sys.executable, "-m", "bertnli", *args], env=ENV, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "bertnli", *args], env=child_env(), capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -78,7 +82,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(task, tmp_pa
     run_cli(*cli_args(task, tmp_path / "whole", *settings))
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "bertnli", *cli_args(task, run, *settings)], env=ENV,
+    proc = subprocess.Popen([sys.executable, "-m", "bertnli", *cli_args(task, run, *settings)], env=child_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not (run / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -199,7 +203,7 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(task, tmp_
     run_cli(*cli_args(task, tmp_path / "one", *common, "--batch-size", "16"))
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                           "-m", "bertnli", *cli_args(task, tmp_path / "two", *common, "--batch-size", "8")],
-                         env=ENV, capture_output=True, text=True, timeout=300)
+                         env=child_env(), capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     one = load_file(tmp_path / "one" / "model" / "model.safetensors")
     two = load_file(tmp_path / "two" / "model" / "model.safetensors")
@@ -441,7 +445,7 @@ def test_ctrl_c_seen_by_one_rank_stops_every_rank_at_the_same_step(task, tmp_pat
     script = tmp_path / "ctrl_c.py"
     script.write_text(DDP_CTRL_C.format(tests=str(TESTS), model=task["model"], run=str(tmp_path / "run")))
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           str(script)], env=ENV, capture_output=True, text=True, timeout=300)
+                           str(script)], env=child_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(done.stdout.split()) == ["0", "1", "interrupted", "interrupted"]
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["progress"]
