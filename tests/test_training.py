@@ -77,6 +77,21 @@ def epoch_records(run: Path) -> list[dict]:
     return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "epoch"]
 
 
+def step_records(run: Path) -> list[dict]:
+    """The logged steps without their speed, which differs from run to run."""
+    records = map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+    return [{k: v for k, v in r.items() if k != "pairs_per_second"} for r in records if r["kind"] == "step"]
+
+
+def logged_steps(run: Path) -> list[int]:
+    """The steps logged so far by a run in progress (a line being written is left out)."""
+    try:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line)["step"] for line in lines if line.endswith("}") and '"kind": "step"' in line]
+
+
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(task, tmp_path):
     settings = ("--epochs", "2", "--batch-size", "8", "--checkpoint-every", "25", "--log-every", "10")
     run_cli(*cli_args(task, tmp_path / "whole", *settings))
@@ -84,16 +99,20 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(task, tmp_pa
     run = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "bertnli", *cli_args(task, run, *settings)], env=child_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # Killed once step 30 is logged: after the checkpoint of step 25, before the next one (step 50), so the
+    # resume must drop the records past its checkpoint and redo those steps.
     deadline = time.monotonic() + 120
-    while not (run / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+    while max(logged_steps(run), default=0) < 30 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
     progress = torch.load(run / "checkpoint.pt", weights_only=True)["progress"]
     assert progress["epoch"] == 0 and progress["batch"] > 0, "the kill must land in the middle of the first epoch"
+    assert max(logged_steps(run)) > progress["step"], "the kill must land after a record that the checkpoint lacks"
 
     run_cli("train", "--resume", str(run), "--no-progress")
+    assert step_records(run) == step_records(tmp_path / "whole")
     whole, resumed = epoch_records(tmp_path / "whole"), epoch_records(run)
     assert [r["eval_accuracy"] for r in resumed] == [r["eval_accuracy"] for r in whole]
     for a, b in zip(resumed, whole):
