@@ -146,6 +146,16 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(task, tmp_path):
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert saved["progress"]["step"] == 4 and saved["progress"]["batch"] == 4
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert step_records(tmp_path / "run")[-1]["step"] == 4  # the steps since the last log are logged, not lost
+    # Resumed, the run ends as one never stopped: the same epoch and the same weights.
+    train(cfg, train_set, eval_set, tmp_path / "run", resume=True, progress=False)
+    whole = train(cfg, train_set, eval_set, tmp_path / "whole", progress=False)
+    [resumed] = epoch_records(tmp_path / "run")
+    assert resumed["train_loss"] == pytest.approx(whole.epochs[0]["train_loss"], rel=1e-12)
+    assert (resumed["train_accuracy"], resumed["eval_accuracy"]) == (whole.epochs[0]["train_accuracy"],
+                                                                     whole.epochs[0]["eval_accuracy"])
+    weights = [load_file(run / "model" / "model.safetensors") for run in (tmp_path / "run", tmp_path / "whole")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
 
 
 def test_ctrl_c_on_the_last_step_of_an_epoch_saves_and_the_resume_ends_that_epoch(task, tmp_path):
