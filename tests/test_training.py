@@ -209,6 +209,24 @@ def test_early_stopping_ends_a_run_that_stops_improving(task, tmp_path):
     assert not any(e["best"] for e in result.epochs[-2:])
 
 
+def test_the_model_folder_keeps_the_epoch_of_best_validation_accuracy(task, tmp_path, monkeypatch):
+    """Validation accuracies 0.5, 0.9, 0.7 by script: model/ must hold the weights of epoch 2, not of the last."""
+    from bertnli.training.metrics import ClassificationReport
+
+    right = iter([5, 9, 7])  # of 10 validation pairs
+    monkeypatch.setattr(Trainer, "evaluate", lambda self: ClassificationReport(
+        self.labels, np.array([[(k := next(right)), 0, 0], [0, 0, 0], [10 - k, 0, 0]])))
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=3, batch_size=64)
+    trainer = Trainer(cfg, synthetic_dataset(128, 1), synthetic_dataset(32, 2), tmp_path / "run", progress=False)
+    after = []  # the weights at the end of each epoch
+    trainer.on_epoch = lambda record: after.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+    trainer.fit()
+    saved = load_file(tmp_path / "run" / "model" / "model.safetensors")
+    assert json.loads((tmp_path / "run" / "model" / "config.json").read_text())["trained"]["epoch"] == 2
+    assert all(torch.equal(saved[k], after[1][k]) for k in saved)
+    assert not all(torch.equal(saved[k], after[2][k]) for k in saved)
+
+
 def test_encoded_data_cache_is_reused_and_keyed_by_content(tmp_path):
     tok = WordTokenizer(["<unk>", "<pad>", "<cls>", "<sep>", "<mask>", "a", "b"])
     first = encode_cached(tok, ["a b", "a"], ["b", "b a"], 16, tmp_path)
