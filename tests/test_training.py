@@ -343,8 +343,8 @@ def test_tensorboard_log_is_written_when_asked(task, tmp_path):
 
 def test_the_linear_schedule_ends_at_the_last_step_when_token_budgets_vary_the_batch_count(task, tmp_path):
     cfg = TrainConfig.from_recipe("finetune", model=task["model"], num_heads=4, epochs=3, batch_size=16,
-                                  max_len=32, max_tokens=40, pack=True, log_every=1, checkpoint_every=None)
-    trainer = Trainer(cfg, synthetic_dataset(160, 1), None, tmp_path / "run", progress=False)
+                                  max_len=32, max_tokens=40, pack=True, log_every=1, checkpoint_every=0)
+    trainer = Trainer(cfg, synthetic_dataset(48, 1), None, tmp_path / "run", progress=False)
     counts = {len(trainer._epoch_batches(epoch)) for epoch in range(cfg.epochs)}
     assert len(counts) > 1, "the epochs must differ in batch count for this test to mean anything"
     trainer.fit()
@@ -352,6 +352,37 @@ def test_the_linear_schedule_ends_at_the_last_step_when_token_budgets_vary_the_b
              if r["kind"] == "step"]
     assert len(rates) == trainer.progress.step
     assert rates[-1] == 0.0 and min(rates[:-1]) > 0.0
+
+
+def test_the_linear_schedule_warms_up_over_its_share_of_steps_then_decays_to_zero():
+    """20 steps, 10% warm-up: the rate climbs to its peak over 2 steps, then falls by 1/18 a step to 0."""
+    from bertnli.training.loop import build_schedule
+
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+    schedule = build_schedule(optimizer, TrainConfig.from_recipe("finetune", warmup_ratio=0.1), total_steps=20)
+    rates = []
+    for _ in range(21):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates == pytest.approx([0.5, 1.0, *(1 - k / 18 for k in range(19))])
+
+
+def test_gradients_are_clipped_to_the_set_norm(task, tmp_path):
+    """The norm the optimizer sees is at most grad_clip; without clipping the same steps exceed it."""
+    def norms_seen(grad_clip: float, run: str) -> list[float]:
+        cfg = TrainConfig.from_recipe("finetune", model=task["model"], num_heads=4, batch_size=16, grad_clip=grad_clip)
+        trainer = Trainer(cfg, synthetic_dataset(64, 1), None, tmp_path / run, progress=False)
+        seen = []
+        trainer.optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: seen.append(float(
+            torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in trainer.model.parameters()
+                                                  if p.grad is not None])))))
+        for batch in trainer._epoch_batches(0):
+            trainer.optimizer_step(batch)
+        return seen
+
+    assert max(norms_seen(0.01, "clipped")) <= 0.01 * (1 + 1e-4)
+    assert min(norms_seen(0.0, "free")) > 0.01
 
 
 def test_a_second_run_in_a_busy_folder_is_refused(task, tmp_path):
