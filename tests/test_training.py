@@ -237,7 +237,10 @@ def test_encoded_data_cache_is_reused_and_keyed_by_content(tmp_path):
     assert np.array_equal(first.token_ids, again.token_ids) and np.array_equal(first.segments, again.segments)
     encode_cached(tok, ["a b", "a"], ["b", "b a"], 8, tmp_path)  # other max_len
     encode_cached(tok, ["a b", "b"], ["b", "b a"], 16, tmp_path)  # other text
-    assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 3
+    other_vocab = encode_cached(WordTokenizer(["<unk>", "<pad>", "<cls>", "<sep>", "<mask>", "b", "a"]),
+                                ["a b", "a"], ["b", "b a"], 16, tmp_path)  # other tokenizer, other ids
+    assert not np.array_equal(other_vocab.token_ids, first.token_ids)
+    assert len([p for p in tmp_path.iterdir() if not p.name.startswith(".")]) == 4
     # The same characters, split elsewhere between premise and hypothesis: another entry.
     tab_in_premise = encode_cached(tok, ["a\tb"], ["a"], 16, tmp_path)
     tab_in_hypothesis = encode_cached(tok, ["a"], ["b\ta"], 16, tmp_path)
