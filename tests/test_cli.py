@@ -249,6 +249,30 @@ def test_train_dataset_snli_downloads_the_archive_then_trains(http_server, tiny,
     assert http_server.requests == ["/snli_1.0.zip"]  # the second run used the cache
 
 
+def test_data_download_fetches_into_the_cache_where_train_finds_it(http_server, tmp_path, monkeypatch, capsys):
+    from bertnli.data import data_cache_dir
+
+    archive = snli_zip_of({"train": synthetic_dataset(30, 1), "dev": synthetic_dataset(10, 2)})
+    http_server.files["/mirror/snli_1.0.zip"] = archive
+    monkeypatch.setitem(DATASETS, "snli", dataclasses.replace(DATASETS["snli"], md5=hashlib.md5(archive).hexdigest()))
+    assert main(["data", "download", "snli", "--url", f"{http_server.url}/mirror/snli_1.0.zip"]) == 0
+    assert capsys.readouterr().out.strip() == f"snli: {data_cache_dir() / 'snli_1.0.zip'}"
+    assert (data_cache_dir() / "snli_1.0.zip").read_bytes() == archive
+    assert main(["data", "inspect", "snli:train"]) == 0  # read from the cache by name
+    assert capsys.readouterr().out.startswith("snli_1.0_train: 30 pairs")
+
+
+def test_no_cache_trains_without_writing_encoded_data(trained, tiny, tmp_path):
+    from bertnli.paths import cache_root
+
+    args = ["train", "--model", tiny, "--num-heads", "4", "--train", str(trained["dev"]), "--epochs", "1",
+            "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--no-cache"]) == 0
+    assert not (cache_root() / "encoded").exists()
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert len(list((cache_root() / "encoded").iterdir())) == 2  # the training and the validation halves
+
+
 def test_offline_dataset_download_is_one_clear_line(tiny, tmp_path, monkeypatch, capsys):
     entry = DATASETS["snli"]
     monkeypatch.setitem(DATASETS, "snli", dataclasses.replace(entry, url="http://127.0.0.1:9/snli_1.0.zip"))

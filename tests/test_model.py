@@ -264,3 +264,13 @@ def test_the_new_output_layer_starts_as_d2l_s_in_d2l_layout_and_small_otherwise(
         else:
             assert output.bias.abs().max() <= bound and output.bias.any()
             assert output.weight.abs().max() <= bound
+
+
+def test_automatic_precision_is_bf16_on_gpus_with_bf16_units_fp16_on_older_ones_and_fp32_on_cpus(monkeypatch):
+    from bertnli.runtime import autocast_dtype
+
+    assert autocast_dtype(torch.device("cpu")) is None
+    for bf16_units, expected in ((True, torch.bfloat16), (False, torch.float16)):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, units=bf16_units: units)
+        assert autocast_dtype(torch.device("cuda")) is expected
+    assert autocast_dtype(torch.device("cuda"), "fp32") is None  # asked for, never overridden

@@ -158,6 +158,21 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(task, tmp_path):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
 
 
+def test_a_resumed_fp16_run_gets_back_its_loss_scale(task, tmp_path):
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=8, precision="fp16",
+                                  device="cpu")
+    with pytest.warns(UserWarning, match="fp16 on a CPU"):
+        trainer = Trainer(cfg, synthetic_dataset(64, 1), None, tmp_path / "run", progress=False)
+    interrupt_after_step(trainer, 3)
+    with pytest.raises(TrainingInterrupted):
+        trainer.fit()
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["scaler"]
+    assert saved["_growth_tracker"] == 3  # in use: three steps counted since the scale last changed
+    with pytest.warns(UserWarning, match="fp16 on a CPU"):
+        resumed = Trainer(cfg, synthetic_dataset(64, 1), None, tmp_path / "run", resume=True, progress=False)
+    assert resumed.scaler.state_dict() == saved
+
+
 def test_ctrl_c_on_the_last_step_of_an_epoch_saves_and_the_resume_ends_that_epoch(task, tmp_path):
     train_set, eval_set = synthetic_dataset(64, 1), synthetic_dataset(32, 2)
     cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=2, batch_size=16)
