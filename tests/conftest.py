@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import socket
 import threading
+import time
 
 import pytest
 
@@ -32,7 +33,8 @@ def local_only(monkeypatch):
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves ``server.files`` (path → bytes), counting requests; ``claimed_length`` fakes short bodies."""
+    """Serves ``server.files`` (path → bytes), counting requests; ``claimed_length`` fakes short bodies and
+    ``delay`` (path → seconds) holds a body back."""
 
     def do_GET(self):
         self.server.requests.append(self.path)
@@ -44,6 +46,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(claimed))
         self.end_headers()
+        time.sleep(self.server.delay.get(self.path, 0))
         self.wfile.write(body)
 
     def log_message(self, *args):
@@ -54,7 +57,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def http_server():
     """A real HTTP server on 127.0.0.1 (a free port) in a thread; put files in ``.files``; ``.url`` is its root."""
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.files, httpd.requests, httpd.claimed_length = {}, [], {}
+    httpd.files, httpd.requests, httpd.claimed_length, httpd.delay = {}, [], {}, {}
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()

@@ -1,6 +1,6 @@
 """Fetch a published file into a local cache, verified, and reuse it without the network afterwards.
 
-A download streams to ``<file>.part`` with a progress bar, is checked against the checksum its publisher
+A download streams to a ``<file>.*.part`` of its own with a progress bar, is checked against the checksum its publisher
 gives where there is one, and is renamed into place only then. Next to each file goes ``<file>.sha256``
 (``sha256sum`` format): where no checksum is published it is what later reuses are checked against.
 Every failure is one `DownloadError` line that ends with how to do without the download.
@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import http.client
 import os
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from tqdm import tqdm
 
 from bertnli import __version__
 from bertnli.errors import DownloadError
+from bertnli.paths import FILE_MODE
 
 #: Seconds to wait for the server to connect or send more data.
 TIMEOUT = 30
@@ -45,9 +47,12 @@ def fetch(url: str, dest: Path, *, checksum: Checksum | None, fallback: str, pro
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DownloadError(f"cannot create the cache folder {dest.parent} ({e.strerror})") from None
-    part = dest.with_name(dest.name + ".part")
+    # A file of this process's own: several processes (torchrun's ranks) may fetch the same file at once.
+    fd, name = tempfile.mkstemp(prefix=f"{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    part = Path(name)
     try:
-        digests = _download(url, part, checksum, progress, fallback)
+        digests = _download(url, part, checksum, progress and dest.name, fallback)
         if checksum and digests[checksum.algorithm] != checksum.hexdigest.lower():
             raise DownloadError(
                 f"checksum mismatch for {url}: expected {checksum.algorithm} {checksum.hexdigest}, "
@@ -56,7 +61,8 @@ def fetch(url: str, dest: Path, *, checksum: Checksum | None, fallback: str, pro
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-    os.replace(part, dest)
+    os.chmod(part, FILE_MODE)
+    os.replace(part, dest)  # another process's identical copy, if it came first, is replaced whole
     _record(dest, digests["sha256"])
     return dest
 
@@ -105,8 +111,10 @@ def _still_valid(path: Path, checksum: Checksum | None) -> bool:
     return ok
 
 
-def _download(url: str, part: Path, checksum: Checksum | None, progress: bool, fallback: str) -> dict[str, str]:
-    """Stream ``url`` into ``part`` with a progress bar; returns its sha256 and published-algorithm digests."""
+def _download(url: str, part: Path, checksum: Checksum | None, progress: str | bool, fallback: str
+              ) -> dict[str, str]:
+    """Stream ``url`` into ``part``, with a progress bar titled ``progress`` (False: none); returns its sha256 and
+    published-algorithm digests."""
     request = urllib.request.Request(url, headers={"User-Agent": f"bertnli/{__version__}"})
     try:
         response = urllib.request.urlopen(request, timeout=TIMEOUT)
@@ -121,7 +129,7 @@ def _download(url: str, part: Path, checksum: Checksum | None, progress: bool, f
         response,
         part.open("wb") as out,
         tqdm(
-            total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=part.name[:-5], disable=not progress
+            total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=progress or None, disable=not progress
         ) as bar,
     ):
         try:
