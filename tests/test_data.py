@@ -375,6 +375,9 @@ def test_missing_values_are_skipped_and_counted_like_empty_ones(tmp_path):
     assert dataset.skipped == {"empty premise or hypothesis": 2, "no gold label (empty)": 1}
     dataset = read_dataset(write(tmp_path / "t.csv", "premise,hypothesis,label\na,b,neutral\na,b,\n"))
     assert len(dataset) == 1 and dataset.skipped == {"no gold label (empty)": 1}
+    # Characters a font may lack (private use, newer than this Python's Unicode tables) are text all the same.
+    for text in ("\ue000", "\U0001fa77"):
+        assert len(read_dataset(write(tmp_path / "rare.jsonl", json.dumps({"premise": text, "hypothesis": "b"})))) == 1
 
 
 @pytest.mark.parametrize(

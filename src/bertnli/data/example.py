@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -16,10 +17,11 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def is_blank(text: str) -> bool:
-    """True when ``text`` shows nothing: only white space and invisible characters (zero-width spaces, NUL)."""
+    """True when ``text`` shows nothing: only white space, control characters (NUL) and invisible format
+    characters (zero-width spaces)."""
     if text.isprintable():  # the usual case, decided in C: no control or format characters
         return not text.strip()
-    return not any(ch.isprintable() and not ch.isspace() for ch in text)
+    return all(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf") for ch in text)
 
 
 def surrogate_problem(text: str) -> str | None:
