@@ -10,7 +10,6 @@ import os
 import re
 import sys
 import warnings
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -205,7 +204,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", type=Path, metavar="DIR", help="write evaluation.md, evaluation.json and plots here")
     p.add_argument("--mistakes", type=int, default=10, metavar="N",
                    help="how many of the most confidently wrong pairs the report and --json list (default 10; "
-                        "-1: every mistake, most confident first)")
+                        "a negative number: every mistake, most confident first)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     _add_hardware(p)
     _add_inference_compile(p)
@@ -440,11 +439,14 @@ def _report_stems(names: list[str]) -> list[str]:
     """File-name prefixes for the reports of several datasets (none for one); the same name twice is numbered."""
     if len(names) == 1:
         return [""]
-    stems, seen = [], Counter[str]()
+    stems: list[str] = []
     for name in names:
-        stem = re.sub(r"[^\w.-]+", "_", name)
-        seen[stem] += 1
-        stems.append(f"{stem}_" if seen[stem] == 1 else f"{stem}_{seen[stem]}_")
+        base = re.sub(r"[^\w.-]+", "_", name)
+        stem, n = f"{base}_", 1
+        while stem in stems:
+            n += 1
+            stem = f"{base}_{n}_"
+        stems.append(stem)
     return stems
 
 
@@ -541,7 +543,7 @@ def cmd_data(args: argparse.Namespace) -> None:
         dataset = _read(spec, args)
         print(dataset.describe())
         print("  columns: " + ", ".join(f"{role}={column}" for role, column in dataset.columns.items()))
-        if "label" not in dataset.columns:
+        if "label" not in dataset.columns and "label" not in (args.columns or {}):
             print("  no label column found: --columns label=COLUMN names one")
 
 

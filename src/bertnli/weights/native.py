@@ -88,7 +88,8 @@ def load_classifier(directory: str | Path) -> SavedClassifier:
     pretrained = (f"a pretrained checkpoint, not a model fine-tuned by bertnli: fine-tune it first "
                   f"(bertnli train --model {directory} ...), then load the run")
     if not directory.is_dir():
-        if directory.suffix.lower() == ".zip" or is_minilm(str(directory)) or is_d2l_name(str(directory)):
+        name = str(directory)
+        if (directory.is_file() and directory.suffix.lower() == ".zip") or is_minilm(name) or is_d2l_name(name):
             raise CheckpointError(directory, pretrained)
         raise CheckpointError(directory, "no such model folder (a fine-tuned model: a run directory or its model/)")
     if not (directory / CONFIG).is_file():
@@ -98,6 +99,9 @@ def load_classifier(directory: str | Path) -> SavedClassifier:
     meta = read_json_object(directory / CONFIG)
     source = directory / CONFIG
     if meta.get("format") != FORMAT:
+        if any(str(a).endswith("ForSequenceClassification") for a in meta.get("architectures") or []):
+            raise CheckpointError(directory, "a Hugging Face classifier (a bertnli export, say), not a bertnli model "
+                                             "folder: load the run it was exported from, or use it with transformers")
         if meta.get("model_type") == "bert":
             raise CheckpointError(directory, pretrained)
         raise CheckpointError(source, f'not a bertnli model (expected "format": "{FORMAT}")')
