@@ -213,6 +213,11 @@ def test_d2l_text_reproduces_d2l(tmp_path):
     jsonl = write(tmp_path / "snli_1.0_test.jsonl", snli_jsonl())
     assert read_dataset(jsonl, d2l_text=True).examples == expected
     assert expected[1].premise == "He said `` hi '' -LRB- loudly -RRB- ."
+    # The texts are tokenised, and stay marked so through splits and merges: word tokenizers read them whole.
+    tokenised = read_dataset(jsonl, d2l_text=True)
+    assert tokenised.tokenised and not read_dataset(jsonl).tokenised
+    assert all(half.tokenised for half in train_validation_split(tokenised, validation_fraction=0.5, seed=0))
+    assert merge_to_two_classes(tokenised).tokenised
 
 
 def test_d2l_text_needs_the_binary_parse(tmp_path):

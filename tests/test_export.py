@@ -139,16 +139,17 @@ def test_the_exported_word_tokenizer_reads_punctuation_as_bertnli_does_on_random
 
     vocab = ["<unk>", "<pad>", "<cls>", "<sep>", "<mask>", "a", "dog", "cat", "runs", ".", ",", "(", ")", "...",
              "u.s.", "'s", "n't", "$", "«"]
-    ours = WordTokenizer(vocab)
-    theirs = fast_tokenizer(ours, 512)
-    theirs.no_padding()
-    pieces = [*vocab[5:], "Dog", "guitar", "!", "?", "»", "'", "-", "é", "5"]
+    pieces = [*vocab[5:], "Dog", "guitar", "!", "?", "»", "'", "-", "é", "5", "\U0001fa75"]
     rng = random.Random(0)
     texts = [" ".join("".join(rng.choices(pieces, k=rng.randint(1, 4))) for _ in range(rng.randint(1, 6)))
              for _ in range(500)]
-    for text in texts:
-        expected = [ours.cls_id, *ours.encode_batch([text])[0], ours.sep_id]
-        assert theirs.encode(text).ids == expected, text
+    for split_punctuation in (True, False):  # the rule of new models, and of models saved before it
+        ours = WordTokenizer(vocab, split_punctuation=split_punctuation)
+        theirs = fast_tokenizer(ours, 512)
+        theirs.no_padding()
+        for text in texts:
+            expected = [ours.cls_id, *ours.encode_batch([text])[0], ours.sep_id]
+            assert theirs.encode(text).ids == expected, text
 
 
 def test_d2l_style_model_is_refused_for_hf_and_exports_to_onnx(d2l_model, root):

@@ -79,9 +79,20 @@ def test_word_tokenizer_reads_punctuation_at_the_edges_of_raw_words_as_words_of_
     assert words("(a cat), the dog...") == ["(", "a", "cat", ")", ",", "the", "dog", ".", ".", "."]
     assert words("dog!? $a") == ["dog", "<unk>", "<unk>", "<unk>", "a"]
     assert words("the dog's cat") == ["the", "<unk>", "cat"]  # inner punctuation: one unknown word, as before
-    # Tokenised text, as d2l reads it: every word the vocabulary holds is read whole.
+    # Words the vocabulary holds are read whole, even in raw text.
     assert words("the u.s. dog 's cat n't runs ... .") == ["the", "u.s.", "dog", "'s", "cat", "n't", "runs", "...",
                                                           "."]
+
+
+def test_tokenised_text_and_older_models_read_every_word_whole_as_d2l_does():
+    """SNLI's parses hold tokens such as -LRB- and `` that no WikiText vocabulary has: d2l reads each as one
+    <unk>, and so must tokenised text (--d2l-text) and models saved before punctuation was split off."""
+    vocab = [*VOCAB, ".", "-", "'"]
+    parse = "the dog -LRB- runs -RRB- `` a.m. '' ."
+    d2l = [[vocab.index(w) if w in vocab else 0 for w in parse.lower().split()]]
+    assert WordTokenizer(vocab).encode_batch([parse], tokenised=True) == d2l
+    assert WordTokenizer(vocab, split_punctuation=False).encode_batch([parse]) == d2l
+    assert WordTokenizer(vocab).encode_batch([parse]) != d2l  # raw text would have split them
 
 
 def test_random_pairs_agree_with_the_reference_rule():

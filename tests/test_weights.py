@@ -408,6 +408,17 @@ def test_save_and_load_classifier_give_identical_logits(tmp_path: Path) -> None:
     assert saved.tokenizer.encode_batch(["w1 w2 zzz"]) == tokenizer.encode_batch(["w1 w2 zzz"])
 
 
+def test_a_model_folder_keeps_the_word_rule_it_was_saved_with(tmp_path: Path) -> None:
+    """New folders record that raw text's punctuation is read apart; folders from before the rule, without
+    that record, keep reading whole words, as their models were trained."""
+    vocab = _d2l_vocab(30)
+    cfg = BertConfig(vocab_size=30, hidden_size=32, num_layers=1, num_heads=4, ffn_size=48, max_position=16)
+    save_classifier(tmp_path / "new", BERTClassifier(cfg, 3), WordTokenizer(vocab), LABELS, 16)
+    assert load_classifier(tmp_path / "new").tokenizer.split_punctuation is True
+    (tmp_path / "new" / "word_tokenizer.json").unlink()
+    assert load_classifier(tmp_path / "new").tokenizer.split_punctuation is False
+
+
 def test_load_pretrained_on_our_folder_gives_encoder_and_pooler(tmp_path: Path) -> None:
     model, tokenizer = _classifier(tmp_path)
     save_classifier(tmp_path / "model", model, tokenizer, LABELS, 64)

@@ -281,7 +281,7 @@ def _read(spec: str | Path, args: argparse.Namespace, split: str | None = None) 
 def _combine(name: str, parts: list[Dataset]) -> Dataset:
     from bertnli.data import Dataset
 
-    combined = Dataset(name, [e for part in parts for e in part.examples])
+    combined = Dataset(name, [e for part in parts for e in part.examples], tokenised=parts[0].tokenised)
     for part in parts:
         combined.skipped.update(part.skipped)
     return combined
@@ -475,17 +475,17 @@ def cmd_predict(args: argparse.Namespace) -> None:
         raise BertnliError("the premise and the hypothesis must not be empty")
     if args.output:
         _check_output(args.output, args.input)
-    examples = [Example(args.premise, args.hypothesis)]
+    examples, tokenised = [Example(args.premise, args.hypothesis)], False
     if args.input:
         args.columns = {**(args.columns or {}), "label": None}  # labels in the file are not read
         dataset = _read(sys.stdin.buffer if str(args.input) == "-" else args.input, args)
         if dataset.skipped:
             print(dataset.describe(), file=sys.stderr)
-        examples = dataset.examples
+        examples, tokenised = dataset.examples, dataset.tokenised
     pairs = [(e.premise, e.hypothesis) for e in examples]
     model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
                           progress=args.input is not None)
-    predictions = model.predict(pairs)
+    predictions = model.predict(pairs, tokenised)
     if args.input is None:
         p = predictions[0]
         print(p.label)

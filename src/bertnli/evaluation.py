@@ -116,7 +116,7 @@ def evaluate(model: NLIModel, dataset: Dataset, *, two_class: bool = False, top_
         hint = " (add --two-class to merge neutral and contradiction)" if two_class_somewhere else ""
         raise DataError(dataset.name, f"labels {sorted(gold_names - set(labels))} are not among the model's "
                                       f"{labels}{hint}")
-    pairs = model.encode([e.premise for e in examples], [e.hypothesis for e in examples])
+    pairs = model.encode([e.premise for e in examples], [e.hypothesis for e in examples], dataset.tokenised)
     probs = model.probabilities(pairs)
     if merge:
         probs = _merge_to_two_classes(list(model.labels), probs)

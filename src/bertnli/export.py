@@ -81,10 +81,9 @@ def fast_tokenizer(tokenizer: Tokenizer, max_len: int) -> FastTokenizer:
     elif isinstance(tokenizer, WordTokenizer):  # d2l: lower-case, split on whitespace, whole words
         backend, specials = FastTokenizer(models.WordLevel(tokenizer.stoi, unk_token=D2L_SPECIALS["unk"])), D2L_SPECIALS
         backend.normalizer = normalizers.Lowercase()
-        backend.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.WhitespaceSplit(),
-            pre_tokenizers.Split(Regex(tokenizer.split_pattern()), behavior="isolated"),
-        ])
+        pattern = tokenizer.split_pattern()
+        backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit() if pattern is None else pre_tokenizers.Sequence(
+            [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(pattern), behavior="isolated")])
     else:
         raise ConfigError(f"cannot export a {type(tokenizer).__name__}")
     cls, sep = specials["cls"], specials["sep"]

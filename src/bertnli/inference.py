@@ -134,8 +134,9 @@ class NLIModel:
         """Write the model folder that `NLIModel.load` reads (atomically)."""
         save_classifier(Path(directory), self.network, self.tokenizer, self.labels, self.max_len)
 
-    def encode(self, premises: Sequence[str], hypotheses: Sequence[str]) -> EncodedPairs:
-        """Token ids, segments and lengths of the pairs, as the model reads them (truncated to max_len)."""
+    def encode(self, premises: Sequence[str], hypotheses: Sequence[str], tokenised: bool = False) -> EncodedPairs:
+        """Token ids, segments and lengths of the pairs, as the model reads them (truncated to max_len).
+        ``tokenised``: the texts are d2l's tokenised parses (see `Tokenizer.encode_batch`)."""
         for name, texts in (("premises", premises), ("hypotheses", hypotheses)):
             if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
                 raise TypeError(f"{name} must be a sequence of strings (one per pair)")
@@ -144,7 +145,7 @@ class NLIModel:
                 raise ValueError(f"{name}[{bad}] {surrogate_problem(texts[bad])}")
         if len(premises) != len(hypotheses):
             raise ValueError(f"{len(premises)} premises but {len(hypotheses)} hypotheses")
-        return encode_pairs(self.tokenizer, premises, hypotheses, self.max_len)
+        return encode_pairs(self.tokenizer, premises, hypotheses, self.max_len, tokenised)
 
     def logits(self, pairs: EncodedPairs) -> np.ndarray:
         """Logits (pairs, labels) in the input order."""
@@ -155,17 +156,19 @@ class NLIModel:
         """Probabilities (pairs, labels) in the input order, columns in the order of ``self.labels``."""
         return torch.softmax(torch.from_numpy(self.logits(pairs)), dim=-1).numpy()
 
-    def predict_proba(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
+    def predict_proba(self, premises: Sequence[str], hypotheses: Sequence[str], tokenised: bool = False
+                      ) -> np.ndarray:
         """Probabilities (pairs, labels), columns in the order of ``self.labels``."""
-        return self.probabilities(self.encode(premises, hypotheses))
+        return self.probabilities(self.encode(premises, hypotheses, tokenised))
 
-    def predict(self, pairs: Iterable[tuple[str, str]]) -> list[Prediction]:
-        """One `Prediction` (label and every label's probability) per (premise, hypothesis) pair, in order."""
+    def predict(self, pairs: Iterable[tuple[str, str]], tokenised: bool = False) -> list[Prediction]:
+        """One `Prediction` (label and every label's probability) per (premise, hypothesis) pair, in order.
+        ``tokenised``: the texts are d2l's tokenised parses, as `encode` says."""
         pairs = list(pairs)
         if not pairs:
             return []
         if not all(isinstance(pair, (tuple, list)) and len(pair) == 2 for pair in pairs):
             raise TypeError("predict takes (premise, hypothesis) pairs, e.g. [('A man sleeps.', 'A person rests.')]")
         premises, hypotheses = zip(*pairs)
-        probs = self.predict_proba(premises, hypotheses)
+        probs = self.probabilities(self.encode(premises, hypotheses, tokenised))
         return [Prediction.from_probabilities(self.labels, row) for row in probs]

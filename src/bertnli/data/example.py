@@ -47,13 +47,14 @@ class Example:
 
 @dataclass
 class Dataset:
-    """Examples read from one source, a count of the rows left out by reason, and (for a file) which column
-    held the premise, the hypothesis, the label and the genre."""
+    """Examples read from one source, a count of the rows left out by reason, (for a file) which column held
+    the premise, the hypothesis, the label and the genre, and whether the texts are already tokenised."""
 
     name: str
     examples: list[Example]
     skipped: Counter[str] = field(default_factory=Counter)
     columns: dict[str, str] = field(default_factory=dict)  # read from a file: the column of each role
+    tokenised: bool = False  # the texts are d2l's tokenised parses (read with d2l_text), punctuation apart
 
     def __len__(self) -> int:
         return len(self.examples)

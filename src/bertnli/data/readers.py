@@ -243,7 +243,8 @@ def _read_one(
         examples, skipped, fields = _examples(header, rows, display, options, parts)
     if parts:
         name += f"[{'+'.join(parts)}]"
-    return Dataset(name, examples, skipped, {role: column for role, column in vars(fields).items() if column})
+    return Dataset(name, examples, skipped, {role: column for role, column in vars(fields).items() if column},
+                   tokenised=options.d2l_text)
 
 
 def _decode(stream: IO[bytes], display: str) -> Iterator[str]:

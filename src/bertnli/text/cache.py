@@ -30,8 +30,10 @@ def text_record(*texts: str) -> bytes:
     return "".join(f"{len(text)}:{text}" for text in texts).encode()
 
 
-def cache_key(premises: list[str], hypotheses: list[str], tokenizer: Tokenizer, max_len: int) -> str:
-    digest = hashlib.sha256(f"{tokenizer.fingerprint()}\n{max_len}\n{len(premises)}\n".encode())
+def cache_key(premises: list[str], hypotheses: list[str], tokenizer: Tokenizer, max_len: int,
+              tokenised: bool = False) -> str:
+    read_as = "\ntokenised" if tokenised else ""  # absent for raw text: earlier entries keep their keys
+    digest = hashlib.sha256(f"{tokenizer.fingerprint()}\n{max_len}\n{len(premises)}{read_as}\n".encode())
     for premise, hypothesis in zip(premises, hypotheses):
         digest.update(text_record(premise, hypothesis))
     return digest.hexdigest()[:32]
@@ -43,13 +45,14 @@ def encode_cached(
     hypotheses: list[str],
     max_len: int,
     cache_dir: Path | None = None,
+    tokenised: bool = False,
 ) -> EncodedPairs:
     """`encode_pairs`, but read from / written to ``cache_dir`` (default ``$BERTNLI_CACHE/encoded``)."""
     root = cache_dir or default_cache_dir()
-    entry = root / cache_key(premises, hypotheses, tokenizer, max_len)
+    entry = root / cache_key(premises, hypotheses, tokenizer, max_len, tokenised)
     if all((entry / f"{name}.npy").is_file() for name in ARRAYS):
         return EncodedPairs(*(np.load(entry / f"{name}.npy", mmap_mode="r") for name in ARRAYS))
-    pairs = encode_pairs(tokenizer, premises, hypotheses, max_len)
+    pairs = encode_pairs(tokenizer, premises, hypotheses, max_len, tokenised)
     staging = None
     try:
         root.mkdir(parents=True, exist_ok=True)

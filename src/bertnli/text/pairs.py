@@ -91,15 +91,17 @@ def pack_token_ids(
 
 
 def encode_pairs(
-    tokenizer: Tokenizer, premises: Sequence[str], hypotheses: Sequence[str], max_len: int = 128
+    tokenizer: Tokenizer, premises: Sequence[str], hypotheses: Sequence[str], max_len: int = 128,
+    tokenised: bool = False,
 ) -> EncodedPairs:
-    """Tokenise and pack pairs of texts. One tokenizer call covers premises and hypotheses together, and
-    each distinct text is tokenised once (SNLI pairs every premise with three hypotheses)."""
+    """Tokenise and pack pairs of texts (``tokenised``: see `Tokenizer.encode_batch`). One tokenizer call covers
+    premises and hypotheses together, and each distinct text is tokenised once (SNLI pairs every premise with
+    three hypotheses)."""
     texts = [*premises, *hypotheses]
     unique = list(dict.fromkeys(texts))
     if len(unique) == len(texts):
-        ids = tokenizer.encode_batch(texts)
+        ids = tokenizer.encode_batch(texts, tokenised)
     else:
-        by_text = dict(zip(unique, tokenizer.encode_batch(unique)))
+        by_text = dict(zip(unique, tokenizer.encode_batch(unique, tokenised)))
         ids = [by_text[t] for t in texts]
     return pack_token_ids(ids[: len(premises)], ids[len(premises) :], tokenizer, max_len)

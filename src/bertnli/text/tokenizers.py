@@ -6,9 +6,11 @@ A tokenizer turns texts into lists of token ids *without* special tokens; the pa
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
+import sys
 import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -36,8 +38,9 @@ class Tokenizer(ABC):
     def vocab_size(self) -> int: ...
 
     @abstractmethod
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, no special tokens."""
+    def encode_batch(self, texts: Sequence[str], tokenised: bool = False) -> list[list[int]]:
+        """Token ids of each text, no special tokens. ``tokenised``: the texts are already split into words,
+        punctuation apart (d2l's parses); a word-level tokenizer then reads every word whole, as d2l does."""
 
     @abstractmethod
     def save(self, directory: Path) -> None:
@@ -61,29 +64,61 @@ def _is_punctuation(ch: str) -> bool:
     return unicodedata.category(ch)[0] in "PS"
 
 
+@functools.cache
+def _punctuation_class() -> str:
+    """Every character `_is_punctuation` accepts, as a regex class in ranges. Spelled out, rather than as
+    ``[\\p{P}\\p{S}]``, so that a regex engine with other Unicode tables draws the same line."""
+    ranges, start = [], None
+    for code in range(sys.maxunicode + 2):
+        inside = code <= sys.maxunicode and _is_punctuation(chr(code))
+        if inside and start is None:
+            start = code
+        elif not inside and start is not None:
+            ranges.append(f"\\x{{{start:x}}}" + (f"-\\x{{{code - 1:x}}}" if code - 1 > start else ""))
+            start = None
+    return f"[{''.join(ranges)}]"
+
+
+#: The file beside ``vocab.json`` that records how a bertnli model's word tokenizer reads raw text.
+WORD_RULES = "word_tokenizer.json"
+
+
 class WordTokenizer(Tokenizer):
     """d2l's tokenizer: lower-case, split on whitespace, whole words; unknown words become <unk>.
 
-    d2l's vocabularies hold punctuation as words of their own (its texts are tokenised: ``a guitar .``), so in
-    raw text a word outside the vocabulary reads each punctuation mark or symbol at its edges as a word of its
-    own (``guitar.`` → ``guitar`` ``.``). Words in the vocabulary are read whole, as d2l reads them, so
-    tokenised text (SNLI's parses, ``--d2l-text``) gives exactly d2l's ids."""
+    d2l's vocabularies hold punctuation as words of their own (its texts are tokenised: ``a guitar .``). With
+    ``split_punctuation``, a word of raw text that the vocabulary lacks reads each punctuation mark or
+    symbol at its edges as a word of its own (``guitar.`` → ``guitar`` ``.``); words in the vocabulary, and
+    every word of tokenised text (``tokenised=True``: SNLI's parses, ``--d2l-text``), are read whole, as d2l
+    reads them. Models saved before this rule existed read every word whole (``split_punctuation=False``)."""
 
-    def __init__(self, vocab: Sequence[str], source: str = "vocab.json") -> None:
+    def __init__(self, vocab: Sequence[str], source: str = "vocab.json", split_punctuation: bool = True) -> None:
         self.itos = list(vocab)
         self.stoi = {token: i for i, token in enumerate(self.itos)}
+        self.split_punctuation = split_punctuation
         self._set_specials(self.stoi, D2L_SPECIALS, source)
 
     @classmethod
-    def from_file(cls, path: Path) -> WordTokenizer:
+    def from_file(cls, path: Path, split_punctuation: bool = True) -> WordTokenizer:
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
             raise CheckpointError(path, f"cannot read vocabulary: {exc.strerror or exc}") from None
-        return cls.from_json(data, str(path))
+        return cls.from_json(data, str(path), split_punctuation)
 
     @classmethod
-    def from_json(cls, data: bytes | str, source: str) -> WordTokenizer:
+    def load(cls, directory: Path) -> WordTokenizer:
+        """What `save` wrote: ``vocab.json`` and the rule. A folder saved before the rule existed has no record
+        of it, and keeps reading every word whole, as its model was trained."""
+        rules_path = Path(directory) / WORD_RULES
+        try:
+            rules = json.loads(rules_path.read_text(encoding="utf-8")) if rules_path.is_file() else {}
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(rules_path, f"cannot read: {exc}") from None
+        return cls.from_file(Path(directory) / "vocab.json", bool(rules.get("split_punctuation", False)))
+
+    @classmethod
+    def from_json(cls, data: bytes | str, source: str, split_punctuation: bool = True) -> WordTokenizer:
         """From d2l's ``vocab.json`` (a JSON list: index → word); ``source`` names it in errors."""
         try:
             vocab = json.loads(data)
@@ -91,13 +126,16 @@ class WordTokenizer(Tokenizer):
             raise CheckpointError(source, f"cannot read vocabulary: {exc}") from None
         if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
             raise CheckpointError(source, "expected a JSON list of tokens (index → word)")
-        return cls(vocab, source)
+        return cls(vocab, source, split_punctuation)
 
     @property
     def vocab_size(self) -> int:
         return len(self.itos)
 
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    def encode_batch(self, texts: Sequence[str], tokenised: bool = False) -> list[list[int]]:
+        if tokenised or not self.split_punctuation:
+            get, unk = self.stoi.get, self.unk_id
+            return [[get(word, unk) for word in text.lower().split()] for text in texts]
         return [[i for word in text.lower().split() for i in self._word_ids(word)] for text in texts]
 
     def _word_ids(self, word: str) -> list[int]:
@@ -112,19 +150,25 @@ class WordTokenizer(Tokenizer):
         return [*(self.stoi.get(ch, self.unk_id) for ch in word[:lead]), *core,
                 *(self.stoi.get(ch, self.unk_id) for ch in word[trail:])]
 
-    def split_pattern(self) -> str:
-        """The same reading of a whitespace-separated word as an Oniguruma regex, for the `tokenizers`
-        library's ``Split(pattern, "isolated")``: a word of the vocabulary with punctuation at an edge whole,
-        else each punctuation mark at its start or end apart."""
+    def split_pattern(self) -> str | None:
+        """How raw text's words are read, as an Oniguruma regex for the `tokenizers` library's
+        ``Split(pattern, "isolated")``: a word of the vocabulary with punctuation at an edge whole, else each
+        punctuation mark at its start or end apart. None when every word is read whole."""
+        if not self.split_punctuation:
+            return None
         edged = [re.escape(w) for w in self.itos if w and (_is_punctuation(w[0]) or _is_punctuation(w[-1]))]
         whole = f"^(?:{'|'.join(edged)})$|" if edged else ""
-        return whole + r"\G[\p{P}\p{S}]|[\p{P}\p{S}](?=[\p{P}\p{S}]*$)"
+        marks = _punctuation_class()
+        return f"{whole}\\G{marks}|{marks}(?={marks}*$)"
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(["word, edge punctuation split", self.itos]).encode()).hexdigest()
+        rule = "word, edge punctuation split" if self.split_punctuation else "word"
+        return hashlib.sha256(json.dumps([rule, self.itos]).encode()).hexdigest()
 
     def save(self, directory: Path) -> None:
         (Path(directory) / "vocab.json").write_text(json.dumps(self.itos, ensure_ascii=False), encoding="utf-8")
+        (Path(directory) / WORD_RULES).write_text(json.dumps({"split_punctuation": self.split_punctuation}) + "\n",
+                                                  encoding="utf-8")
 
 
 class WordPieceTokenizer(Tokenizer):
@@ -161,7 +205,7 @@ class WordPieceTokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()
 
-    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    def encode_batch(self, texts: Sequence[str], tokenised: bool = False) -> list[list[int]]:
         # encode_batch_fast (tokenizers >= 0.21) skips the character offsets we never read.
         encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
         encodings = encode(list(texts), add_special_tokens=False)
@@ -178,7 +222,7 @@ def load_tokenizer(directory: Path, lowercase: bool = True) -> Tokenizer:
     """The tokenizer stored in a model folder: ``vocab.json`` (d2l), ``tokenizer.json`` or ``vocab.txt``."""
     directory = Path(directory)
     if (directory / "vocab.json").is_file():
-        return WordTokenizer.from_file(directory / "vocab.json")
+        return WordTokenizer.load(directory)
     if (directory / "tokenizer.json").is_file():
         return WordPieceTokenizer.from_file(directory / "tokenizer.json")
     if (directory / "vocab.txt").is_file():

@@ -128,8 +128,8 @@ def encode_dataset(dataset: Dataset, tokenizer: Tokenizer, max_len: int, cache: 
     """Pack the dataset's pairs, through the on-disk cache unless ``cache`` is False."""
     premises, hypotheses = [e.premise for e in dataset.examples], [e.hypothesis for e in dataset.examples]
     if cache:
-        return encode_cached(tokenizer, premises, hypotheses, max_len)
-    return encode_pairs(tokenizer, premises, hypotheses, max_len)
+        return encode_cached(tokenizer, premises, hypotheses, max_len, tokenised=dataset.tokenised)
+    return encode_pairs(tokenizer, premises, hypotheses, max_len, dataset.tokenised)
 
 
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
