@@ -158,6 +158,24 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(task, tmp_path):
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
 
 
+def test_a_resumed_run_reads_raw_text_as_it_began_to(task, tmp_path):
+    """Runs record their word tokenizer's rule; a run from before the rule resumes reading whole words."""
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=8)
+    trainer = Trainer(cfg, synthetic_dataset(64, 1), None, tmp_path / "run", progress=False)
+    interrupt_after_step(trainer, 2)
+    with pytest.raises(TrainingInterrupted):
+        trainer.fit()
+    config_path = tmp_path / "run" / "config.json"
+    config = json.loads(config_path.read_text())
+    assert config["train"]["split_punctuation"] is True
+    assert Trainer(cfg, synthetic_dataset(64, 1), None, tmp_path / "run", resume=True,
+                   progress=False).tokenizer.split_punctuation is True
+    del config["train"]["split_punctuation"]  # as a run started before the rule
+    config_path.write_text(json.dumps(config))
+    assert Trainer(cfg, synthetic_dataset(64, 1), None, tmp_path / "run", resume=True,
+                   progress=False).tokenizer.split_punctuation is False
+
+
 def test_a_resumed_fp16_run_gets_back_its_loss_scale(task, tmp_path):
     cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=8, precision="fp16",
                                   device="cpu")

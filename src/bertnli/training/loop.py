@@ -43,7 +43,7 @@ from bertnli.runtime import (
     pick_device,
     precision_name,
 )
-from bertnli.text import EncodedPairs, Tokenizer, encode_pairs
+from bertnli.text import EncodedPairs, Tokenizer, WordTokenizer, encode_pairs
 from bertnli.text.cache import encode_cached
 from bertnli.text.packing import fit_rows, pack_rows
 from bertnli.training.config import TrainConfig
@@ -198,6 +198,8 @@ class Trainer:
         self.dtype = autocast_dtype(self.device, cfg.precision)
         torch.manual_seed(cfg.seed)
         self._build_model(train_set)
+        if resume and isinstance(self.tokenizer, WordTokenizer):  # read raw text as the run began to
+            self.tokenizer.split_punctuation = bool(saved["train"].get("split_punctuation", False))
         self._encode_data(train_set, eval_set)
         self.optimizer = build_optimizer(self.model, cfg)
         # fp16 gradients underflow without loss scaling; for other precisions the scaler passes through.
@@ -216,7 +218,9 @@ class Trainer:
                     "source": source}
             hardware = {"device": device_name(self.device), "processes": self.world,
                         "precision": precision_name(self.dtype)}
-            self.run.start({**cfg.to_dict(), "labels": self.labels}, data, hardware, overwrite=overwrite)
+            rule = {"split_punctuation": self.tokenizer.split_punctuation} \
+                if isinstance(self.tokenizer, WordTokenizer) else {}
+            self.run.start({**cfg.to_dict(), "labels": self.labels, **rule}, data, hardware, overwrite=overwrite)
 
     def _build_model(self, train_set: Dataset) -> None:
         """The classifier on the pretrained encoder; ``wrapped`` for DDP, ``step_model`` as trained."""
