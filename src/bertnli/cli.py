@@ -19,7 +19,7 @@ from bertnli.errors import BertnliError, BertnliWarning, TrainingInterrupted
 if TYPE_CHECKING:  # imported where used, so that `bertnli --help` starts at once
     from bertnli.data import Dataset
     from bertnli.evaluation import Evaluation
-    from bertnli.training import TrainResult
+    from bertnli.training import TrainConfig, TrainResult
 
 EXAMPLES = {
     "train": """examples:
@@ -288,44 +288,14 @@ def _combine(name: str, parts: list[Dataset]) -> Dataset:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from bertnli.training import RunDir, TrainConfig, train
+    from bertnli.training import RunDir, train
 
     if args.resume:
-        defaults = vars(_parser().parse_args(["train"]))
-        given = sorted(k for k, v in vars(args).items() if k not in ("resume", "no_progress") and v != defaults[k])
-        if given:
-            raise BertnliError(f"--resume continues {args.resume} with the settings it started with; drop "
-                               + ", ".join("--" + k.replace("_", "-") for k in given)
-                               + " (or start a new run with --out)")
-        source = RunDir(args.resume).read_config()["data"].get("source")
-        if source is None:
-            raise BertnliError(f"{args.resume} was started from Python, not the command line; resume it with "
-                               "bertnli.train(cfg, train_set, eval_set, run_dir, resume=True)")
-        train_set, eval_set = _load_training_data(argparse.Namespace(**source))
-        _print_result(train(TrainConfig(), train_set, eval_set, args.resume, resume=True,
-                            progress=not args.no_progress, on_epoch=_print_epoch))
+        _resume(args)
         return
-    if not args.dataset and not args.train:
-        raise BertnliError("give training data: --train FILE (repeatable) or --dataset snli")
-    if args.dataset and (args.train or args.eval):
-        raise BertnliError("give --dataset or --train/--eval files, not both")
-    if (args.dataset or args.eval) and args.validation_fraction is not None:
-        raise BertnliError("--validation-fraction splits --train files that come without --eval; "
-                           + ("--dataset brings its own validation split" if args.dataset else "drop one of the two"))
-    overrides = {k: getattr(args, k) for k in (
-        "epochs", "batch_size", "lr", "max_len", "seed", "weight_decay", "warmup_ratio", "max_tokens",
-        "grad_accum", "grad_clip", "early_stopping", "num_heads", "dropout", "log_every", "checkpoint_every",
-        "optimizer", "schedule")}
-    cfg = TrainConfig.from_recipe(args.recipe, model=_absolute(args.model), device=args.device,
-                                  precision=args.precision, compile=args.compile or None,
-                                  tensorboard=args.tensorboard or None,
-                                  cache=False if args.no_cache else None, pack=args.pack or None, **overrides)
-    source = {k: getattr(args, k) for k in ("dataset", "train", "eval", "validation_fraction", "format", "columns",
-                                            "label_map", "d2l_text", "limit")}
-    source["seed"] = cfg.seed
-    # Recorded as absolute paths, so that --resume finds the data from any folder.
-    source["train"], source["eval"] = ([_absolute(spec) for spec in specs] if specs else specs
-                                       for specs in (args.train, args.eval))
+    _check_data_choice(args)
+    cfg = _train_config(args)
+    source = _data_source(args, cfg.seed)
     out = args.out or Path("runs") / (args.dataset or Path(args.train[0]).stem)
     if not args.overwrite:
         RunDir(out).refuse_existing()  # before the data are read: that can take a while
@@ -334,6 +304,59 @@ def cmd_train(args: argparse.Namespace) -> None:
     _note(eval_set.describe())
     _print_result(train(cfg, train_set, eval_set, out, overwrite=args.overwrite, progress=not args.no_progress,
                         source=source, on_epoch=_print_epoch))
+
+
+def _resume(args: argparse.Namespace) -> None:
+    """Continue a run started from the command line, on the data it recorded, with the settings it recorded."""
+    from bertnli.training import RunDir, TrainConfig, train
+
+    defaults = vars(_parser().parse_args(["train"]))
+    given = sorted(k for k, v in vars(args).items() if k not in ("resume", "no_progress") and v != defaults[k])
+    if given:
+        raise BertnliError(f"--resume continues {args.resume} with the settings it started with; drop "
+                           + ", ".join("--" + k.replace("_", "-") for k in given)
+                           + " (or start a new run with --out)")
+    source = RunDir(args.resume).read_config()["data"].get("source")
+    if source is None:
+        raise BertnliError(f"{args.resume} was started from Python, not the command line; resume it with "
+                           "bertnli.train(cfg, train_set, eval_set, run_dir, resume=True)")
+    train_set, eval_set = _load_training_data(argparse.Namespace(**source))
+    _print_result(train(TrainConfig(), train_set, eval_set, args.resume, resume=True,
+                        progress=not args.no_progress, on_epoch=_print_epoch))
+
+
+def _check_data_choice(args: argparse.Namespace) -> None:
+    if not args.dataset and not args.train:
+        raise BertnliError("give training data: --train FILE (repeatable) or --dataset snli")
+    if args.dataset and (args.train or args.eval):
+        raise BertnliError("give --dataset or --train/--eval files, not both")
+    if (args.dataset or args.eval) and args.validation_fraction is not None:
+        raise BertnliError("--validation-fraction splits --train files that come without --eval; "
+                           + ("--dataset brings its own validation split" if args.dataset else "drop one of the two"))
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    """The recipe's settings with the options given (an option not given is None: the recipe's value)."""
+    from bertnli.training import TrainConfig
+
+    overrides = {k: getattr(args, k) for k in (
+        "epochs", "batch_size", "lr", "max_len", "seed", "weight_decay", "warmup_ratio", "max_tokens",
+        "grad_accum", "grad_clip", "early_stopping", "num_heads", "dropout", "log_every", "checkpoint_every",
+        "optimizer", "schedule")}
+    return TrainConfig.from_recipe(args.recipe, model=_absolute(args.model), device=args.device,
+                                   precision=args.precision, compile=args.compile or None,
+                                   tensorboard=args.tensorboard or None,
+                                   cache=False if args.no_cache else None, pack=args.pack or None, **overrides)
+
+
+def _data_source(args: argparse.Namespace, seed: int) -> dict:
+    """How the data were chosen, as the run records it for --resume: files as absolute paths, so that a resume
+    finds them from any folder, and the seed of the validation split."""
+    source = {k: getattr(args, k) for k in ("dataset", "train", "eval", "validation_fraction", "format", "columns",
+                                            "label_map", "d2l_text", "limit")}
+    source["train"], source["eval"] = ([_absolute(spec) for spec in specs] if specs else specs
+                                       for specs in (args.train, args.eval))
+    return {**source, "seed": seed}
 
 
 def _absolute(spec: str) -> str:
