@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from bertnli.data.example import Dataset, Example
+from bertnli.data.example import NLI_LABELS, Dataset, Example
 
 SHARED_DATA = Path(os.environ.get("BERTNLI_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 SOURCES = [SHARED_DATA / "snli" / "snli_1.0_dev.jsonl", SHARED_DATA / "mnli" / "multinli_1.0_dev_matched.jsonl"]
@@ -107,7 +107,8 @@ def _median_row(side_runs: list[dict]) -> dict:
     return {**ordered[(len(ordered) - 1) // 2], "runs": [r["pairs_per_s"] for r in side_runs]}
 
 
-HF_LABELS = {"entailment": 0, "neutral": 1, "contradiction": 2}
+#: GLUE's numbering, which `AutoModelForSequenceClassification` heads use: bertnli's default label order.
+HF_LABELS = {label: i for i, label in enumerate(NLI_LABELS)}
 
 
 def hf_rows(tokenizer, examples: list[Example]) -> list[dict]:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from bertnli.data import NLI_LABELS
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     add_common_arguments,
@@ -36,7 +38,7 @@ from common import (
 )
 from train_throughput import model_folder
 
-LABELS = ["entailment", "neutral", "contradiction"]
+LABELS = list(NLI_LABELS)
 
 
 def classifier_folder(args: argparse.Namespace) -> Path:

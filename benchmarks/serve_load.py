@@ -30,8 +30,13 @@ import httpx
 import numpy as np
 import torch
 
-SNLI_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "snli" / "snli_1.0_dev.jsonl"
-LABELS = ["entailment", "neutral", "contradiction"]
+from bertnli.data import NLI_LABELS
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SOURCES
+
+SNLI_DEV = SOURCES[0]
+LABELS = list(NLI_LABELS)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
