@@ -71,7 +71,7 @@ def test_train_writes_a_complete_run(trained):
     assert _run_description(config) == (f"tiny, d2l recipe · trained on train.jsonl · batch 32, lr 0.001 · fp32 on "
                                         f"{config['hardware']['device']}")
     for name in ("metrics.jsonl", "checkpoint.pt", "model/model.safetensors", "curves.png", "confusion.png",
-                 "class_scores.png", "evaluation.md", "evaluation.json"):
+                 "class_scores.png", "accuracy.png", "evaluation.md", "evaluation.json"):
         assert (run / name).is_file(), name
     assert json.loads((run / "evaluation.json").read_text())["accuracy"] > 0.9
 
@@ -217,7 +217,7 @@ def test_predictions_written_as_tsv_read_back_with_the_same_texts(trained, tmp_p
 
 
 def test_plot_redraws_the_figures(trained, capsys):
-    figures = [trained["run"] / name for name in ("curves.png", "confusion.png", "class_scores.png")]
+    figures = [trained["run"] / name for name in ("curves.png", "confusion.png", "class_scores.png", "accuracy.png")]
     for figure in figures:
         figure.unlink()
     assert main(["plot", str(trained["run"])]) == 0

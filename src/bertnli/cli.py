@@ -44,7 +44,7 @@ EXAMPLES = {
   bertnli data download snli                 # fetch and verify snli_1.0.zip into the cache
   bertnli data inspect ../shared/data/sick/SICK.txt""",
     "plot": """examples:
-  bertnli plot runs/dev                      # curves.png, confusion.png, class_scores.png""",
+  bertnli plot runs/dev                      # curves, confusion, class_scores and accuracy .png""",
     "serve": """examples:
   bertnli serve --model runs/dev --port 8000
   curl -s localhost:8000/predict -H 'content-type: application/json' \\
@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_evaluate(command("evaluate", "Score a fine-tuned model on labelled data."))
     _add_predict(command("predict", "Label premise–hypothesis pairs."))
     _add_data(command("data", "Download or inspect NLI datasets."))
-    plot = command("plot", "Draw a run's curves, confusion matrix and per-class scores.")
+    plot = command("plot", "Draw a run's curves, confusion matrix, per-class scores and accuracy breakdown.")
     plot.add_argument("run", help="the run directory")
     _add_serve(command("serve", "Serve a model over HTTP (JSON API with OpenAPI docs)."))
     _add_export(command("export", "Export a model to Hugging Face or ONNX."))
@@ -572,7 +572,7 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 def cmd_plot(args: argparse.Namespace) -> None:
     from bertnli.evaluation import read_report
-    from bertnli.plots import plot_curves, plot_report
+    from bertnli.plots import plot_curves, plot_evaluation
     from bertnli.training import RunDir
 
     run = RunDir(args.run)
@@ -581,7 +581,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
     paths = [plot_curves(run)]
     saved = run.path / "evaluation.json"
     if saved.is_file():
-        paths += plot_report(read_report(saved), run.path, title=run.path.name)
+        paths += plot_evaluation(read_report(saved), run.path)
     for path in paths:
         print(path)
 

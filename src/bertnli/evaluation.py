@@ -66,21 +66,23 @@ class Evaluation:
 
 
 def write_report(evaluation: Evaluation, directory: Path, stem: str = "") -> list[Path]:
-    """Write ``{stem}evaluation.md`` and ``.json``, and the confusion-matrix and per-class-score figures."""
-    from bertnli.plots import plot_report
+    """Write ``{stem}evaluation.md`` and ``.json``, and the figures of `bertnli.plots.plot_evaluation`."""
+    from bertnli.plots import plot_evaluation
 
     write_text(directory / f"{stem}evaluation.md", evaluation.to_markdown())
     write_text(directory / f"{stem}evaluation.json", json.dumps(evaluation.to_dict(), indent=2) + "\n")
-    return plot_report(evaluation.report, directory, stem, title=evaluation.dataset)
+    return plot_evaluation(evaluation, directory, stem)
 
 
-def read_report(path: Path) -> ClassificationReport:
-    """The scores saved in an ``evaluation.json``."""
+def read_report(path: Path) -> Evaluation:
+    """The evaluation saved in an ``evaluation.json`` (reports written before genres were scored have none)."""
     data = read_json_object(path)
     labels, confusion = data.get("labels"), np.array(data.get("confusion"))
     if not isinstance(labels, list) or confusion.shape != (len(labels), len(labels)):
         raise CheckpointError(path, "not an evaluation report (no labels and confusion matrix of their size)")
-    return ClassificationReport(labels, confusion)
+    return Evaluation(str(data.get("dataset", path.parent.name)), ClassificationReport(labels, confusion),
+                      dict(data.get("skipped", {})), list(data.get("confident_errors", [])),
+                      list(data.get("accuracy_by_length", [])), list(data.get("accuracy_by_genre", [])))
 
 
 def _cell(text: str) -> str:

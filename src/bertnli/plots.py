@@ -1,8 +1,9 @@
-"""PNG figures: training curves, confusion matrix, per-class scores."""
+"""PNG figures: training curves, confusion matrix, per-class scores, accuracy by pair length and genre."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -14,6 +15,9 @@ from matplotlib.figure import Figure
 from bertnli.paths import atomic_write
 from bertnli.training.metrics import ClassificationReport
 from bertnli.training.run import RunDir
+
+if TYPE_CHECKING:
+    from bertnli.evaluation import Evaluation
 
 
 def plot_curves(run: RunDir, path: Path | None = None) -> Path:
@@ -89,10 +93,29 @@ def plot_class_scores(report: ClassificationReport, path: Path, title: str = "")
     return _save(fig, path)
 
 
-def plot_report(report: ClassificationReport, directory: Path, stem: str = "", title: str = "") -> list[Path]:
-    """``{stem}confusion.png`` and ``{stem}class_scores.png`` in ``directory``."""
-    return [plot_confusion(report, directory / f"{stem}confusion.png", title=title),
-            plot_class_scores(report, directory / f"{stem}class_scores.png", title=title)]
+def plot_accuracy_breakdown(by_length: list[dict], by_genre: list[dict], path: Path, title: str = "") -> Path:
+    """Accuracy by pair length, and by genre when the data name genres: bars, each with its pair count."""
+    panels = [("pair length (tokens with specials)", by_length, "range")]
+    panels += [("genre", by_genre, "genre")] if by_genre else []
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.8), squeeze=False)
+    for ax, (xlabel, rows, key) in zip(axes[0], panels):
+        bars = ax.bar(range(len(rows)), [r["accuracy"] for r in rows], color="tab:blue")
+        ax.bar_label(bars, labels=[f"{r['accuracy']:.2f}\n{r['pairs']:,}" for r in rows], fontsize=7)
+        ax.set_xticks(range(len(rows)), [r[key] for r in rows], rotation=20 if key == "genre" else 0)
+        ax.set(xlabel=xlabel, ylabel="accuracy", ylim=(0, 1.25))
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{title} — accuracy (pairs below each value)" if title else "accuracy (pairs below each value)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_evaluation(evaluation: Evaluation, directory: Path, stem: str = "") -> list[Path]:
+    """``{stem}confusion.png``, ``{stem}class_scores.png`` and ``{stem}accuracy.png`` in ``directory``."""
+    title = evaluation.dataset
+    return [plot_confusion(evaluation.report, directory / f"{stem}confusion.png", title=title),
+            plot_class_scores(evaluation.report, directory / f"{stem}class_scores.png", title=title),
+            plot_accuracy_breakdown(evaluation.by_length, evaluation.by_genre, directory / f"{stem}accuracy.png",
+                                    title=title)]
 
 
 def _save(fig: Figure, path: Path) -> Path:

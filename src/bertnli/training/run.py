@@ -5,7 +5,7 @@
     RUN/checkpoint.pt        the last training state (model, optimizer, schedule, RNG, position)
     RUN/model/               the best model so far, in bertnli's own format (`NLIModel.load(RUN)`)
     RUN/curves.png           loss and accuracy curves
-    RUN/evaluation.md, .json, confusion.png, class_scores.png   the best model on the validation data
+    RUN/evaluation.md, .json, confusion.png, class_scores.png, accuracy.png   the best model on the validation data
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def library_versions() -> dict[str, str]:
 
 #: What a run writes into its folder (all of it goes when a run starts over with ``overwrite``).
 RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "model", "curves.png", "confusion.png", "class_scores.png",
-             "evaluation.md", "evaluation.json")
+             "accuracy.png", "evaluation.md", "evaluation.json")
 
 
 class RunDir:
