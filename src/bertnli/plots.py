@@ -104,7 +104,8 @@ def plot_accuracy_breakdown(by_length: list[dict], by_genre: list[dict], path: P
         ax.set_xticks(range(len(rows)), [r[key] for r in rows], rotation=20 if key == "genre" else 0)
         ax.set(xlabel=xlabel, ylabel="accuracy", ylim=(0, 1.25))
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{title} — accuracy (pairs below each value)" if title else "accuracy (pairs below each value)")
+    fig.suptitle(f"{title}\naccuracy, with the pairs below each value" if title else
+                 "accuracy, with the pairs below each value", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 
