@@ -26,7 +26,7 @@ EXAMPLES = {
   bertnli train --dataset snli --out runs/snli                       # official SNLI, downloaded once
   bertnli train --train ../shared/data/snli/snli_1.0_dev.jsonl --out runs/dev --epochs 1
   bertnli train --dataset snli --recipe d2l --model bert.small --d2l-text --out runs/d2l   # the d2l chapter
-  bertnli train --train a.jsonl --train b.jsonl --eval dev.jsonl --model bert.base.torch.zip --num-heads 12
+  bertnli train --train a.jsonl --train b.jsonl --eval dev.jsonl --model bert.base.torch.zip    # a d2l archive
   bertnli train --resume runs/dev                                    # continue a stopped run
   bertnli train --dataset snli --out runs/gpu --batch-size 256 --compile   # one GPU: CUDA graphs
   torchrun --nproc-per-node 4 -m bertnli train --dataset snli --out runs/ddp""",
