@@ -396,14 +396,19 @@ def _print_epoch(record: dict) -> None:
     print(line + (" (best so far)" if record["best"] else ""), flush=True)
 
 
+def _first_process() -> bool:
+    """True but in the second and later processes that torchrun starts."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _note(text: str) -> None:
-    """A line on standard error, from the first process only when torchrun starts several."""
-    if os.environ.get("RANK", "0") == "0":
+    """A line on standard error, from the first process only."""
+    if _first_process():
         print(text, file=sys.stderr)
 
 
 def _print_result(result: TrainResult) -> None:
-    if os.environ.get("RANK", "0") != "0":
+    if not _first_process():
         return
     best = f" (validation accuracy {result.best_accuracy:.4f})" if result.best_accuracy is not None else ""
     print(f"best model{best} saved in {result.run_dir / 'model'}; curves in {result.run_dir / 'curves.png'}")

@@ -102,7 +102,8 @@ def choose_labels(dataset: Dataset, recipe: str) -> list[str]:
 
 def _warn_about_missing_labels(dataset: Dataset, labels: list[str]) -> None:
     """A model label that no training pair has is one the model learns never to predict: say so."""
-    present = [label for label in labels if label in dataset.label_counts()]
+    counts = dataset.label_counts()
+    present = [label for label in labels if label in counts]
     missing = " or ".join(label for label in labels if label not in present)
     if len(present) == 1:
         warnings.warn(f"every training pair is {present[0]}; the model will learn nothing else", BertnliWarning,
