@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU benchmarks behind the README's GPU table, in one go (about 7 minutes on an H100/H200).
+# The GPU benchmarks behind the README's GPU table, and a profile of one training step, in one go
+# (about 8 minutes on an H100/H200).
 #   MODEL   a Hugging Face folder or `minilm` (default)          OUT   where the log goes (default .)
 #   BERTNLI_SHARED_DATA   the folder holding snli/snli_1.0_dev.jsonl (default ../shared/data)
 set -u
@@ -20,4 +21,7 @@ run benchmarks/train_throughput.py --model bert-base-random --tokenizer-from "$M
     --trainer-pairs 12000 --batch-size 256
 run benchmarks/train_throughput.py --model "$MODEL" --pairs 300000 --batch-size 1024 --epochs 2 \
     --sides bertnli-compiled
+# Where an eager step's time goes at batch 1024 (host or device, which kernels); the trace opens in Perfetto.
+echo "=== benchmarks/step_profile.py"
+python3 benchmarks/step_profile.py --model "$MODEL" --batch-size 1024 --steps 10 --trace "${OUT:-.}/step_trace.json"
 date
