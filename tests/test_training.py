@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -213,6 +214,31 @@ def test_overwrite_leaves_nothing_of_the_old_run(task, tmp_path):
     assert all((tmp_path / "run" / name).exists() for name in (*RUN_FILES, "tensorboard"))
     Trainer(cfg, synthetic_dataset(64, 3), None, tmp_path / "run", overwrite=True, progress=False)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json"]
+
+
+def test_a_config_built_directly_takes_its_recipe_values_and_overrides():
+    d2l = TrainConfig(recipe="d2l", lr=3e-4)
+    assert (d2l.optimizer, d2l.batch_size, d2l.schedule, d2l.grad_clip, d2l.lr) == ("adam", 512, "constant", 0.0, 3e-4)
+    assert TrainConfig() == TrainConfig.from_recipe("finetune")
+    assert TrainConfig(recipe="d2l", epochs=2) == TrainConfig.from_recipe("d2l", epochs=2)
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    ({"optimizer": "sgd"}, "optimizer='sgd' (expected one of 'adam', 'adamw')"),
+    ({"schedule": "cosine"}, "schedule='cosine' (expected one of 'constant', 'linear')"),
+    ({"precision": "half"}, "precision='half'"),
+    ({"lr": "1e-4"}, "lr='1e-4' (expected a number)"),
+    ({"epochs": 2.5}, "epochs=2.5 (expected an int)"),
+    ({"pack": "yes"}, "pack='yes' (expected True or False)"),
+    ({"recipe": "bogus"}, "unknown recipe 'bogus'"),
+    ({"warmup_ratio": 1.5}, "warmup_ratio=1.5"),
+])
+def test_a_setting_of_the_wrong_kind_is_refused_before_training(setting, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        TrainConfig.from_recipe(**setting)
+    if "recipe" not in setting:
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            TrainConfig(**setting).validated()
 
 
 def test_adam_decays_the_weights_it_should_and_adamw_the_same_ones(task):

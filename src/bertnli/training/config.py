@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import types
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from bertnli.errors import ConfigError
 
@@ -25,27 +26,29 @@ RECIPES: dict[str, dict[str, Any]] = {
 class TrainConfig:
     """Everything that decides a training run. Saved as the run's ``config.json``.
 
-    Build it with `TrainConfig.from_recipe`, which fills in the recipe's values; ``recipe`` records which
-    one, and a new model trained with ``d2l`` numbers its labels in d2l's order. ``max_tokens`` caps each
-    batch's tokens as well as its pairs; ``pack`` puts several pairs in each row; ``compile`` (GPUs) trains
-    a compiled network on packed rows of fixed shape; ``cache`` keeps encoded data on disk; ``num_heads``
-    (d2l checkpoints only) and ``dropout`` replace the checkpoint's values when set; ``eval_batch_tokens``
-    sizes validation batches; ``log_every`` and ``checkpoint_every`` count optimizer steps (0: checkpoints at
-    epoch ends only)."""
+    ``recipe`` fills in the settings left unset (None) from `RECIPES`: ``TrainConfig(recipe="d2l", lr=3e-4)``
+    is d2l's recipe with another learning rate. A new model trained with ``d2l`` numbers its labels in d2l's
+    order. ``grad_clip=0`` turns clipping off. ``max_tokens`` caps each batch's tokens as well as its pairs;
+    ``pack`` puts several pairs in each row; ``compile`` (GPUs) trains a compiled network on packed rows of
+    fixed shape; ``cache`` keeps encoded data on disk; ``num_heads`` (d2l checkpoints only) and ``dropout``
+    replace the checkpoint's values when set; ``eval_batch_tokens`` sizes validation batches; ``log_every``
+    and ``checkpoint_every`` count optimizer steps (``checkpoint_every=0``: checkpoints at epoch ends only)."""
 
     model: str = "minilm"
     recipe: Literal["d2l", "finetune"] = "finetune"
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 5e-5
-    max_len: int = 128
-    optimizer: Literal["adam", "adamw"] = "adamw"
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    schedule: Literal["constant", "linear"] = "linear"
+    # The recipe's settings (None: the recipe's value).
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    max_len: int | None = None
+    optimizer: Literal["adam", "adamw"] | None = None
+    weight_decay: float | None = None
+    warmup_ratio: float | None = None
+    schedule: Literal["constant", "linear"] | None = None
+    grad_clip: float | None = None
+    # Settings of every recipe.
     max_tokens: int | None = None
     pack: bool = False
-    grad_clip: float | None = 1.0
     grad_accum: int = 1
     early_stopping: int | None = None
     seed: int = 0
@@ -57,23 +60,33 @@ class TrainConfig:
     dropout: float | None = None
     eval_batch_tokens: int = 65536
     log_every: int = 50
-    checkpoint_every: int | None = 500
+    checkpoint_every: int = 500
     tensorboard: bool = False
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ConfigError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
+        for name, value in RECIPES[self.recipe].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
 
     @classmethod
     def from_recipe(cls, recipe: str = "finetune", **overrides: Any) -> TrainConfig:
-        """The recipe's values, then ``overrides``. None means "keep the recipe's value", so settings that can
-        be off are turned off with 0 (``grad_clip=0``, ``checkpoint_every=0``)."""
-        if recipe not in RECIPES:
-            raise ConfigError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
-        values = {**RECIPES[recipe], **{k: v for k, v in overrides.items() if v is not None}}
+        """The recipe's values, then ``overrides``, checked. None means "keep the default", so settings that
+        can be off are turned off with 0 (``grad_clip=0``, ``checkpoint_every=0``)."""
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(set(overrides) - known)
         if unknown:
             raise ConfigError(f"unknown training settings: {', '.join(unknown)}")
-        return cls(recipe=recipe, **values).validated()
+        return cls(recipe=recipe, **{k: v for k, v in overrides.items() if v is not None}).validated()
 
     def validated(self) -> TrainConfig:
+        """This config, once every value has its type and range; else `ConfigError` naming the bad ones."""
+        hints = get_type_hints(type(self))
+        wrong = [f"{f.name}={getattr(self, f.name)!r} ({_expected(hints[f.name])})" for f in fields(self)
+                 if not _fits(getattr(self, f.name), hints[f.name])]
+        if wrong:
+            raise ConfigError("invalid training settings: " + ", ".join(wrong))
         checks = {
             "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 1,
@@ -83,12 +96,12 @@ class TrainConfig:
             "warmup_ratio": 0 <= self.warmup_ratio < 1,
             "max_tokens": self.max_tokens is None or self.max_tokens >= self.max_len,
             "weight_decay": self.weight_decay >= 0,
-            "grad_clip": self.grad_clip is None or self.grad_clip >= 0,  # 0: no clipping
+            "grad_clip": self.grad_clip >= 0,  # 0: no clipping
             "early_stopping": self.early_stopping is None or self.early_stopping >= 1,
             "dropout": self.dropout is None or 0 <= self.dropout < 1,
             "eval_batch_tokens": self.eval_batch_tokens >= self.max_len,
             "log_every": self.log_every >= 1,
-            "checkpoint_every": self.checkpoint_every is None or self.checkpoint_every >= 0,  # 0: at epoch ends only
+            "checkpoint_every": self.checkpoint_every >= 0,  # 0: at epoch ends only
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -104,3 +117,36 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is of the annotated type (ints count as floats; bools count as neither)."""
+    for option in _options(hint):
+        if get_origin(option) is Literal:
+            if value in get_args(option):
+                return True
+        elif option is type(None):
+            if value is None:
+                return True
+        elif option is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return True
+        elif option is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return True
+        elif isinstance(value, option):
+            return True
+    return False
+
+
+def _expected(hint: Any) -> str:
+    """The annotated type in words ("one of 'adam', 'adamw'", "an int"), None left unsaid."""
+    names = {int: "an int", float: "a number", bool: "True or False", str: "a string"}
+    words = [("one of " + ", ".join(map(repr, get_args(o)))) if get_origin(o) is Literal else names[o]
+             for o in _options(hint) if o is not type(None)]
+    return "expected " + " or ".join(words)
+
+
+def _options(hint: Any) -> tuple[Any, ...]:
+    """The types a union allows (``int | None`` → int, NoneType), or the one type."""
+    return get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
