@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from synthetic import synthetic_dataset, tiny_d2l_checkpoint
+from test_training import child_env
 
 from bertnli.cli import COMMANDS, main
 from bertnli.data.download import DATASETS
@@ -223,6 +224,24 @@ def test_plot_redraws_the_figures(trained, capsys):
     assert main(["plot", str(trained["run"])]) == 0
     assert all(figure.stat().st_size > 1000 for figure in figures)
     assert capsys.readouterr().out.split() == [str(figure) for figure in figures]
+
+
+def test_drawing_figures_leaves_a_notebooks_matplotlib_as_it_was(trained, tmp_path):
+    """A notebook's backend and its open figures are its own: drawing a run's figures changes neither."""
+    script = f"""
+import matplotlib
+matplotlib.use("svg")
+import matplotlib.pyplot as plt
+figure = plt.figure()
+from bertnli.plots import plot_curves
+from bertnli.training import RunDir
+plot_curves(RunDir({str(trained["run"])!r}), {str(tmp_path / "curves.png")!r})
+print(matplotlib.get_backend(), plt.get_fignums(), plt.gcf() is figure)
+"""
+    out = subprocess.run([sys.executable, "-c", script], env=child_env(), capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["svg", "[1]", "True"]
+    assert (tmp_path / "curves.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_plot_names_a_damaged_report_in_one_line(trained, tmp_path, capsys):

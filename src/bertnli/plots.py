@@ -1,14 +1,13 @@
-"""PNG figures: training curves, confusion matrix, per-class scores, accuracy by pair length and genre."""
+"""PNG figures: training curves, confusion matrix, per-class scores, accuracy by pair length and genre.
+
+Drawn on `matplotlib.figure.Figure` directly, without pyplot: nothing here changes the backend or the open
+figures of a notebook that trains a model."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -20,12 +19,15 @@ if TYPE_CHECKING:
     from bertnli.evaluation import Evaluation
 
 
-def plot_curves(run: RunDir, path: Path | None = None) -> Path:
-    """Loss and accuracy per logged step (thin) and per epoch (markers), side by side."""
+def plot_curves(run: RunDir | str | Path, path: str | Path | None = None) -> Path:
+    """Loss and accuracy per logged step (thin) and per epoch (markers), side by side: ``path``, by default
+    the run's ``curves.png``."""
+    run = run if isinstance(run, RunDir) else RunDir(run)
     records = list(run.metrics())
     steps = [r for r in records if r.get("kind") == "step"]
     epochs = [r for r in records if r.get("kind") == "epoch"]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    loss_ax, acc_ax = fig.subplots(1, 2)
     if steps:
         x = [r["step"] for r in steps]
         loss_ax.plot(x, [r["loss"] for r in steps], lw=1, alpha=0.6, label="train loss (per log step)")
@@ -59,12 +61,13 @@ def _run_description(config: dict) -> str:
     return " · ".join(parts)
 
 
-def plot_confusion(report: ClassificationReport, path: Path, title: str = "") -> Path:
+def plot_confusion(report: ClassificationReport, path: str | Path, title: str = "") -> Path:
     """Confusion matrix, each row normalised to the gold label's share, counts in the cells."""
     counts = report.confusion
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     k = len(report.labels)
-    fig, ax = plt.subplots(figsize=(1.6 * k + 2, 1.4 * k + 1.5))
+    fig = Figure(figsize=(1.6 * k + 2, 1.4 * k + 1.5))
+    ax = fig.subplots()
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for (i, j), n in np.ndenumerate(counts):
         ax.text(j, i, f"{n:,}\n{share[i, j]:.0%}", ha="center", va="center",
@@ -77,11 +80,12 @@ def plot_confusion(report: ClassificationReport, path: Path, title: str = "") ->
     return _save(fig, path)
 
 
-def plot_class_scores(report: ClassificationReport, path: Path, title: str = "") -> Path:
+def plot_class_scores(report: ClassificationReport, path: str | Path, title: str = "") -> Path:
     """Precision, recall and F1 of each label as grouped bars."""
     scores = report.per_class()
     x = np.arange(len(scores))
-    fig, ax = plt.subplots(figsize=(2 + 1.8 * len(scores), 3.8))
+    fig = Figure(figsize=(2 + 1.8 * len(scores), 3.8))
+    ax = fig.subplots()
     for offset, metric in zip((-0.27, 0, 0.27), ("precision", "recall", "f1")):
         values = [s[metric] for s in scores.values()]
         bars = ax.bar(x + offset, values, width=0.26, label=metric)
@@ -93,11 +97,12 @@ def plot_class_scores(report: ClassificationReport, path: Path, title: str = "")
     return _save(fig, path)
 
 
-def plot_accuracy_breakdown(by_length: list[dict], by_genre: list[dict], path: Path, title: str = "") -> Path:
+def plot_accuracy_breakdown(by_length: list[dict], by_genre: list[dict], path: str | Path, title: str = "") -> Path:
     """Accuracy by pair length, and by genre when the data name genres: bars, each with its pair count."""
     panels = [("pair length (tokens with specials)", by_length, "range")]
     panels += [("genre", by_genre, "genre")] if by_genre else []
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.8), squeeze=False)
+    fig = Figure(figsize=(6 * len(panels), 3.8))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (xlabel, rows, key) in zip(axes[0], panels):
         bars = ax.bar(range(len(rows)), [r["accuracy"] for r in rows], color="tab:blue")
         ax.bar_label(bars, labels=[f"{r['accuracy']:.2f}\n{r['pairs']:,}" for r in rows], fontsize=7)
@@ -110,8 +115,9 @@ def plot_accuracy_breakdown(by_length: list[dict], by_genre: list[dict], path: P
     return _save(fig, path)
 
 
-def plot_evaluation(evaluation: Evaluation, directory: Path, stem: str = "") -> list[Path]:
+def plot_evaluation(evaluation: Evaluation, directory: str | Path, stem: str = "") -> list[Path]:
     """``{stem}confusion.png``, ``{stem}class_scores.png`` and ``{stem}accuracy.png`` in ``directory``."""
+    directory = Path(directory)
     title = evaluation.dataset
     return [plot_confusion(evaluation.report, directory / f"{stem}confusion.png", title=title),
             plot_class_scores(evaluation.report, directory / f"{stem}class_scores.png", title=title),
@@ -119,7 +125,7 @@ def plot_evaluation(evaluation: Evaluation, directory: Path, stem: str = "") -> 
                                     title=title)]
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".")))
-    plt.close(fig)
     return path
