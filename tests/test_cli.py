@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import importlib
 import json
 import shutil
 import subprocess
 import sys
 import zipfile
 from io import BytesIO
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -573,8 +575,24 @@ def test_nlimodel_refuses_malformed_input_and_settings(trained):
         NLIModel.load(trained["run"], device="cpu", batch_size=0)
 
 
-def test_a_bare_import_reaches_the_data_readers_and_evaluate():
-    script = ("import bertnli\nassert callable(bertnli.data.read_dataset) and callable(bertnli.evaluate)\n"
-              "assert {'NLIModel', 'data', 'train'} <= set(dir(bertnli))\n")
+def test_a_bare_import_reaches_every_exported_name_and_module():
+    script = ("import bertnli\n"
+              "for name in [*bertnli.__all__, *bertnli._MODULES]: getattr(bertnli, name)\n"
+              "assert callable(bertnli.data.read_dataset) and callable(bertnli.plots.plot_curves)\n"
+              "assert set(dir(bertnli)) == {*bertnli.__all__, *bertnli._MODULES, '__version__'}\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+def test_type_checkers_see_the_names_that_import_lazily():
+    """`__init__` imports its names on first use; the block that type checkers read must name the same ones."""
+    import ast
+
+    import bertnli
+
+    tree = ast.parse(Path(bertnli.__file__).read_text())
+    [block] = [node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"]
+    static = {alias.name: node.module for node in block.body for alias in node.names}
+    assert sorted(static) == sorted(bertnli.__all__) == sorted(bertnli._EXPORTS)
+    assert all(getattr(bertnli, name) is getattr(importlib.import_module(module), name)
+               for name, module in static.items())

@@ -142,8 +142,9 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(task, tmp_path):
     cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=8)
     trainer = Trainer(cfg, train_set, eval_set, tmp_path / "run", progress=False)
     interrupt_after_step(trainer, 4)
-    with pytest.raises(TrainingInterrupted, match="resume=True"):  # started from Python: resumed from Python
+    with pytest.raises(TrainingInterrupted, match="resume=True") as stopped:  # started from Python: resumed so
         trainer.fit()
+    assert not isinstance(stopped.value, Exception)  # a Ctrl-C, which `except Exception` must not swallow
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert saved["progress"]["step"] == 4 and saved["progress"]["batch"] == 4
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

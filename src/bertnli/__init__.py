@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+import importlib as _importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -20,22 +20,45 @@ _EXPORTS = {
     "Example": "bertnli.data.example",
     "Dataset": "bertnli.data.example",
     "NLI_LABELS": "bertnli.data.example",
-    "BertnliError": "bertnli.errors",
-    "evaluate": "bertnli.evaluation",
     "read_dataset": "bertnli.data",
+    "train_validation_split": "bertnli.data",
+    "evaluate": "bertnli.evaluation",
+    "BertnliError": "bertnli.errors",
+    "TrainingInterrupted": "bertnli.errors",
 }
+if TYPE_CHECKING:  # what type checkers and editors see: the same names, imported at once
+    from bertnli.data import read_dataset, train_validation_split
+    from bertnli.data.example import NLI_LABELS, Dataset, Example
+    from bertnli.errors import BertnliError, TrainingInterrupted
+    from bertnli.evaluation import evaluate
+    from bertnli.inference import NLIModel, Prediction
+    from bertnli.training import TrainConfig, train
 #: Subpackages reachable as attributes after a bare `import bertnli` (`bertnli.data.read_dataset`).
-_MODULES = ("data", "evaluation", "export", "inference", "model", "serving", "text", "training", "weights")
-__all__ = sorted(_EXPORTS)
+_MODULES = ("data", "errors", "evaluation", "export", "inference", "model", "plots", "serving", "text",
+            "training", "weights")
+__all__ = [  # the keys of _EXPORTS, spelled out for static tools
+    "NLI_LABELS",
+    "BertnliError",
+    "Dataset",
+    "Example",
+    "NLIModel",
+    "Prediction",
+    "TrainConfig",
+    "TrainingInterrupted",
+    "evaluate",
+    "read_dataset",
+    "train",
+    "train_validation_split",
+]
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
+        return getattr(_importlib.import_module(_EXPORTS[name]), name)
     if name in _MODULES:
-        return importlib.import_module(f"bertnli.{name}")
+        return _importlib.import_module(f"bertnli.{name}")
     raise AttributeError(f"module 'bertnli' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS, *_MODULES})
+    return sorted({"__version__", *_EXPORTS, *_MODULES})
