@@ -45,9 +45,22 @@ def test_length_buckets_cut_padding_and_packed_batches_carry_even_token_counts()
 
 def test_a_short_last_batch_joins_the_one_before_when_ranks_need_a_pair_each():
     lengths = LENGTHS[: 32 * 3 + 1]
-    batches = training_batches(lengths, BatchPlan(32), seed=0, epoch=0, min_size=2)
+    batches = training_batches(lengths, BatchPlan(32, min_size=2), seed=0, epoch=0)
     assert sorted(map(len, batches)) == [32, 32, 33]
     assert all(len(shard(b, rank, 2)) >= 1 for b in batches for rank in range(2))
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_token_budget_gives_way_to_a_pair_for_every_rank(packed):
+    """A budget too small for 4 long pairs still leaves each of 4 ranks one pair, and only then binds."""
+    plan = BatchPlan(64, 100, packed=packed, min_size=4)
+    batches = training_batches(LENGTHS, plan, seed=0, epoch=0)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(LENGTHS)))
+    assert all(len(b) >= 4 for b in batches)
+    tokens = [int(LENGTHS[b].sum() if packed else len(b) * LENGTHS[b].max()) for b in batches]
+    # Over the budget: 4 pairs, or 4 joined by the short last batch of their bucket.
+    assert all(t <= 100 or len(b) < 8 for t, b in zip(tokens, batches))
+    assert any(t > 100 for t in tokens)  # the budget gave way
 
 
 def test_inference_batches_run_longest_first_within_the_budget():

@@ -124,30 +124,32 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(task, tmp_pa
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_b)
 
 
-def interrupt_after_step(trainer: Trainer, step: int) -> None:
-    """Send this process a SIGINT (Ctrl-C) during ``trainer``'s step number ``step`` (1-based)."""
+def interrupt_after_step(trainer: Trainer, step: int, signum: int = signal.SIGINT) -> None:
+    """Send this process a SIGINT (Ctrl-C), or ``signum``, during ``trainer``'s step number ``step`` (1-based)."""
     original_step = trainer.optimizer_step
 
     def step_then_interrupt(group):
         sums = original_step(group)
         if trainer.progress.step == step - 1:  # counted once this step returns
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
         return sums
 
     trainer.optimizer_step = step_then_interrupt
 
 
-def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(task, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_says_how_to_resume(task, tmp_path, signum):
     train_set, eval_set = synthetic_dataset(400, 1), synthetic_dataset(50, 2)
     cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=8)
     trainer = Trainer(cfg, train_set, eval_set, tmp_path / "run", progress=False)
-    interrupt_after_step(trainer, 4)
+    interrupt_after_step(trainer, 4, signum)
     with pytest.raises(TrainingInterrupted, match="resume=True") as stopped:  # started from Python: resumed so
         trainer.fit()
     assert not isinstance(stopped.value, Exception)  # a Ctrl-C, which `except Exception` must not swallow
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert saved["progress"]["step"] == 4 and saved["progress"]["batch"] == 4
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     assert step_records(tmp_path / "run")[-1]["step"] == 4  # the steps since the last log are logged, not lost
     # Resumed, the run ends as one never stopped: the same epoch and the same weights.
     train(cfg, train_set, eval_set, tmp_path / "run", resume=True, progress=False)
@@ -556,7 +558,7 @@ def test_a_run_stopped_during_its_last_needed_evaluation_stops_early_on_resume(t
     assert [e["epoch"] for e in resumed.epochs] == [e["epoch"] for e in whole.epochs]
 
 
-DDP_CTRL_C = """
+DDP_RUN = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 from synthetic import synthetic_dataset
@@ -571,26 +573,42 @@ def step_then_interrupt_rank_1(self, batch):
         os.kill(os.getpid(), signal.SIGINT)
     return sums
 
-Trainer.optimizer_step = step_then_interrupt_rank_1
-cfg = TrainConfig.from_recipe("d2l", model={model!r}, num_heads=4, epochs=1, batch_size=8, log_every=5,
-                              checkpoint_every=None)
+if {interrupt!r}:
+    Trainer.optimizer_step = step_then_interrupt_rank_1
+# Dropout on, and 330 pairs in global batches of 16: ranks draw masks of different sizes, from their own streams.
+cfg = TrainConfig.from_recipe("d2l", model={model!r}, num_heads=4, epochs=2, batch_size=8, log_every=5,
+                              dropout=0.1)
 try:
-    train(cfg, synthetic_dataset(320, 1), None, {run!r}, progress=False)
+    train(cfg, synthetic_dataset(330, 1), None, {run!r}, progress=False, resume={resume!r})
 except TrainingInterrupted:
     print("interrupted", os.environ["RANK"])
 """
 
 
-@pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
-def test_ctrl_c_seen_by_one_rank_stops_every_rank_at_the_same_step(task, tmp_path):
-    script = tmp_path / "ctrl_c.py"
-    script.write_text(DDP_CTRL_C.format(tests=str(TESTS), model=task["model"], run=str(tmp_path / "run")))
+def run_ddp(model: str, run: Path, interrupt: bool = False, resume: bool = False) -> str:
+    """`DDP_RUN` in two processes under torchrun; what they printed."""
+    script = run.parent / f"ddp_{run.name}_{interrupt}_{resume}.py"
+    script.write_text(DDP_RUN.format(tests=str(TESTS), model=model, run=str(run), interrupt=interrupt, resume=resume))
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                            str(script)], env=child_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(done.stdout.split()) == ["0", "1", "interrupted", "interrupted"]
-    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["progress"]
-    assert saved["step"] == 5  # the next log boundary after the signal, on both ranks
+    return done.stdout
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
+def test_ctrl_c_seen_by_one_rank_stops_every_rank_and_the_resumed_run_ends_as_one_never_stopped(task, tmp_path):
+    stopped = run_ddp(task["model"], tmp_path / "run", interrupt=True)
+    assert sorted(stopped.split()) == ["0", "1", "interrupted", "interrupted"]
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert saved["progress"]["step"] == 4  # one step after the signal, on both ranks: not at a log boundary
+    # Its batches are cut for two processes: one process may not take it over.
+    with pytest.raises(ConfigError, match="trained by 2 processes"):
+        train(TrainConfig(), synthetic_dataset(330, 1), None, tmp_path / "run", resume=True, progress=False)
+    run_ddp(task["model"], tmp_path / "run", resume=True)
+    run_ddp(task["model"], tmp_path / "whole")
+    assert step_records(tmp_path / "run")[-3:] == step_records(tmp_path / "whole")[-3:]
+    weights = [load_file(run / "model" / "model.safetensors") for run in (tmp_path / "run", tmp_path / "whole")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
 
 
 def test_time_spent_saving_mid_epoch_checkpoints_is_not_counted_as_training(task, tmp_path, monkeypatch):

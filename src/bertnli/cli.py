@@ -149,12 +149,14 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                     help="finetune: AdamW 5e-5, batch 32, warm-up + linear decay; "
                          "d2l: Adam 1e-4, batch 512, 5 epochs, no gradient clipping, as the chapter")
     for flag, kind, text in [
-        ("--epochs", int, "passes over the training data"), ("--batch-size", int, "pairs per step"),
+        ("--epochs", int, "passes over the training data"),
+        ("--batch-size", int, "pairs per step (per process under torchrun)"),
         ("--lr", float, "peak learning rate"), ("--max-len", int, "tokens per pair, with specials"),
         ("--seed", int, "random seed (data order, dropout, validation split)"),
         ("--weight-decay", float, "weight decay (AdamW) or L2 penalty (Adam)"),
         ("--warmup-ratio", float, "share of steps warming up"),
-        ("--max-tokens", int, "also cap each batch at this many padded tokens (with --pack or --compile: tokens)"),
+        ("--max-tokens", int, "also cap each batch at this many padded tokens (with --pack or --compile: tokens); "
+                                "per process, like --batch-size"),
         ("--grad-accum", int, "batches per optimizer step"),
         ("--grad-clip", float, "clip the gradient norm (0: no clipping)"),
         ("--early-stopping", int, "stop after N epochs without a better validation accuracy"),
@@ -629,7 +631,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         COMMANDS[args.command](args)
     except TrainingInterrupted as exc:
-        print(f"bertnli {args.command}: {exc}", file=sys.stderr)
+        _note(f"bertnli {args.command}: {exc}")
         return 130
     except BertnliError as exc:
         print(f"bertnli {args.command}: error: {exc}", file=sys.stderr)

@@ -44,8 +44,12 @@ class TrainingInterrupted(KeyboardInterrupt):
     to resume (from the command line, or from Python for runs started there). A `KeyboardInterrupt`, as the
     Ctrl-C it comes from: a loop over runs that catches `Exception` still stops."""
 
-    def __init__(self, run_dir: str | Path, command_line: bool = True) -> None:
+    def __init__(self, run_dir: str | Path, command_line: bool = True, processes: int = 1) -> None:
         self.run_dir = Path(run_dir)
-        how = (f"bertnli train --resume {run_dir}" if command_line
-               else f"train(cfg, train_set, eval_set, {str(run_dir)!r}, resume=True)")
-        super().__init__(f"interrupted; the checkpoint is saved: resume with `{how}`")
+        if command_line:
+            how = f"bertnli train --resume {run_dir}"
+            how = f"torchrun --nproc-per-node {processes} -m {how}" if processes > 1 else how
+        else:
+            how = f"train(cfg, train_set, eval_set, {str(run_dir)!r}, resume=True)"
+        where = f" in {processes} processes in all, as it ran" if processes > 1 else ""
+        super().__init__(f"interrupted; the checkpoint is saved: resume with `{how}`{where}")

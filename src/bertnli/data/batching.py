@@ -20,16 +20,21 @@ BUCKET_BATCHES = 64
 @dataclass(frozen=True)
 class BatchPlan:
     """How to cut batches: at most ``batch_size`` pairs and, if set, ``max_tokens`` tokens: padded tokens,
-    or with ``packed`` (several pairs to a row, no padding to speak of) the pairs' own tokens."""
+    or with ``packed`` (several pairs to a row, no padding to speak of) the pairs' own tokens. No batch has
+    fewer than ``min_size`` pairs unless the pairs run out (data-parallel runs need a pair for every rank):
+    the token budget gives way first."""
 
     batch_size: int
     max_tokens: int | None = None
     packed: bool = False
+    min_size: int = 1
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or (self.max_tokens is not None and self.max_tokens < 1):
             raise ConfigError(f"batches need at least one pair and one token; got batch_size {self.batch_size}, "
                               f"max_tokens {self.max_tokens}")
+        if not 1 <= self.min_size <= self.batch_size:
+            raise ConfigError(f"a batch of at most {self.batch_size} pairs cannot hold {self.min_size}")
 
     def cut(self, order: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
         """Cut ``order`` (indices, ideally sorted by length) into consecutive batches."""
@@ -41,7 +46,8 @@ class BatchPlan:
             while stop < len(order) and stop - start < self.batch_size:
                 longest = max(longest, int(lengths[order[stop]]))
                 total += int(lengths[order[stop]])
-                if (total if self.packed else (stop - start + 1) * longest) > self.max_tokens and stop > start:
+                over = (total if self.packed else (stop - start + 1) * longest) > self.max_tokens
+                if over and stop - start >= self.min_size:
                     break
                 stop += 1
             batches.append(order[start:stop])
@@ -49,15 +55,13 @@ class BatchPlan:
         return batches
 
 
-def training_batches(
-    lengths: np.ndarray, plan: BatchPlan, seed: int, epoch: int, min_size: int = 1
-) -> list[np.ndarray]:
+def training_batches(lengths: np.ndarray, plan: BatchPlan, seed: int, epoch: int) -> list[np.ndarray]:
     """One epoch's batches: shuffle, sort within buckets of ``BUCKET_BATCHES`` batches, shuffle batches.
     Packed batches skip the sorting, which would only save padding that packing leaves out anyway: each
     batch then holds about as many tokens as any other, and its packed rows keep one shape.
 
     Every pair appears exactly once. Same (seed, epoch) → same batches. A bucket's last batch smaller than
-    ``min_size`` (data-parallel runs need a pair for every rank) joins the batch before it.
+    the plan's ``min_size`` joins the batch before it.
     """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
@@ -66,7 +70,7 @@ def training_batches(
     for start in range(0, len(order), bucket):
         chunk = order[start : start + bucket]
         cut = plan.cut(chunk if plan.packed else chunk[np.argsort(lengths[chunk], kind="stable")], lengths)
-        if len(cut) > 1 and len(cut[-1]) < min_size:
+        if len(cut) > 1 and len(cut[-1]) < plan.min_size:
             cut[-2:] = [np.concatenate(cut[-2:])]
         batches.extend(cut)
     return [batches[i] for i in rng.permutation(len(batches))]

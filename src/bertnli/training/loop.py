@@ -179,6 +179,32 @@ def _place(device_name: str) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
+class _StopVote:
+    """Data-parallel ranks agree to stop at the same step. Each step's requests (Ctrl-C, SIGTERM) are combined
+    across ranks on the CPU, through gloo, while the next step trains, and read one step later: no step
+    waits on the vote, and a stop comes within two steps, well inside torchrun's grace before it kills."""
+
+    def __init__(self) -> None:
+        self.group = dist.new_group(backend="gloo")
+        self.pending: tuple[Any, torch.Tensor] | None = None
+
+    def cast(self, requested: bool) -> bool:
+        """This step's vote; returns whether any rank asked to stop by the previous vote."""
+        agreed = self.settle()
+        flag = torch.tensor([float(requested)])
+        self.pending = dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group, async_op=True), flag
+        return agreed
+
+    def settle(self) -> bool:
+        """Waits for the outstanding vote: whether any rank asked to stop."""
+        if self.pending is None:
+            return False
+        work, flag = self.pending
+        self.pending = None
+        work.wait()
+        return bool(flag.item())
+
+
 class Trainer:
     """Holds the model, data and optimizer of one run. `fit()` trains; files go to ``run``."""
 
@@ -199,6 +225,9 @@ class Trainer:
         self.dtype = autocast_dtype(self.device, cfg.precision)
         torch.manual_seed(cfg.seed)
         self._build_model(train_set)
+        if self.rank:  # each rank draws its own dropout masks; the weights are rank 0's, through DDP
+            torch.manual_seed(int(np.random.SeedSequence([cfg.seed, self.rank]).generate_state(1)[0]))
+        self.vote = _StopVote() if self.world > 1 else None
         if resume and isinstance(self.tokenizer, WordTokenizer):  # read raw text as the run began to
             self.tokenizer.split_punctuation = bool(saved["train"].get("split_punctuation", False))
         self._encode_data(train_set, eval_set)
@@ -253,7 +282,12 @@ class Trainer:
         self.eval_pairs = encode_dataset(eval_set, self.tokenizer, cfg.max_len, cfg.cache) if eval_set else None
         self.eval_gold = gold_indices(eval_set, self.labels) if eval_set else None
         # A global batch is what one optimizer step sees: every rank's share, every accumulated micro-batch.
-        self.plan = BatchPlan(cfg.batch_size * self.world * cfg.grad_accum, cfg.max_tokens, cfg.pack or cfg.compile)
+        # --batch-size and --max-tokens are per process and micro-batch; every rank gets at least one pair.
+        if len(self.train_pairs) < self.world:
+            raise ConfigError(f"{len(self.train_pairs)} training pairs cannot give each of {self.world} processes one")
+        shares = self.world * cfg.grad_accum
+        self.plan = BatchPlan(cfg.batch_size * shares, cfg.max_tokens and cfg.max_tokens * shares,
+                              cfg.pack or cfg.compile, min_size=self.world)
         self.eval_plan = BatchPlan(4096, cfg.eval_batch_tokens)
         # Under a token budget the number of batches varies a little from epoch to epoch: count every epoch's,
         # so that the schedule ends exactly at the last step.
@@ -264,12 +298,12 @@ class Trainer:
         self.packed_rows = 0
 
     def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
-        return training_batches(self.train_pairs.valid_lens, self.plan, self.cfg.seed, epoch, self.world)
+        return training_batches(self.train_pairs.valid_lens, self.plan, self.cfg.seed, epoch)
 
     # ---- the method ---------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         p = self.progress
-        with self._stop_on_ctrl_c():
+        with self._stop_on_signals():
             while p.epoch < self.cfg.epochs:
                 # Checked first, so that a run resumed after its last evaluation stops as it would have.
                 if self.cfg.early_stopping and p.stale_epochs >= self.cfg.early_stopping:
@@ -310,8 +344,10 @@ class Trainer:
             bar.update(1)
             periodic = bool(cfg.checkpoint_every) and p.step % cfg.checkpoint_every == 0
             boundary = periodic or p.step % cfg.log_every == 0 or p.batch == len(batches)
-            # One process stops at once; data-parallel ranks agree at the next boundary, so all stop together.
-            stop = self.stop_requested if self.world == 1 else boundary and self._agree(self.stop_requested)
+            # One process stops at once; data-parallel ranks one step after any of them is asked, all together.
+            stop = self.stop_requested if self.vote is None else self.vote.cast(self.stop_requested)
+            if self.vote is not None and (stop or p.batch == len(batches)):
+                stop = self.vote.settle() or stop  # no vote outstanding past a stop or an epoch
             if boundary or stop:
                 self._absorb(running, seen, time.perf_counter() - started)
                 running.zero_()
@@ -408,18 +444,18 @@ class Trainer:
     # ---- bookkeeping ---------------------------------------------------------------------------
     def _agree(self, flag: bool) -> bool:
         """``flag`` of any rank (a no-op in a single process)."""
-        if self.world == 1:
+        if self.vote is None:
             return flag
-        agreed = torch.tensor([float(flag)], device=self.device)
-        dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
-        return bool(agreed.item())
+        self.vote.cast(flag)
+        return self.vote.settle()
 
     def _interrupted(self) -> TrainingInterrupted:
-        return TrainingInterrupted(self.run.path, command_line=self.source is not None)
+        return TrainingInterrupted(self.run.path, command_line=self.source is not None, processes=self.world)
 
     @contextlib.contextmanager
-    def _stop_on_ctrl_c(self) -> Iterator[None]:
-        """The first Ctrl-C asks the loop to stop after the current step and save; a second one kills."""
+    def _stop_on_signals(self) -> Iterator[None]:
+        """The first Ctrl-C or SIGTERM (a scheduler's notice, or torchrun passing either on) asks the loop to
+        stop after the current step and save; a second one acts as it would have."""
         self.stop_requested = False
         if threading.current_thread() is not threading.main_thread():
             yield
@@ -427,13 +463,14 @@ class Trainer:
 
         def request_stop(signum, frame):
             self.stop_requested = True
-            signal.signal(signal.SIGINT, previous)
+            signal.signal(signum, previous[signum])
 
-        previous = signal.signal(signal.SIGINT, request_stop)
+        previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     def _absorb(self, running: torch.Tensor, seen: int, seconds: float) -> None:
         """Fold the running sums (read from the device here, every ``log_every`` steps) into the epoch."""
@@ -469,24 +506,35 @@ class Trainer:
             self.board.flush()
 
     def save_checkpoint(self) -> None:
+        state = self.state_dict()  # on every rank: it gathers each rank's random state
         if self.rank == 0:
-            self.run.save_checkpoint(self.state_dict())
+            self.run.save_checkpoint(state)
         if self.world > 1:
             dist.barrier()
 
     def state_dict(self) -> dict[str, Any]:
         p = self.progress
+        rng = {"cpu": torch.get_rng_state(),
+               "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
+        ranks_rng = [rng]
+        if self.vote is not None:
+            ranks_rng = [None] * self.world
+            dist.all_gather_object(ranks_rng, rng, group=self.vote.group)
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict(),
             "progress": {k: v for k, v in vars(p).items()},
-            "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "processes": self.world,
+            "rng": ranks_rng,  # one per rank: each draws its own dropout masks
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        processes = state.get("processes", self.world)
+        if processes != self.world:
+            raise ConfigError(f"{self.run.path} was trained by {processes} process{'es' * (processes > 1)} and "
+                              f"cuts its batches for as many; resume it with {processes}, not {self.world}")
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -497,9 +545,12 @@ class Trainer:
         if state.get("scaler"):  # absent from checkpoints of runs without fp16, and from older ones
             self.scaler.load_state_dict(state["scaler"])
         self.progress = Progress(**state["progress"])
-        torch.set_rng_state(state["rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if isinstance(state["rng"], torch.Tensor):  # checkpoints from before one state per rank
+            state["rng"] = [{"cpu": state["rng"], "cuda": None}] * self.world
+        rng = state["rng"][self.rank]
+        torch.set_rng_state(rng["cpu"])
+        if rng["cuda"] is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
 
 
 def _check_same_data(recorded: dict[str, Any], train_set: Dataset, eval_set: Dataset | None) -> None:
