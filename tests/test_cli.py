@@ -575,6 +575,36 @@ def test_nlimodel_refuses_malformed_input_and_settings(trained):
         NLIModel.load(trained["run"], device="cpu", batch_size=0)
 
 
+def test_nlimodel_takes_the_pairs_a_notebook_holds(trained):
+    """Tuples, rows of a 2-column array, Examples, a Dataset or a generator: the same pairs, the same answers;
+    `predict_proba` takes what `predict` takes, and `evaluate` a model folder."""
+    from bertnli import Dataset, Example, NLIModel, evaluate
+
+    model = NLIModel.load(trained["run"], device="cpu")
+    pairs = [("red dog runs big", "dog"), ("red dog runs big", "no dog"), ("red dog runs big", "cat")]
+    dataset = Dataset("mine", [Example(p, h, "entailment") for p, h in pairs])
+    expected = model.predict_proba([p for p, _ in pairs], [h for _, h in pairs])
+    for form in (lambda: pairs, lambda: np.array(pairs), lambda: dataset.examples, lambda: dataset,
+                 lambda: (pair for pair in pairs)):
+        assert [p.label for p in model.predict(form())] == [model.labels[i] for i in expected.argmax(1)]
+        assert np.array_equal(model.predict_proba(form()), expected)
+    assert evaluate(str(trained["run"]), dataset).report.accuracy == evaluate(model, dataset).report.accuracy
+    assert repr(model).startswith(f"NLIModel(labels={model.labels}, max_len=") and len(repr(dataset)) < 80
+
+
+def test_datasets_and_evaluate_name_what_they_were_given_instead(trained):
+    from bertnli import Dataset, Example, NLIModel, evaluate, read_dataset
+
+    with pytest.raises(TypeError, match=r"pair 1 has premise nan \(a float\), not text"):
+        Dataset("frame", [Example("a", "b"), Example(float("nan"), "b")])
+    with pytest.raises(TypeError, match="item 0 is a tuple, not an Example"):
+        Dataset("tuples", [("a", "b", "entailment")])
+    with pytest.raises(TypeError, match=r"evaluate scores a bertnli Dataset .* not a list"):
+        evaluate(NLIModel.load(trained["run"], device="cpu"), [Example("a", "b", "entailment")])
+    with pytest.raises(TypeError, match=r"read_dataset reads files .* not a list"):
+        read_dataset([("a", "b")])
+
+
 def test_a_bare_import_reaches_every_exported_name_and_module():
     script = ("import bertnli\n"
               "for name in [*bertnli.__all__, *bertnli._MODULES]: getattr(bertnli, name)\n"

@@ -65,17 +65,19 @@ class Evaluation:
         return "\n".join(lines) + "\n"
 
 
-def write_report(evaluation: Evaluation, directory: Path, stem: str = "") -> list[Path]:
+def write_report(evaluation: Evaluation, directory: str | Path, stem: str = "") -> list[Path]:
     """Write ``{stem}evaluation.md`` and ``.json``, and the figures of `bertnli.plots.plot_evaluation`."""
     from bertnli.plots import plot_evaluation
 
+    directory = Path(directory)
     write_text(directory / f"{stem}evaluation.md", evaluation.to_markdown())
     write_text(directory / f"{stem}evaluation.json", json.dumps(evaluation.to_dict(), indent=2) + "\n")
     return plot_evaluation(evaluation, directory, stem)
 
 
-def read_report(path: Path) -> Evaluation:
+def read_report(path: str | Path) -> Evaluation:
     """The evaluation saved in an ``evaluation.json`` (reports written before genres were scored have none)."""
+    path = Path(path)
     data = read_json_object(path)
     labels, confusion = data.get("labels"), np.array(data.get("confusion"))
     if not isinstance(labels, list) or confusion.shape != (len(labels), len(labels)):
@@ -97,12 +99,18 @@ def _merge_to_two_classes(labels: list[str], probs: np.ndarray) -> np.ndarray:
     return merged
 
 
-def evaluate(model: NLIModel, dataset: Dataset, *, two_class: bool = False, top_errors: int | None = 10
-             ) -> Evaluation:
-    """Score ``model`` on the labelled pairs of ``dataset``. ``two_class`` merges neutral and contradiction
+def evaluate(model: NLIModel | str | Path, dataset: Dataset, *, two_class: bool = False,
+             top_errors: int | None = 10) -> Evaluation:
+    """Score ``model`` (an `NLIModel`, or a run or model folder to load) on the labelled pairs of ``dataset``
+    (a `Dataset`, as `read_dataset` returns). ``two_class`` merges neutral and contradiction
     into not_entailment, in the model's predictions and in 3-class gold labels (for RTE-style data, or a
     2-class score on 3-class data); it must be asked for, never guessed. ``top_errors``: how many of the most
     confidently wrong pairs to keep (None: all of them, most confident first)."""
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"evaluate scores a bertnli Dataset (read_dataset(path), or Dataset(name, [Example(premise, "
+                        f"hypothesis, label), ...])), not a {type(dataset).__name__}")
+    if not isinstance(model, NLIModel):
+        model = NLIModel.load(model)
     if two_class:
         dataset = merge_to_two_classes(dataset)
     examples = [e for e in dataset.examples if e.label is not None]

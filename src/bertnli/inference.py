@@ -12,13 +12,16 @@ import torch
 from tqdm.auto import tqdm
 
 from bertnli.data.batching import BatchPlan, inference_batches
-from bertnli.data.example import surrogate_problem
+from bertnli.data.example import Dataset, Example, surrogate_problem
 from bertnli.model import BERTClassifier
-from bertnli.runtime import DeviceBatch, autocast, autocast_dtype, compile_network, pick_device
+from bertnli.runtime import DeviceBatch, autocast, autocast_dtype, compile_network, pick_device, precision_name
 from bertnli.text import EncodedPairs, Tokenizer, encode_pairs
 from bertnli.text.packing import MIN_PAIR_TOKENS, pack_rows, row_batches
 from bertnli.weights import load_classifier, save_classifier
 from bertnli.weights.native import resolve_model_dir
+
+#: What `NLIModel.predict` takes: (premise, hypothesis) pairs, `Example`s, or a `Dataset`.
+Pairs = Iterable[tuple[str, str]] | Iterable[Example] | Dataset
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,11 @@ class NLIModel:
         saved = load_classifier(resolve_model_dir(path))
         return cls(saved.model, saved.tokenizer, saved.labels, saved.max_len, device, precision, **options)
 
+    def __repr__(self) -> str:
+        parameters = sum(p.numel() for p in self.network.parameters())
+        return (f"NLIModel(labels={self.labels}, max_len={self.max_len}, device={str(self.device)!r}, "
+                f"precision={precision_name(self.dtype)!r}, parameters={parameters / 1e6:.1f}M)")
+
     def save(self, directory: str | Path) -> None:
         """Write the model folder that `NLIModel.load` reads (atomically)."""
         save_classifier(Path(directory), self.network, self.tokenizer, self.labels, self.max_len)
@@ -156,19 +164,50 @@ class NLIModel:
         """Probabilities (pairs, labels) in the input order, columns in the order of ``self.labels``."""
         return torch.softmax(torch.from_numpy(self.logits(pairs)), dim=-1).numpy()
 
-    def predict_proba(self, premises: Sequence[str], hypotheses: Sequence[str], tokenised: bool = False
+    def predict_proba(self, pairs: Pairs, hypotheses: Iterable[str] | None = None, tokenised: bool = False
                       ) -> np.ndarray:
-        """Probabilities (pairs, labels), columns in the order of ``self.labels``."""
+        """Probabilities (pairs, labels), columns in the order of ``self.labels``. Takes what `predict` takes,
+        or two sequences: ``predict_proba(premises, hypotheses)``."""
+        if hypotheses is None:
+            premises, hypotheses, tokenised = _split_pairs(pairs, tokenised)
+        else:  # strings go on whole, for `encode` to refuse
+            premises, hypotheses = (x if isinstance(x, str) else list(x) for x in (pairs, hypotheses))
         return self.probabilities(self.encode(premises, hypotheses, tokenised))
 
-    def predict(self, pairs: Iterable[tuple[str, str]], tokenised: bool = False) -> list[Prediction]:
-        """One `Prediction` (label and every label's probability) per (premise, hypothesis) pair, in order.
-        ``tokenised``: the texts are d2l's tokenised parses, as `encode` says."""
-        pairs = list(pairs)
-        if not pairs:
+    def predict(self, pairs: Pairs, tokenised: bool = False) -> list[Prediction]:
+        """One `Prediction` (label and every label's probability) per pair, in order. ``pairs``: (premise,
+        hypothesis) pairs (tuples, lists, rows of a 2-column array, ``df.itertuples(index=False)``), `Example`s,
+        or a `Dataset`. ``tokenised``: the texts are d2l's tokenised parses, as `encode` says (a Dataset
+        says so itself)."""
+        premises, hypotheses, tokenised = _split_pairs(pairs, tokenised)
+        if not premises:
             return []
-        if not all(isinstance(pair, (tuple, list)) and len(pair) == 2 for pair in pairs):
-            raise TypeError("predict takes (premise, hypothesis) pairs, e.g. [('A man sleeps.', 'A person rests.')]")
-        premises, hypotheses = zip(*pairs)
         probs = self.probabilities(self.encode(premises, hypotheses, tokenised))
         return [Prediction.from_probabilities(self.labels, row) for row in probs]
+
+
+
+def _split_pairs(pairs: Pairs, tokenised: bool) -> tuple[list[str], list[str], bool]:
+    """(premises, hypotheses, tokenised) of the pairs that `NLIModel.predict` takes."""
+    if isinstance(pairs, Dataset):
+        return [e.premise for e in pairs.examples], [e.hypothesis for e in pairs.examples], pairs.tokenised
+    if hasattr(pairs, "columns") and hasattr(pairs, "itertuples"):
+        raise TypeError("predict takes pairs, not a DataFrame: pass df[['premise', 'hypothesis']]"
+                        ".itertuples(index=False)")
+    if isinstance(pairs, (str, Example)):
+        raise TypeError(f"predict takes a list of (premise, hypothesis) pairs, not one {type(pairs).__name__}")
+    premises, hypotheses = [], []
+    for i, pair in enumerate(pairs):
+        if isinstance(pair, Example):
+            pair = (pair.premise, pair.hypothesis)
+        elif isinstance(pair, str) or not hasattr(pair, "__len__") or len(pair) != 2:
+            raise TypeError(f"predict takes (premise, hypothesis) pairs, e.g. [('A man sleeps.', 'A person "
+                            f"rests.')]; item {i} is {_shown(pair)}")
+        premises.append(pair[0])
+        hypotheses.append(pair[1])
+    return premises, hypotheses, tokenised
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{text[:60]}... (a {type(value).__name__})" if len(text) > 60 else f"{text} (a {type(value).__name__})"

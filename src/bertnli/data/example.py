@@ -56,8 +56,24 @@ class Dataset:
     columns: dict[str, str] = field(default_factory=dict)  # read from a file: the column of each role
     tokenised: bool = False  # the texts are d2l's tokenised parses (read with d2l_text), punctuation apart
 
+    def __post_init__(self) -> None:
+        """Every item an `Example` with texts and a label name (or None): a pandas missing value (NaN) or a
+        bare tuple is named here, rather than failing deep inside encoding."""
+        for i, example in enumerate(self.examples):
+            if not isinstance(example, Example):
+                raise TypeError(f"{self.name}: item {i} is a {type(example).__name__}, not an Example; build "
+                                f"pairs as Example(premise, hypothesis, label)")
+            for role in ("premise", "hypothesis", "label"):
+                value = getattr(example, role)
+                if not isinstance(value, str) and not (role == "label" and value is None):
+                    raise TypeError(f"{self.name}: pair {i} has {role} {value!r} (a {type(value).__name__}), not "
+                                    f"text; drop or fill missing values first")
+
     def __len__(self) -> int:
         return len(self.examples)
+
+    def __repr__(self) -> str:
+        return f"<Dataset {self.describe()}>"
 
     def label_counts(self) -> Counter[str]:
         return Counter(e.label for e in self.examples if e.label is not None)

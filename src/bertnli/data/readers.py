@@ -95,6 +95,9 @@ def read_dataset(
     ``limit``: stop after this many pairs (quick trials on big files); what is skipped is counted up to there.
     ``source`` may also be an open binary stream (``sys.stdin.buffer``), read whole, in any of the formats.
     """
+    if not isinstance(source, (str, Path)) and not hasattr(source, "read"):
+        raise TypeError(f"read_dataset reads files (a path or a binary stream), not a {type(source).__name__}; "
+                        "for pairs in memory, build Dataset(name, [Example(premise, hypothesis, label), ...])")
     options = _options(format, columns, label_map, d2l_text, sick_set, limit)
     if hasattr(source, "read"):
         data, display = source.read(), str(getattr(source, "name", "<stream>"))
