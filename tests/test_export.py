@@ -215,15 +215,36 @@ def test_export_never_replaces_a_bertnli_model_folder(wordpiece_model, tmp_path)
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
 
 
-def test_cli_export_replaces_an_earlier_export(wordpiece_model, tmp_path, capsys):
-    out = tmp_path / "onnx"
-    assert main(["export", str(wordpiece_model), str(out), "--format", "onnx"]) == 0
-    (out / "stale.txt").write_text("from an earlier export")
-    assert main(["export", str(wordpiece_model), str(out), "--format", "onnx"]) == 0
-    assert not (out / "stale.txt").exists() and (out / "model.onnx").is_file()
-    assert str(out) in capsys.readouterr().out
-    assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "x"), "--format", "hf"]) == 1
+@pytest.mark.parametrize("format", ["hf", "onnx"])
+def test_cli_export_replaces_an_earlier_export_but_never_a_file_it_would_not_write(wordpiece_model, tmp_path,
+                                                                                    capsys, format):
+    out = tmp_path / format
+    assert main(["export", str(wordpiece_model), str(out), "--format", format]) == 0
+    first = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert main(["export", str(wordpiece_model), str(out), "--format", format]) == 0  # replaced
+    assert sorted(p.name for p in out.iterdir()) == sorted(first) and str(out) in capsys.readouterr().out
+    (out / "NOTES.md").write_text("the user's own notes")
+    (out / "eval").mkdir()
+    (out / "eval" / "results.json").write_text("{}")
+    assert main(["export", str(wordpiece_model), str(out), "--format", format]) == 1
+    assert "holds NOTES.md, eval/results.json, which the new model folder would not keep" in capsys.readouterr().err
+    assert (out / "NOTES.md").read_text() == "the user's own notes" and (out / "eval" / "results.json").is_file()
+    assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "x"), "--format", format]) == 1
     assert "no such model folder" in capsys.readouterr().err
+
+
+def test_export_never_replaces_another_hugging_face_model(wordpiece_model, tmp_path):
+    """A folder with config.json and model.safetensors that bertnli did not export is someone's model."""
+    theirs = tmp_path / "theirs"
+    export(wordpiece_model, theirs, "hf")
+    weights = theirs / "model.safetensors"
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(weights), weights, metadata={"format": "pt"})  # as transformers saves a model
+    before = {p.name: p.read_bytes() for p in theirs.iterdir()}
+    with pytest.raises(CheckpointError, match="refusing to replace"):
+        export(wordpiece_model, theirs, "hf")
+    assert {p.name: p.read_bytes() for p in theirs.iterdir()} == before
 
 
 # ---- the real MiniLM on real SNLI pairs -----------------------------------------------------------

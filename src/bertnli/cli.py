@@ -51,7 +51,12 @@ EXAMPLES = {
        -d '{"pairs": [{"premise": "A dog runs.", "hypothesis": "An animal moves."}]}'""",
     "export": """examples:
   bertnli export runs/dev --format hf exported/hf
-  bertnli export runs/dev --format onnx exported/onnx""",
+  bertnli export runs/dev --format onnx exported/onnx
+
+then, in Python (truncation=True cuts long pairs as bertnli does; transformers ignores the tokenizer's setting):
+  pipeline("text-classification", model="exported/hf", top_k=None, truncation=True)
+  AutoTokenizer.from_pretrained("exported/onnx")(premises, hypotheses, truncation=True, padding=True,
+                                                 return_tensors="np")  # inputs of exported/onnx/model.onnx""",
 }
 
 
@@ -266,8 +271,10 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
 
 def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a run directory or a saved model folder")
-    p.add_argument("out", type=Path, help="output folder")
-    p.add_argument("--format", choices=["hf", "onnx"], required=True)
+    p.add_argument("out", type=Path, help="output folder (an earlier export there is replaced)")
+    p.add_argument("--format", choices=["hf", "onnx"], required=True,
+                   help="hf: a BertForSequenceClassification folder; onnx: model.onnx (opset 17, int64 input_ids, "
+                        "token_type_ids, attention_mask → logits) with its tokenizer and bertnli_onnx.json")
 
 
 # ---- commands ------------------------------------------------------------------------------------
@@ -603,8 +610,16 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from bertnli.export import export
 
+    replacing = Path(args.out).is_dir() and any(Path(args.out).iterdir())
     path = export(args.model, args.out, args.format)
-    print(f"exported to {path}")
+    print(f"exported to {path}" + (" (replacing the earlier export there)" if replacing else ""))
+    if args.format == "hf":
+        print(f'use: pipeline("text-classification", model="{path}", top_k=None, truncation=True)')
+    else:
+        print(f"use: onnxruntime on {path / 'model.onnx'} (int64 input_ids, token_type_ids, attention_mask → "
+              f"logits), with {path / 'tokenizer.json'}")
+    print("encode pairs with truncation=True (transformers ignores the tokenizer's own setting): pairs longer "
+          "than the model reads are then cut as bertnli cuts them")
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "data": cmd_data,

@@ -83,9 +83,10 @@ def read_safetensors(path: Path) -> StateDict:
 def atomic_directory(directory: Path, replaceable: Callable[[Path], bool]) -> Iterator[Path]:
     """Yield a temporary sibling folder to fill; on success it takes ``directory``'s place.
 
-    An existing ``directory`` is replaced only if it is empty or ``replaceable(directory)`` says it holds
-    a model of the same kind, so a mistyped path never deletes someone's files. On failure the temporary
-    folder is removed and any existing ``directory`` is left as it was.
+    An existing ``directory`` is replaced only if it is empty, or if ``replaceable(directory)`` says it holds
+    a model of the same kind and it holds no file that the new folder does not write again: a mistyped path,
+    or notes added to a model folder, are never deleted. On failure the temporary folder is removed and any
+    existing ``directory`` is left as it was.
     """
     directory = Path(directory)
     if directory.exists() and not (directory.is_dir() and (_is_empty(directory) or replaceable(directory))):
@@ -99,10 +100,23 @@ def atomic_directory(directory: Path, replaceable: Callable[[Path], bool]) -> It
         for file in staging.rglob("*"):  # some writers (safetensors) make owner-only files
             if file.is_file():
                 os.chmod(file, FILE_MODE)
+        _refuse_to_lose_files(directory, staging)
         _swap_in(staging, directory, directory.with_name(f".{directory.name}.old-{tag}"))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _refuse_to_lose_files(directory: Path, staging: Path) -> None:
+    """`CheckpointError` if ``directory`` holds files (or folders) that ``staging`` would not put back."""
+    if not directory.exists():
+        return
+    lost = sorted(str(p.relative_to(directory)) for p in directory.rglob("*")
+                  if not p.is_dir() and not (staging / p.relative_to(directory)).exists())
+    if lost:
+        shown = ", ".join(lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3 else "")
+        raise CheckpointError(directory, f"holds {shown}, which the new model folder would not keep; move "
+                                         "them out, or write the model elsewhere")
 
 
 def _is_empty(directory: Path) -> bool:
