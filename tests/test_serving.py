@@ -88,6 +88,35 @@ def test_limits_give_413_with_the_reason(client, pairs, message):
     assert response.json() == {"detail": message}
 
 
+def test_a_body_too_big_for_the_limits_is_413_before_it_is_read(client):
+    """4 pairs of 50 characters at most: a body beyond what they can take is refused by its Content-Length, or
+    while it streams in; the largest body within the limits (every character an escaped emoji) is answered."""
+    from bertnli.serving.app import max_body_bytes
+
+    limit = max_body_bytes(4, 50)
+    refused = {"detail": f"the request body is over {limit:,} bytes, more than the server's limits allow"}
+    padded = b'{"pairs": [' + b" " * limit + b"]}"
+    headers = {"content-type": "application/json"}
+    response = client.post("/predict", content=padded, headers=headers)
+    assert (response.status_code, response.json()) == (413, refused)
+    response = client.post("/predict", content=(b" " * 1000 for _ in range(limit // 1000 + 2)), headers=headers)
+    assert (response.status_code, response.json()) == (413, refused)
+    emoji = "\\ud83d\\ude00" * 50  # JSON's escape of one astral character: 12 bytes
+    largest = ('{"pairs": [' + ", ".join([f'{{"premise": "{emoji}", "hypothesis": "{emoji}"}}'] * 4) + "]}").encode()
+    assert len(largest) <= limit
+    assert client.post("/predict", content=largest, headers=headers).status_code == 200
+
+
+def test_serve_takes_the_batching_settings_from_the_command_line(monkeypatch):
+    from bertnli import serving
+    from bertnli.cli import main
+
+    given = {}
+    monkeypatch.setattr(serving, "serve", lambda *args, **kwargs: given.update(kwargs))
+    assert main(["serve", "--model", "runs/x", "--max-batch-pairs", "64", "--max-wait-ms", "0.5"]) == 0
+    assert (given["max_batch_pairs"], given["max_wait_ms"]) == (64, 0.5)
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

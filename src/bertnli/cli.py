@@ -60,6 +60,14 @@ then, in Python (truncation=True cuts long pairs as bertnli does; transformers i
 }
 
 
+def _non_negative(text: str) -> float:
+    """An argparse type: a number of at least 0."""
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} is below 0")
+    return value
+
+
 def _positive(text: str) -> int:
     """An argparse type: a whole number of at least 1."""
     value = int(text)
@@ -267,6 +275,11 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
     _add_hardware(p)
     p.add_argument("--max-pairs", type=_positive, default=256, help="pairs allowed in one request (default 256)")
     p.add_argument("--max-chars", type=_positive, default=2000, help="characters allowed in one text (default 2000)")
+    p.add_argument("--max-batch-pairs", type=_positive, default=1024,
+                   help="pairs of concurrent requests run together in one model call (default 1024; smaller "
+                        "keeps a short request from waiting on a long batch, larger keeps a GPU busy)")
+    p.add_argument("--max-wait-ms", type=_non_negative, default=5.0,
+                   help="how long a request waits for others to share its model call (default 5)")
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:
@@ -604,7 +617,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from bertnli.serving import serve
 
     serve(args.model, host=args.host, port=args.port, device=args.device, max_pairs=args.max_pairs,
-          max_chars=args.max_chars, precision=args.precision)
+          max_chars=args.max_chars, precision=args.precision, max_batch_pairs=args.max_batch_pairs,
+          max_wait_ms=args.max_wait_ms)
 
 
 def cmd_export(args: argparse.Namespace) -> None:

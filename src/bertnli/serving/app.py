@@ -82,6 +82,7 @@ def create_app(
     )
     app.state.batcher = batcher
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes(max_pairs, max_chars))
     info = _model_info(model, name, limits)
 
     @app.post("/predict", response_model=PredictResponse, responses=_ERRORS, summary="Classify pairs")
@@ -107,6 +108,51 @@ def create_app(
         return info
 
     return app
+
+
+def max_body_bytes(max_pairs: int, max_chars: int) -> int:
+    """The largest body a request within the limits can take: every character escaped as JSON's 12-byte
+    surrogate pair, plus room for keys and spaces. Larger bodies are refused before they are read."""
+    return max_pairs * (2 * 12 * max_chars + 256) + 1024
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a body over ``max_bytes``, told by its Content-Length or, when sent in chunks,
+    by counting, before the body is read whole or parsed."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if length.isdigit() and int(length) > self.max_bytes:
+            await self._refuse(send)
+            return
+        received = 0
+
+        async def counted() -> dict[str, Any]:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Any) -> None:
+        detail = f"the request body is over {self.max_bytes:,} bytes, more than the server's limits allow"
+        await JSONResponse({"detail": detail}, status_code=413)({"type": "http"}, None, send)
+
+
+class _TooLarge(BaseException):  # not an Exception: FastAPI turns those met while reading a body into 400s
+    pass
 
 
 def _model_info(model: NLIModel, name: str, limits: Limits) -> ModelInfo:
@@ -170,12 +216,15 @@ def serve(
     max_pairs: int = 256,
     max_chars: int = 2000,
     precision: str = "auto",
+    max_batch_pairs: int = 1024,
+    max_wait_ms: float = 5,
 ) -> None:
     """Load the model at ``model_path`` (a run directory or a model folder) and serve it until Ctrl-C."""
     _check_address(host, port)
     model = NLIModel.load(model_path, device=device, precision=precision)
     name = _model_name(Path(model_path))
-    app = create_app(model, max_pairs=max_pairs, max_chars=max_chars, name=name)
+    app = create_app(model, max_pairs=max_pairs, max_chars=max_chars, max_batch_pairs=max_batch_pairs,
+                     max_wait_ms=max_wait_ms, name=name)
     config = uvicorn.Config(app, host=host, port=port, log_config=_log_config())
     address = f"[{host}]" if ":" in host else host
     logger.info("serving %s (%s) at http://%s:%d — API docs at /docs", name, model.device, address, port)
