@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from bertnli.serving import Batcher, create_app  # noqa: E402
-from bertnli.serving.batcher import ModelFailed, ServiceClosed  # noqa: E402
+from bertnli.serving.batcher import ModelFailed, ServiceClosed, model_call_running  # noqa: E402
 
 LABELS = ["entailment", "neutral", "contradiction"]
 WORDS = [
@@ -223,6 +224,29 @@ def test_batcher_finishes_pending_work_on_close_then_refuses_new_work():
         return [await job for job in pending]
 
     assert [int(r[0, 0]) for r in asyncio.run(scenario())] == [1] * 5
+
+
+def test_a_forced_quit_answers_503_at_once_without_waiting_for_the_model_call():
+    """abort (the lifespan's answer to a second Ctrl-C) fails every request in flight and returns while a slow
+    model call still runs in its thread."""
+    release = threading.Event()
+
+    def slow_predict(premises, hypotheses):
+        release.wait(10)
+        return fake_predict(premises, hypotheses)
+
+    async def scenario():
+        batcher = Batcher(slow_predict, max_batch_pairs=1, max_wait_ms=0)
+        batcher.start()
+        requests = [asyncio.ensure_future(batcher.submit([f"{i}"], ["h"])) for i in range(3)]
+        await asyncio.sleep(0.2)  # the first request is in the model, the others wait
+        batcher.abort()
+        outcomes = await asyncio.wait_for(asyncio.gather(*requests, return_exceptions=True), 5)
+        return outcomes, model_call_running()
+
+    outcomes, still_running = asyncio.run(scenario())
+    release.set()
+    assert [type(o) for o in outcomes] == [ServiceClosed] * 3 and still_running
 
 
 def test_an_address_in_use_is_one_clear_line_before_the_model_loads(tmp_path):

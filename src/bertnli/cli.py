@@ -615,10 +615,20 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from bertnli.serving import serve
+    from bertnli.serving.batcher import model_call_running
 
-    serve(args.model, host=args.host, port=args.port, device=args.device, max_pairs=args.max_pairs,
-          max_chars=args.max_chars, precision=args.precision, max_batch_pairs=args.max_batch_pairs,
-          max_wait_ms=args.max_wait_ms)
+    try:
+        serve(args.model, host=args.host, port=args.port, device=args.device, max_pairs=args.max_pairs,
+              max_chars=args.max_chars, precision=args.precision, max_batch_pairs=args.max_batch_pairs,
+              max_wait_ms=args.max_wait_ms)
+    except KeyboardInterrupt:
+        if not model_call_running():
+            raise
+        # A forced quit (a second Ctrl-C) during a model call: leave now, as asked. Python would wait for the
+        # call, then abort in the middle of it; a server has nothing to save.
+        print(f"bertnli {args.command}: interrupted", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)
 
 
 def cmd_export(args: argparse.Namespace) -> None:

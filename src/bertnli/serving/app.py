@@ -7,6 +7,7 @@ one-line ``detail``.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import socket
@@ -70,8 +71,10 @@ def create_app(
         batcher.start()
         try:
             yield
-        finally:
-            await batcher.close()
+        except asyncio.CancelledError:  # a forced quit (a second Ctrl-C): leave the work pending
+            batcher.abort()
+            return
+        await batcher.close()
 
     app = FastAPI(
         title="bertnli",
@@ -94,6 +97,8 @@ def create_app(
             raise HTTPException(500, "the model failed on this request; the error is in the server log") from None
         except ServiceClosed as exc:
             raise HTTPException(503, str(exc)) from None
+        except asyncio.CancelledError:  # a forced quit (a second Ctrl-C) cancels the requests in flight
+            raise HTTPException(503, "the server is shutting down") from None
         return PredictResponse(model=name, predictions=[
             PredictionOut(**Prediction.from_probabilities(model.labels, row).to_dict()) for row in probs])
 

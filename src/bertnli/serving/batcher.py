@@ -2,23 +2,27 @@
 
 One asyncio task collects pending requests until ``max_batch_pairs`` pairs are waiting or the oldest
 has waited ``max_wait_ms``, then runs the model on all of them in a worker thread (the event loop stays
-free to accept more) and hands each request its rows. One model call runs at a time.
+free to accept more) and hands each request its rows. One model call runs at a time, each in a daemon
+thread: a forced quit (a second Ctrl-C) does not wait for the call in progress.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
 PredictFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
+MODEL_THREAD = "bertnli-model"
 
 
 class ServiceClosed(RuntimeError):
@@ -51,6 +55,7 @@ class Batcher:
         self.max_wait = max_wait_ms / 1000
         self.calls = 0
         self._pending: deque[_Job] = deque()
+        self._in_model: list[_Job] = []  # the jobs of the model call in progress
         self._task: asyncio.Task | None = None
         self._closing = False
 
@@ -63,7 +68,6 @@ class Batcher:
         if self._task is not None:
             raise RuntimeError("the batcher was already started")
         self._arrived = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertnli-model")
         self._task = asyncio.create_task(self._work(), name="bertnli-batcher")
 
     async def close(self) -> None:
@@ -72,10 +76,17 @@ class Batcher:
             return
         self._closing = True
         self._arrived.set()
-        try:
-            await self._task
-        finally:
-            self._executor.shutdown(wait=True)
+        await self._task
+
+    def abort(self) -> None:
+        """Stop at once: pending requests get `ServiceClosed`; a model call in progress is left to its thread."""
+        if self._task is not None:
+            self._closing = True
+            self._task.cancel()
+            closed = ServiceClosed("the prediction service stopped")
+            for job in self._in_model:
+                _resolve(job.future, error=closed)
+            self._fail_pending(closed)
 
     async def submit(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
         """Probabilities (pairs, labels) for these pairs, computed together with other requests' pairs."""
@@ -129,10 +140,10 @@ class Batcher:
         """Predict for ``jobs`` in one call; if it fails, retry each job alone so one bad request fails alone."""
         premises = [p for job in jobs for p in job.premises]
         hypotheses = [h for job in jobs for h in job.hypotheses]
-        loop = asyncio.get_running_loop()
         self.calls += 1
+        self._in_model = jobs
         try:
-            probs = await loop.run_in_executor(self._executor, self.predict, premises, hypotheses)
+            probs = await _in_daemon_thread(self.predict, premises, hypotheses)
         except Exception:
             if len(jobs) > 1:
                 for job in jobs:
@@ -151,7 +162,29 @@ class Batcher:
             _resolve(self._pending.popleft().future, error=error)
 
 
-def _resolve(future: asyncio.Future, result: object = None, error: Exception | None = None) -> None:
+def _in_daemon_thread(function: Callable[..., Any], *args: Any) -> asyncio.Future:
+    """``function(*args)`` in a new daemon thread, awaited on the running event loop."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def run() -> None:
+        try:
+            outcome = (function(*args), None)
+        except Exception as exc:
+            outcome = (None, exc)
+        with contextlib.suppress(RuntimeError):  # the loop is gone (a forced quit): nobody waits any more
+            loop.call_soon_threadsafe(_resolve, future, *outcome)
+
+    threading.Thread(target=run, name=MODEL_THREAD, daemon=True).start()
+    return future
+
+
+def model_call_running() -> bool:
+    """Whether a model call is still running (after a forced quit: the interpreter cannot finish around it)."""
+    return any(thread.name == MODEL_THREAD and thread.is_alive() for thread in threading.enumerate())
+
+
+def _resolve(future: asyncio.Future, result: object = None, error: BaseException | None = None) -> None:
     if future.done():
         return
     if error is not None:
