@@ -418,7 +418,7 @@ def test_a_two_class_model_on_three_class_data_is_told_about_two_class(trained):
     three = NLIModel.load(trained["run"], device="cpu")
     two = NLIModel(BERTClassifier(three.network.config, 2), three.tokenizer, ["entailment", "not_entailment"],
                    device="cpu")
-    with pytest.raises(DataError, match=r"\['contradiction', 'neutral'\] are not among .*add --two-class"):
+    with pytest.raises(DataError, match=r"\['contradiction', 'neutral'\] are not among .*with --two-class"):
         evaluate(two, read_dataset(trained["dev"]))
     assert evaluate(two, read_dataset(trained["dev"]), two_class=True).report.total == 300
 

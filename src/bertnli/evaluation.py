@@ -123,7 +123,8 @@ def evaluate(model: NLIModel | str | Path, dataset: Dataset, *, two_class: bool 
     gold_names = {e.label for e in examples}
     if not gold_names <= set(labels):  # checked before any prediction: a mismatch should cost no time
         two_class_somewhere = "not_entailment" in gold_names or tuple(labels) == TWO_CLASS_LABELS
-        hint = " (add --two-class to merge neutral and contradiction)" if two_class_somewhere else ""
+        hint = " (merge neutral and contradiction with --two-class; two_class=True in Python)" \
+            if two_class_somewhere else ""
         raise DataError(dataset.name, f"labels {sorted(gold_names - set(labels))} are not among the model's "
                                       f"{labels}{hint}")
     pairs = model.encode([e.premise for e in examples], [e.hypothesis for e in examples], dataset.tokenised)

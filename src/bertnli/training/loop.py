@@ -119,7 +119,8 @@ def gold_indices(dataset: Dataset, labels: list[str]) -> np.ndarray:
     if None in unknown:
         missing = sum(e.label is None for e in dataset.examples)
         raise DataError(dataset.name, f"{missing:,} pairs have no label; training and validation pairs need one "
-                                      "(a label column of another name is named with --columns label=COLUMN)")
+                                      "(name a label column of another name with --columns label=COLUMN; "
+                                      "columns={'label': COLUMN} in Python)")
     if unknown:
         raise DataError(dataset.name, f"labels {sorted(map(str, unknown))} are not among the model's {labels}")
     return np.fromiter((index[e.label] for e in dataset.examples), dtype=np.int64, count=len(dataset))
@@ -257,12 +258,12 @@ class Trainer:
         pretrained = load_pretrained(self.cfg.model, num_heads=self.cfg.num_heads)
         heads = pretrained.model.config.num_heads
         if self.cfg.num_heads and pretrained.kind != "d2l" and self.cfg.num_heads != heads:
-            raise ConfigError(f"--num-heads is for d2l checkpoints, which do not record it; {self.cfg.model} "
-                              f"has {heads} heads")
+            raise ConfigError(f"num_heads (--num-heads) is for d2l checkpoints, which do not record it; "
+                              f"{self.cfg.model} has {heads} heads")
         positions = pretrained.model.config.max_position
         if self.cfg.max_len > positions:
-            raise ConfigError(f"--max-len {self.cfg.max_len} is longer than the {positions} positions that "
-                              f"{self.cfg.model} has embeddings for; use --max-len {positions} or less")
+            raise ConfigError(f"max_len {self.cfg.max_len} (--max-len) is longer than the {positions} positions "
+                              f"that {self.cfg.model} has embeddings for; use {positions} or less")
         self.tokenizer = pretrained.tokenizer
         self.labels = choose_labels(train_set, self.cfg.recipe)
         model = BERTClassifier.from_pretrained(pretrained.model, len(self.labels), self.cfg.dropout)

@@ -119,8 +119,8 @@ class RunDir:
             try:
                 fcntl.flock(folder, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise ConfigError(f"another process is training in {self.path}; wait for it, or choose "
-                                  "another --out") from None
+                raise ConfigError(f"another process is training in {self.path}; wait for it, or train "
+                                  "elsewhere") from None
             yield
         finally:
             os.close(folder)
@@ -128,8 +128,8 @@ class RunDir:
     def refuse_existing(self) -> None:
         """A `ConfigError` if a run already lives here (it has a checkpoint or a model)."""
         if self.checkpoint_path.exists() or self.model_dir.exists():
-            raise ConfigError(f"{self.path} already holds a run; resume it with --resume {self.path}, "
-                              "choose another --out, or pass --overwrite")
+            raise ConfigError(f"{self.path} already holds a run; resume it (--resume {self.path}; resume=True "
+                              "in Python), train elsewhere, or start over (--overwrite; overwrite=True)")
 
     def read_config(self) -> dict[str, Any]:
         try:

@@ -45,7 +45,7 @@ def is_native(directory: Path) -> bool:
 
 def resolve_model_dir(path: str | Path) -> Path:
     """A run directory stands for the model it trained (``RUN/model``); any other path for itself."""
-    path = Path(path)
+    path = Path(path).expanduser()
     return path / "model" if is_native(path / "model") else path
 
 
