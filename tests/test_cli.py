@@ -595,7 +595,7 @@ def test_nlimodel_takes_the_pairs_a_notebook_holds(trained):
 def test_datasets_and_evaluate_name_what_they_were_given_instead(trained):
     from bertnli import Dataset, Example, NLIModel, evaluate, read_dataset
 
-    with pytest.raises(TypeError, match=r"pair 1 has premise nan \(a float\), not text"):
+    with pytest.raises(TypeError, match=r"pair 1 has premise nan \(a float\); not text"):
         Dataset("frame", [Example("a", "b"), Example(float("nan"), "b")])
     with pytest.raises(TypeError, match="item 0 is a tuple, not an Example"):
         Dataset("tuples", [("a", "b", "entailment")])

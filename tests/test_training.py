@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -242,6 +243,21 @@ def test_a_setting_of_the_wrong_kind_is_refused_before_training(setting, expecte
     if "recipe" not in setting:
         with pytest.raises(ConfigError, match=re.escape(expected)):
             TrainConfig(**setting).validated()
+
+
+def test_resuming_with_other_settings_says_they_are_not_used(task, tmp_path):
+    from bertnli.errors import BertnliWarning
+
+    train_set = synthetic_dataset(64, 1)
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=32)
+    train(cfg, train_set, None, tmp_path / "run", progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same settings, or none: nothing to say
+        train(cfg, train_set, None, tmp_path / "run", resume=True, progress=False)
+        train(TrainConfig(), train_set, None, tmp_path / "run", resume=True, progress=False)
+    with pytest.warns(BertnliWarning, match="the ones given for epochs, lr are not used") as caught:
+        result = train(replace(cfg, epochs=3, lr=1.0), train_set, None, tmp_path / "run", resume=True, progress=False)
+    assert len(result.epochs) == 1 and caught[0].filename == __file__  # pointed at the caller's line
 
 
 def test_adam_decays_the_weights_it_should_and_adamw_the_same_ones(task):
@@ -507,12 +523,11 @@ def test_ctrl_c_during_the_last_evaluation_still_stops_the_run(task, tmp_path):
 def test_python_callers_get_clear_errors_before_any_file_is_written(task, tmp_path):
     cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=32)
     examples = synthetic_dataset(64, 1).examples
-    numbered = Dataset("numbered", [Example(e.premise, e.hypothesis, ["entailment", "neutral",
-                                                                      "contradiction"].index(e.label))
-                                    for e in examples])
+    with pytest.raises(TypeError, match=r"numbered: pair 0 has label \d \(a int\); labels are names such as"):
+        Dataset("numbered", [Example(e.premise, e.hypothesis, ["entailment", "neutral", "contradiction"].index(e.label))
+                             for e in examples])
     unlabelled = Dataset("some unlabelled", [*examples, Example("a b", "c")])
     for args, error, message in [
-        ((cfg, numbered, None), DataError, "labels must be lower-case names"),
         ((cfg, Dataset("shouted", [Example(e.premise, e.hypothesis, e.label.upper()) for e in examples]), None),
          DataError, "labels must be lower-case names"),
         ((cfg, synthetic_dataset(64, 1), unlabelled), DataError, "1 pairs have no label"),

@@ -66,8 +66,11 @@ class Dataset:
             for role in ("premise", "hypothesis", "label"):
                 value = getattr(example, role)
                 if not isinstance(value, str) and not (role == "label" and value is None):
-                    raise TypeError(f"{self.name}: pair {i} has {role} {value!r} (a {type(value).__name__}), not "
-                                    f"text; drop or fill missing values first")
+                    advice = ("labels are names such as 'entailment' (read_dataset's label_map turns numbers "
+                              "into names)" if role == "label" and isinstance(value, int) else
+                              "not text; drop or fill missing values first")
+                    raise TypeError(f"{self.name}: pair {i} has {role} {value!r} (a {type(value).__name__}); "
+                                    f"{advice}")
 
     def __len__(self) -> int:
         return len(self.examples)

@@ -107,10 +107,20 @@ def _warn_about_missing_labels(dataset: Dataset, labels: list[str]) -> None:
     missing = " or ".join(label for label in labels if label not in present)
     if len(present) == 1:
         warnings.warn(f"every training pair is {present[0]}; the model will learn nothing else", BertnliWarning,
-                      stacklevel=3)
+                      stacklevel=4)
     elif missing:
         warnings.warn(f"no training pair is {missing}; the model keeps the labels {', '.join(labels)} but will "
-                      f"learn never to predict {missing}", BertnliWarning, stacklevel=3)
+                      f"learn never to predict {missing}", BertnliWarning, stacklevel=4)
+
+
+def _warn_about_ignored_settings(given: TrainConfig, saved: TrainConfig) -> None:
+    """A resumed run keeps the settings it started with: say so when the caller passed others."""
+    if given == TrainConfig():  # the command line, or a caller who set nothing
+        return
+    changed = [name for name, value in given.to_dict().items() if saved.to_dict().get(name) != value]
+    if changed:
+        warnings.warn(f"a resumed run keeps the settings it started with; the ones given for {', '.join(changed)} "
+                      f"are not used (start a new run to change them)", BertnliWarning, stacklevel=4)
 
 
 def gold_indices(dataset: Dataset, labels: list[str]) -> np.ndarray:
@@ -218,7 +228,8 @@ class Trainer:
         self.source = source  # how the command line chose the data; None for runs started from Python
         if resume:
             saved = self.run.read_config()
-            cfg = TrainConfig.from_dict(saved["train"])
+            given, cfg = cfg, TrainConfig.from_dict(saved["train"])
+            _warn_about_ignored_settings(given, cfg)
             _check_same_data(saved["data"], train_set, eval_set)
             self.source = saved["data"].get("source")
         self.cfg, self.show_progress = cfg, progress
