@@ -391,7 +391,9 @@ def _resolve(available: list[str], options: _Options, parts: tuple[str, ...], di
                 line,
             )
     if parts and SICK_SET_COLUMN not in available:
-        raise DataError(display, f"cannot select {'+'.join(parts)}: the file has no {SICK_SET_COLUMN} column", line)
+        raise DataError(display, f"has no {SICK_SET_COLUMN} column, so {'+'.join(parts).lower()} cannot be chosen "
+                                 "in it (only SICK holds its splits in one file); read that split's own file, or the "
+                                 "archive or folder that holds it", line)
     return _Fields(**chosen)
 
 
