@@ -153,30 +153,37 @@ def test_predict_one_pair_and_a_file(trained, capsys, tmp_path):
     """The command prints and writes what the trained model predicts; what it learned is tested elsewhere."""
     from bertnli import NLIModel
 
+    long = "red dog " * 70  # 140 words: more than the model's 128 tokens
     wanted = NLIModel.load(trained["run"], device="cpu").predict(
-        [("red dog runs big", "no dog"), ("red dog runs big", "dog"), ("red dog runs big", "cat")])
+        [("red dog runs big", "no dog"), ("red dog runs big", "dog"), ("red dog runs big", "cat"), (long, "dog")])
     assert main(["predict", "--model", str(trained["run"]), "red dog runs big", "no dog"]) == 0
     assert capsys.readouterr().out.splitlines()[0] == wanted[0].label
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"premise": "red dog runs big", "hypothesis": "dog"}\n'
                      '{"premise": "red dog runs big", "hypothesis": " "}\n'
-                     '{"premise": "red dog runs big", "hypothesis": "cat"}\n')
+                     '{"premise": "red dog runs big", "hypothesis": "cat"}\n'
+                     f'{{"premise": "{long}", "hypothesis": "dog"}}\n')
     out = tmp_path / "predictions.jsonl"
     assert main(["predict", "--model", str(trained["run"]), "--input", str(pairs), "--output", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["label"] for r in rows] == [p.label for p in wanted[1:]]
-    assert [r["line"] for r in rows] == [1, 3]  # the blank pair on line 2 is skipped, and the lines say so
+    assert [r["line"] for r in rows] == [1, 3, 4]  # the blank pair on line 2 is skipped, and the lines say so
+    assert [r["truncated"] for r in rows] == [False, False, True]
     table = tmp_path / "predictions.tsv"
     assert main(["predict", "--model", str(trained["run"]), "--input", str(pairs), "--output", str(table)]) == 0
     with table.open(newline="") as f:
         read = list(csv.DictReader(f, delimiter="\t"))
-    assert [(int(r["line"]), r["hypothesis"], r["label"]) for r in read] == [
-        (row["line"], row["hypothesis"], row["label"]) for row in rows]
+    assert [(int(r["line"]), r["hypothesis"], r["label"], r["truncated"]) for r in read] == [
+        (row["line"], row["hypothesis"], row["label"], str(row["truncated"]).lower()) for row in rows]
     for r, row in zip(read, rows):
         assert {k: float(r[f"p_{k}"]) for k in row["probabilities"]} == pytest.approx(row["probabilities"], abs=1e-6)
     for row, prediction in zip(rows, wanted[1:]):
         assert row["probabilities"] == pytest.approx(prediction.probabilities, abs=1e-6)
-    assert "skipped 1 empty premise or hypothesis" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "skipped 1 empty premise or hypothesis" in err
+    assert "truncated: 1 of 3 pairs were longer than the model's 128 tokens" in err
+    assert main(["predict", "--model", str(trained["run"]), long, "dog"]) == 0
+    assert "read the pair cut" in capsys.readouterr().out
 
 
 def test_predict_reads_files_with_their_own_column_names(trained, capsys, tmp_path):

@@ -52,14 +52,18 @@ def body(pairs) -> dict:
     return {"pairs": [{"premise": p, "hypothesis": h} for p, h in pairs]}
 
 
-def test_predictions_equal_nlimodel_predict(client, model):
-    response = client.post("/predict", json=body(PAIRS))
+def test_predictions_equal_nlimodel_predict_and_say_which_pairs_were_cut(client, model):
+    long = " ".join(["a"] * 20)  # 20 tokens: with 20 more, over the model's 32; with 2, within
+    pairs = [PAIRS[0], (long, long), (long, "a dog")]
+    response = client.post("/predict", json=body(pairs))
     assert response.status_code == 200
     data = response.json()
     assert data["model"] == "tiny"
-    for got, expected in zip(data["predictions"], model.predict(PAIRS), strict=True):
+    for got, expected in zip(data["predictions"], model.predict(pairs), strict=True):
         assert got["label"] == expected.label
         assert got["probabilities"] == pytest.approx(expected.probabilities, abs=1e-6)
+        assert got["truncated"] is expected.truncated
+    assert [p["truncated"] for p in data["predictions"]] == [False, True, False]
 
 
 def test_health_model_info_and_docs(client, model):
@@ -146,10 +150,10 @@ def test_malformed_requests_give_422_with_a_readable_message(client, content, me
 
 
 def test_a_model_failure_is_a_generic_500_and_is_logged(model, monkeypatch, caplog):
-    def broken(premises, hypotheses):
+    def broken(pairs):
         raise RuntimeError("CUDA exploded at 0xdeadbeef")
 
-    monkeypatch.setattr(model, "predict_proba", broken)
+    monkeypatch.setattr(model, "predict", broken)
     with TestClient(create_app(model)) as client, caplog.at_level(logging.ERROR, "bertnli.serving"):
         response = client.post("/predict", json=body(PAIRS[:1]))
     assert response.status_code == 500
@@ -159,13 +163,15 @@ def test_a_model_failure_is_a_generic_500_and_is_logged(model, monkeypatch, capl
 
 def test_concurrent_requests_share_model_calls(model, monkeypatch):
     calls = []
-    predict_proba = model.predict_proba
+    predict = model.predict
+    expected = {pair: p for pair, p in zip(PAIRS, predict(PAIRS))}
 
-    def counting(premises, hypotheses):
-        calls.append(len(premises))
-        return predict_proba(premises, hypotheses)
+    def counting(pairs):
+        pairs = list(pairs)
+        calls.append(len(pairs))
+        return predict(pairs)
 
-    monkeypatch.setattr(model, "predict_proba", counting)
+    monkeypatch.setattr(model, "predict", counting)
     rng = random.Random(0)
     requests = [[rng.choice(PAIRS) for _ in range(rng.randint(1, 4))] for _ in range(200)]
     app = create_app(model, max_batch_pairs=64, max_wait_ms=20)
@@ -178,7 +184,6 @@ def test_concurrent_requests_share_model_calls(model, monkeypatch):
     responses = asyncio.run(run_all())
     assert [r.status_code for r in responses] == [200] * len(requests)
     assert len(calls) < len(requests) / 4 and max(calls) <= 64 and sum(calls) == sum(map(len, requests))
-    expected = {pair: p for pair, p in zip(PAIRS, model.predict(PAIRS))}
     for pairs, response in zip(requests, responses):
         assert [p["label"] for p in response.json()["predictions"]] == [expected[pair].label for pair in pairs]
 

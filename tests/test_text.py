@@ -101,6 +101,8 @@ def test_random_pairs_agree_with_the_reference_rule():
     premises = [[int(x) for x in rng.integers(5, len(VOCAB), rng.integers(0, 30))] for _ in range(300)]
     hypotheses = [[int(x) for x in rng.integers(5, len(VOCAB), rng.integers(0, 30))] for _ in range(300)]
     enc = pack_token_ids(premises, hypotheses, tok, max_len=24)
+    assert enc.truncated.tolist() == [len(p) + len(h) > 21 for p, h in zip(premises, hypotheses)]
+    assert 50 < enc.truncated.sum() < 250  # both kinds are met
     for i, (p, h) in enumerate(zip(premises, hypotheses)):
         p, h = d2l_truncate(p, h, 24)
         expected = [tok.cls_id, *p, tok.sep_id, *h, tok.sep_id]

@@ -541,6 +541,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(p.label)
         for label, prob in sorted(p.probabilities.items(), key=lambda kv: -kv[1]):
             print(f"  {label:15} {prob:.4f}")
+        if p.truncated:
+            print(f"  (the pair is longer than the model's {model.max_len} tokens: it read the pair cut)")
         return
     # Each prediction names the line of its pair in the input: skipped rows would otherwise shift the rest.
     rows = [{"line": e.line, "premise": e.premise, "hypothesis": e.hypothesis, **p.to_dict()}
@@ -552,22 +554,27 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
         write_text(args.output, text)
         print(f"{len(rows):,} predictions written to {args.output}", file=sys.stderr)
+    cut = sum(p.truncated for p in predictions)
+    if cut:
+        _note(f"truncated: {cut:,} of {len(predictions):,} pairs were longer than the model's {model.max_len} tokens "
+              "and were read cut")
     else:
         print(text, end="")
 
 
 def _table(rows: list[dict], labels: list[str], delimiter: str) -> str:
-    """Predictions as CSV / TSV: line, premise, hypothesis, label, then one probability column per label.
+    """Predictions as CSV / TSV: line, premise, hypothesis, label, one probability column per label, truncated.
     CSV is quoted as spreadsheets write it. TSV is written as the readers read it (GLUE's form): no quoting,
     and the texts' tabs and line breaks become spaces, so the file reads back with the same columns."""
     out = io.StringIO()
     tsv = delimiter == "\t"
     writer = csv.writer(out, delimiter=delimiter, lineterminator="\n",
                         quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL, quotechar=None if tsv else '"')
-    writer.writerow(["line", "premise", "hypothesis", "label", *(f"p_{label}" for label in labels)])
+    writer.writerow(["line", "premise", "hypothesis", "label", *(f"p_{label}" for label in labels), "truncated"])
     for r in rows:
         texts = [re.sub(r"[\t\r\n]", " ", r[key]) if tsv else r[key] for key in ("premise", "hypothesis")]
-        writer.writerow([r["line"], *texts, r["label"], *(f"{r['probabilities'][label]:.6f}" for label in labels)])
+        writer.writerow([r["line"], *texts, r["label"], *(f"{r['probabilities'][label]:.6f}" for label in labels),
+                         str(r["truncated"]).lower()])
     return out.getvalue()
 
 

@@ -26,18 +26,21 @@ Pairs = Iterable[tuple[str, str]] | Iterable[Example] | Dataset
 
 @dataclass(frozen=True)
 class Prediction:
-    """The predicted label and the probability of every label."""
+    """The predicted label and the probability of every label; ``truncated``: the pair was longer than the
+    model's max_len, and the model read it cut (the end of the longer text first)."""
 
     label: str
     probabilities: dict[str, float]
+    truncated: bool = False
 
     @classmethod
-    def from_probabilities(cls, labels: Sequence[str], row: Sequence[float]) -> Prediction:
+    def from_probabilities(cls, labels: Sequence[str], row: Sequence[float], truncated: bool = False
+                           ) -> Prediction:
         """The prediction for one row of probabilities, columns in the order of ``labels``."""
-        return cls(labels[int(np.argmax(row))], {label: float(p) for label, p in zip(labels, row)})
+        return cls(labels[int(np.argmax(row))], {label: float(p) for label, p in zip(labels, row)}, bool(truncated))
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "probabilities": self.probabilities}
+        return {"label": self.label, "probabilities": self.probabilities, "truncated": self.truncated}
 
 
 @torch.no_grad()  # not inference_mode, under which autocast would cast the weights for every batch
@@ -182,8 +185,9 @@ class NLIModel:
         premises, hypotheses, tokenised = _split_pairs(pairs, tokenised)
         if not premises:
             return []
-        probs = self.probabilities(self.encode(premises, hypotheses, tokenised))
-        return [Prediction.from_probabilities(self.labels, row) for row in probs]
+        encoded = self.encode(premises, hypotheses, tokenised)
+        return [Prediction.from_probabilities(self.labels, row, cut)
+                for row, cut in zip(self.probabilities(encoded), encoded.truncated)]
 
 
 

@@ -24,7 +24,7 @@ from uvicorn.config import LOGGING_CONFIG
 
 from bertnli import __version__
 from bertnli.errors import ConfigError
-from bertnli.inference import NLIModel, Prediction
+from bertnli.inference import NLIModel
 from bertnli.serving.batcher import Batcher, ModelFailed, ServiceClosed
 from bertnli.serving.schemas import (
     ErrorOut,
@@ -64,7 +64,8 @@ def create_app(
 ) -> FastAPI:
     """A FastAPI app serving ``model``. Its lifespan starts and stops the batching worker."""
     limits = Limits(max_pairs=max_pairs, max_chars=max_chars, max_batch_pairs=max_batch_pairs, max_wait_ms=max_wait_ms)
-    batcher = Batcher(model.predict_proba, max_batch_pairs, max_wait_ms)
+    batcher = Batcher(lambda premises, hypotheses: model.predict(zip(premises, hypotheses)), max_batch_pairs,
+                      max_wait_ms)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -92,15 +93,15 @@ def create_app(
     async def predict(request: PredictRequest) -> PredictResponse:
         _check_limits(request.pairs, limits)
         try:
-            probs = await batcher.submit([p.premise for p in request.pairs], [p.hypothesis for p in request.pairs])
+            predictions = await batcher.submit([p.premise for p in request.pairs],
+                                               [p.hypothesis for p in request.pairs])
         except ModelFailed:
             raise HTTPException(500, "the model failed on this request; the error is in the server log") from None
         except ServiceClosed as exc:
             raise HTTPException(503, str(exc)) from None
         except asyncio.CancelledError:  # a forced quit (a second Ctrl-C) cancels the requests in flight
             raise HTTPException(503, "the server is shutting down") from None
-        return PredictResponse(model=name, predictions=[
-            PredictionOut(**Prediction.from_probabilities(model.labels, row).to_dict()) for row in probs])
+        return PredictResponse(model=name, predictions=[PredictionOut(**p.to_dict()) for p in predictions])
 
     @app.get("/health", response_model=Health, summary="Liveness")
     async def health() -> Health:

@@ -17,11 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 logger = logging.getLogger(__name__)
 
-PredictFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
+#: (premises, hypotheses) → one result per pair (array rows, or a list), in order.
+PredictFn = Callable[[Sequence[str], Sequence[str]], Sequence[Any]]
 MODEL_THREAD = "bertnli-model"
 
 
@@ -88,8 +87,8 @@ class Batcher:
                 _resolve(job.future, error=closed)
             self._fail_pending(closed)
 
-    async def submit(self, premises: Sequence[str], hypotheses: Sequence[str]) -> np.ndarray:
-        """Probabilities (pairs, labels) for these pairs, computed together with other requests' pairs."""
+    async def submit(self, premises: Sequence[str], hypotheses: Sequence[str]) -> Sequence[Any]:
+        """``predict``'s results for these pairs, computed together with other requests' pairs."""
         if not self.running:
             raise ServiceClosed("the prediction service is not running")
         loop = asyncio.get_running_loop()

@@ -49,6 +49,8 @@ class PredictionOut(BaseModel):
         description="The probability of every label.",
         examples=[{"entailment": 0.91, "neutral": 0.07, "contradiction": 0.02}],
     )
+    truncated: bool = Field(description="The pair was longer than the model's max_len tokens and was read cut "
+                                        "(the end of the longer text first).", examples=[False])
 
 
 class PredictResponse(BaseModel):

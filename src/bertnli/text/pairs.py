@@ -20,11 +20,13 @@ from bertnli.text.tokenizers import Tokenizer
 @dataclass
 class EncodedPairs:
     """Packed pairs: ``token_ids`` and ``segments`` (pairs, width) padded to the longest pair,
-    ``valid_lens`` (pairs,) the length of each pair with its special tokens."""
+    ``valid_lens`` (pairs,) the length of each pair with its special tokens, and ``truncated`` (pairs,)
+    whether a pair lost tokens to ``max_len`` (None where unknown: pairs read back from the cache)."""
 
     token_ids: np.ndarray
     segments: np.ndarray
     valid_lens: np.ndarray
+    truncated: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.valid_lens)
@@ -33,7 +35,8 @@ class EncodedPairs:
         """The pairs at ``index``, trimmed to their own longest pair."""
         width = int(self.valid_lens[index].max(initial=1))
         return EncodedPairs(
-            self.token_ids[index, :width], self.segments[index, :width], self.valid_lens[index]
+            self.token_ids[index, :width], self.segments[index, :width], self.valid_lens[index],
+            None if self.truncated is None else self.truncated[index],
         )
 
 
@@ -87,7 +90,7 @@ def pack_token_ids(
     _scatter(token_ids, h_flat, h_lens, h_keep, p_keep + 2)
     columns = np.arange(width)[None, :]
     segments = ((columns >= (p_keep + 2)[:, None]) & (columns < valid[:, None])).astype(np.int8)
-    return EncodedPairs(token_ids, segments, valid.astype(np.int32))
+    return EncodedPairs(token_ids, segments, valid.astype(np.int32), (p_keep < p_lens) | (h_keep < h_lens))
 
 
 def encode_pairs(
