@@ -223,11 +223,14 @@ def test_cli_export_replaces_an_earlier_export_but_never_a_file_it_would_not_wri
     first = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     assert main(["export", str(wordpiece_model), str(out), "--format", format]) == 0  # replaced
     assert sorted(p.name for p in out.iterdir()) == sorted(first) and str(out) in capsys.readouterr().out
+    (out / ".DS_Store").write_text("a file browser's litter")  # hidden: it goes with the old export
+    assert main(["export", str(wordpiece_model), str(out), "--format", format]) == 0
+    assert not (out / ".DS_Store").exists()
     (out / "NOTES.md").write_text("the user's own notes")
     (out / "eval").mkdir()
     (out / "eval" / "results.json").write_text("{}")
     assert main(["export", str(wordpiece_model), str(out), "--format", format]) == 1
-    assert "holds NOTES.md, eval/results.json, which the new model folder would not keep" in capsys.readouterr().err
+    assert "holds NOTES.md, eval/results.json, which the new folder would not keep" in capsys.readouterr().err
     assert (out / "NOTES.md").read_text() == "the user's own notes" and (out / "eval" / "results.json").is_file()
     assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "x"), "--format", format]) == 1
     assert "no such model folder" in capsys.readouterr().err

@@ -452,6 +452,24 @@ def test_failed_save_leaves_the_previous_model_intact(tmp_path: Path, monkeypatc
     assert [p.name for p in target.parent.iterdir()] == ["model"]
 
 
+def test_saving_over_a_model_keeps_the_users_files_and_drops_an_older_models(tmp_path: Path) -> None:
+    """Training saves its best model again and again: notes or a file browser's litter in that folder stay, and
+    the files of an older model that the new one does not write (a d2l vocab.json) do not mislead a reader."""
+    model, tokenizer = _classifier(tmp_path)
+    target = tmp_path / "run" / "model"
+    save_classifier(target, model, tokenizer, LABELS, 128)
+    (target / "NOTES.md").write_text("trained on the March data")
+    (target / ".DS_Store").write_text("litter")
+    (target / "eval").mkdir()
+    (target / "eval" / "scores.json").write_text("{}")
+    (target / "vocab.json").write_text('["<unk>", "<pad>"]')  # an older model's vocabulary, read first
+    save_classifier(target, model, tokenizer, LABELS, 128)
+    assert (target / "NOTES.md").read_text() == "trained on the March data"
+    assert (target / ".DS_Store").is_file() and (target / "eval" / "scores.json").is_file()
+    assert not (target / "vocab.json").exists()
+    assert torch.equal(_logits(load_classifier(target).model), _logits(model))
+
+
 def test_save_classifier_never_replaces_a_folder_that_is_not_a_model(tmp_path: Path) -> None:
     model, tokenizer = _classifier(tmp_path)
     (tmp_path / "notes").mkdir()

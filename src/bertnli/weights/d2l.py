@@ -16,7 +16,7 @@ import torch
 
 from bertnli.errors import CheckpointError, ConfigError
 from bertnli.model.bert import BertConfig, BERTModel
-from bertnli.text.tokenizers import WordTokenizer
+from bertnli.text.tokenizers import WORD_RULES, WordTokenizer
 from bertnli.weights.files import StateDict, atomic_directory, read_torch
 from bertnli.weights.keymap import KeyMap, check_vocab, empty_model, make_config
 
@@ -71,7 +71,8 @@ def save_d2l(bert: BERTModel, tokenizer: WordTokenizer, directory: str | Path) -
         raise ConfigError(
             "only a d2l-style model (ReLU, no embedding LayerNorm, LayerNorm eps 1e-5) can be saved in d2l format"
         )
-    with atomic_directory(Path(directory), lambda d: (d / PARAMS).is_file()) as staging:
+    with atomic_directory(Path(directory), lambda d: (d / PARAMS).is_file(), (PARAMS, "vocab.json", WORD_RULES)
+                          ) as staging:
         torch.save(D2L_KEYS.export(bert.state_dict()), staging / PARAMS)
         tokenizer.save(staging)
 

@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -80,13 +80,14 @@ def read_safetensors(path: Path) -> StateDict:
 
 
 @contextmanager
-def atomic_directory(directory: Path, replaceable: Callable[[Path], bool]) -> Iterator[Path]:
+def atomic_directory(directory: Path, replaceable: Callable[[Path], bool],
+                     model_files: Collection[str] | None = None) -> Iterator[Path]:
     """Yield a temporary sibling folder to fill; on success it takes ``directory``'s place.
 
-    An existing ``directory`` is replaced only if it is empty, or if ``replaceable(directory)`` says it holds
-    a model of the same kind and it holds no file that the new folder does not write again: a mistyped path,
-    or notes added to a model folder, are never deleted. On failure the temporary folder is removed and any
-    existing ``directory`` is left as it was.
+    An existing ``directory`` is replaced only if it is empty or ``replaceable(directory)`` says it holds a
+    model of the same kind: a mistyped path is never deleted. Its other files (notes beside a model) are
+    never lost either: see `_settle_old_files`. On failure the temporary folder is removed and any existing
+    ``directory`` is left as it was.
     """
     directory = Path(directory)
     if directory.exists() and not (directory.is_dir() and (_is_empty(directory) or replaceable(directory))):
@@ -100,23 +101,34 @@ def atomic_directory(directory: Path, replaceable: Callable[[Path], bool]) -> It
         for file in staging.rglob("*"):  # some writers (safetensors) make owner-only files
             if file.is_file():
                 os.chmod(file, FILE_MODE)
-        _refuse_to_lose_files(directory, staging)
+        _settle_old_files(directory, staging, model_files)
         _swap_in(staging, directory, directory.with_name(f".{directory.name}.old-{tag}"))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
-def _refuse_to_lose_files(directory: Path, staging: Path) -> None:
-    """`CheckpointError` if ``directory`` holds files (or folders) that ``staging`` would not put back."""
+def _settle_old_files(directory: Path, staging: Path, model_files: Collection[str] | None) -> None:
+    """What becomes of the files of ``directory`` that ``staging`` does not write again. Without
+    ``model_files`` (exports): hidden ones (.DS_Store, .ipynb_checkpoints/) go with the old folder, and any
+    other refuses the swap with a `CheckpointError`. With them (model folders, which training rewrites at
+    every better epoch): those names go (parts of an older model that would mislead a reader), and every
+    other file moves into the new folder."""
     if not directory.exists():
         return
-    lost = sorted(str(p.relative_to(directory)) for p in directory.rglob("*")
-                  if not p.is_dir() and not (staging / p.relative_to(directory)).exists())
-    if lost:
-        shown = ", ".join(lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3 else "")
-        raise CheckpointError(directory, f"holds {shown}, which the new model folder would not keep; move "
-                                         "them out, or write the model elsewhere")
+    others = [p.relative_to(directory) for p in directory.rglob("*")
+              if not p.is_dir() and not (staging / p.relative_to(directory)).exists()]
+    if model_files is None:
+        lost = sorted(str(p) for p in others if not any(part.startswith(".") for part in p.parts))
+        if lost:
+            shown = ", ".join(lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3 else "")
+            raise CheckpointError(directory, f"holds {shown}, which the new folder would not keep; move them "
+                                             "out, or write elsewhere")
+        return
+    for path in others:
+        if len(path.parts) > 1 or path.name not in model_files:
+            (staging / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(directory / path, staging / path)
 
 
 def _is_empty(directory: Path) -> bool:

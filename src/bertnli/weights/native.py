@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from bertnli.errors import CheckpointError
 from bertnli.model.bert import BERTClassifier, BertConfig
-from bertnli.text.tokenizers import Tokenizer, load_tokenizer
+from bertnli.text.tokenizers import WORD_RULES, Tokenizer, load_tokenizer
 from bertnli.weights.d2l import PARAMS
 from bertnli.weights.files import atomic_directory, read_json_object, read_safetensors
 from bertnli.weights.keymap import check_shapes, check_vocab, empty_model, unshared
@@ -24,6 +24,9 @@ FORMAT = "bertnli"
 FORMAT_VERSION = 1
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
+#: Every file a model folder may hold. Saving over a folder drops the ones not written again (a reader
+#: would take an older model's vocab.json for this one's) and keeps any other file found there.
+MODEL_FILES = (CONFIG, WEIGHTS, "vocab.json", WORD_RULES, "tokenizer.json", "vocab.txt")
 
 
 @dataclass
@@ -76,7 +79,7 @@ def save_classifier(
         raise ValueError(f"extra entries would overwrite {sorted(clashes)}")
     config.update(extra or {})
     tensors = {key: t.detach().cpu().contiguous() for key, t in model.state_dict().items()}
-    with atomic_directory(Path(directory), is_native) as staging:
+    with atomic_directory(Path(directory), is_native, MODEL_FILES) as staging:
         save_file(tensors, str(staging / WEIGHTS), metadata={"format": "pt"})
         tokenizer.save(staging)
         (staging / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
