@@ -48,6 +48,9 @@ def test_a_short_last_batch_joins_the_one_before_when_ranks_need_a_pair_each():
     batches = training_batches(lengths, BatchPlan(32, min_size=2), seed=0, epoch=0)
     assert sorted(map(len, batches)) == [32, 32, 33]
     assert all(len(shard(b, rank, 2)) >= 1 for b in batches for rank in range(2))
+    # A last bucket of one pair (batches of 2 come 64 to a bucket) joins the bucket before it.
+    batches = training_batches(LENGTHS[: 2 * 64 + 1], BatchPlan(2, min_size=2), seed=0, epoch=0)
+    assert sorted(map(len, batches)) == [2] * 63 + [3]
 
 
 @pytest.mark.parametrize("packed", [False, True])

@@ -225,6 +225,12 @@ def test_a_config_built_directly_takes_its_recipe_values_and_overrides():
     assert (d2l.optimizer, d2l.batch_size, d2l.schedule, d2l.grad_clip, d2l.lr) == ("adam", 512, "constant", 0.0, 3e-4)
     assert TrainConfig() == TrainConfig.from_recipe("finetune")
     assert TrainConfig(recipe="d2l", epochs=2) == TrainConfig.from_recipe("d2l", epochs=2)
+    # numpy's numbers and paths are plain values once in a config (config.json must hold them)
+    given = TrainConfig.from_recipe(batch_size=np.int64(16), lr=np.float32(0.5), model=Path("tiny"))
+    assert (given.batch_size, given.lr, given.model) == (16, 0.5, "tiny") and type(given.batch_size) is int
+    # Runs recorded before None meant "the recipe's value" wrote None for "off".
+    old = TrainConfig.from_dict({"recipe": "finetune", "grad_clip": None, "checkpoint_every": None})
+    assert (old.grad_clip, old.checkpoint_every) == (0, 0)
 
 
 @pytest.mark.parametrize(("setting", "expected"), [
@@ -243,6 +249,32 @@ def test_a_setting_of_the_wrong_kind_is_refused_before_training(setting, expecte
     if "recipe" not in setting:
         with pytest.raises(ConfigError, match=re.escape(expected)):
             TrainConfig(**setting).validated()
+
+
+def test_a_run_checkpointed_by_the_previous_version_resumes_as_it_would_have(task, tmp_path):
+    """Checkpoints with one random state (no "processes") and configs without "max_tokens_per" still resume,
+    and end as a run never stopped; one that read --max-tokens per step with micro-batches is refused."""
+    train_set = synthetic_dataset(200, 1)
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=8, dropout=0.1)
+    trainer = Trainer(cfg, train_set, None, tmp_path / "run", progress=False)
+    interrupt_after_step(trainer, 4)
+    with pytest.raises(TrainingInterrupted):
+        trainer.fit()
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    state["rng"], state["cuda_rng"] = state["rng"][0]["cpu"], []
+    del state["processes"]
+    torch.save(state, tmp_path / "run" / "checkpoint.pt")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    del config["train"]["max_tokens_per"]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    train(cfg, train_set, None, tmp_path / "run", resume=True, progress=False)
+    train(cfg, train_set, None, tmp_path / "whole", progress=False)
+    weights = [load_file(run / "model" / "model.safetensors") for run in (tmp_path / "run", tmp_path / "whole")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
+    config["train"].update(max_tokens=256, grad_accum=2)
+    (tmp_path / "run" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="read --max-tokens per optimizer step"):
+        train(TrainConfig(), train_set, None, tmp_path / "run", resume=True, progress=False)
 
 
 def test_resuming_with_other_settings_says_they_are_not_used(task, tmp_path):

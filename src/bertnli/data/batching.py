@@ -60,8 +60,8 @@ def training_batches(lengths: np.ndarray, plan: BatchPlan, seed: int, epoch: int
     Packed batches skip the sorting, which would only save padding that packing leaves out anyway: each
     batch then holds about as many tokens as any other, and its packed rows keep one shape.
 
-    Every pair appears exactly once. Same (seed, epoch) → same batches. A bucket's last batch smaller than
-    the plan's ``min_size`` joins the batch before it.
+    Every pair appears exactly once. Same (seed, epoch) → same batches. A batch smaller than the plan's
+    ``min_size`` (a bucket's last, or a last bucket's only one) joins the batch before it.
     """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
@@ -70,9 +70,9 @@ def training_batches(lengths: np.ndarray, plan: BatchPlan, seed: int, epoch: int
     for start in range(0, len(order), bucket):
         chunk = order[start : start + bucket]
         cut = plan.cut(chunk if plan.packed else chunk[np.argsort(lengths[chunk], kind="stable")], lengths)
-        if len(cut) > 1 and len(cut[-1]) < plan.min_size:
-            cut[-2:] = [np.concatenate(cut[-2:])]
         batches.extend(cut)
+        if len(batches) > 1 and len(batches[-1]) < plan.min_size:  # a bucket's short last batch, or last bucket
+            batches[-2:] = [np.concatenate(batches[-2:])]
     return [batches[i] for i in rng.permutation(len(batches))]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+import os
 import types
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -64,6 +66,16 @@ class TrainConfig:
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # numpy's numbers and path objects, as plain values (config.json holds them)
+            value = getattr(self, f.name)
+            if isinstance(value, bool):
+                continue
+            if isinstance(value, numbers.Integral):
+                setattr(self, f.name, int(value))
+            elif isinstance(value, numbers.Real):
+                setattr(self, f.name, float(value))
+            elif isinstance(value, os.PathLike):
+                setattr(self, f.name, os.fspath(value))
         if self.recipe not in RECIPES:
             raise ConfigError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
         for name, value in RECIPES[self.recipe].items():
@@ -114,8 +126,12 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """The settings a run recorded. Runs recorded before None meant "the recipe's value" wrote None for
+        "off": read as 0."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        values.update({k: 0 for k in ("grad_clip", "checkpoint_every") if k in values and values[k] is None})
+        return cls(**values)
 
 
 

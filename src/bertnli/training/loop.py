@@ -113,6 +113,16 @@ def _warn_about_missing_labels(dataset: Dataset, labels: list[str]) -> None:
                       f"learn never to predict {missing}", BertnliWarning, stacklevel=4)
 
 
+def _check_token_budget_reading(train: dict[str, Any], processes: int) -> None:
+    """Runs started before ``max_tokens`` was per process and micro-batch read it per optimizer step: with
+    several processes or micro-batches, their batches cannot be cut again as they were."""
+    if train.get("max_tokens") and (processes > 1 or train.get("grad_accum", 1) > 1) \
+            and train.get("max_tokens_per") != "process":
+        raise ConfigError("this run was started by an earlier bertnli, which read --max-tokens per optimizer step "
+                          "rather than per process and micro-batch, so its batches cannot be cut again as they "
+                          "were; start it anew")
+
+
 def _warn_about_ignored_settings(given: TrainConfig, saved: TrainConfig) -> None:
     """A resumed run keeps the settings it started with: say so when the caller passed others."""
     if given == TrainConfig():  # the command line, or a caller who set nothing
@@ -226,10 +236,13 @@ class Trainer:
         self.run = RunDir(run_dir)
         self.on_epoch = on_epoch
         self.source = source  # how the command line chose the data; None for runs started from Python
+        self.started_processes: int | None = None  # as recorded by a resumed run (older checkpoints lack it)
         if resume:
             saved = self.run.read_config()
             given, cfg = cfg, TrainConfig.from_dict(saved["train"])
             _warn_about_ignored_settings(given, cfg)
+            self.started_processes = (saved.get("hardware") or {}).get("processes")
+            _check_token_budget_reading(saved["train"], self.started_processes or 1)
             _check_same_data(saved["data"], train_set, eval_set)
             self.source = saved["data"].get("source")
         self.cfg, self.show_progress = cfg, progress
@@ -262,7 +275,8 @@ class Trainer:
                         "precision": precision_name(self.dtype)}
             rule = {"split_punctuation": self.tokenizer.split_punctuation} \
                 if isinstance(self.tokenizer, WordTokenizer) else {}
-            self.run.start({**cfg.to_dict(), "labels": self.labels, **rule}, data, hardware, overwrite=overwrite)
+            self.run.start({**cfg.to_dict(), "labels": self.labels, **rule, "max_tokens_per": "process"}, data,
+                           hardware, overwrite=overwrite)
 
     def _build_model(self, train_set: Dataset) -> None:
         """The classifier on the pretrained encoder; ``wrapped`` for DDP, ``step_model`` as trained."""
@@ -543,7 +557,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        processes = state.get("processes", self.world)
+        processes = state.get("processes") or self.started_processes or self.world
         if processes != self.world:
             raise ConfigError(f"{self.run.path} was trained by {processes} process{'es' * (processes > 1)} and "
                               f"cuts its batches for as many; resume it with {processes}, not {self.world}")
@@ -557,8 +571,10 @@ class Trainer:
         if state.get("scaler"):  # absent from checkpoints of runs without fp16, and from older ones
             self.scaler.load_state_dict(state["scaler"])
         self.progress = Progress(**state["progress"])
-        if isinstance(state["rng"], torch.Tensor):  # checkpoints from before one state per rank
-            state["rng"] = [{"cpu": state["rng"], "cuda": None}] * self.world
+        if isinstance(state["rng"], torch.Tensor):  # checkpoints from before one state per rank: rank 0's
+            cuda = state.get("cuda_rng") or []
+            mine = cuda[self.device.index or 0] if self.device.type == "cuda" and cuda else None
+            state["rng"] = [{"cpu": state["rng"], "cuda": mine}] * self.world
         rng = state["rng"][self.rank]
         torch.set_rng_state(rng["cpu"])
         if rng["cuda"] is not None and self.device.type == "cuda":
