@@ -20,7 +20,7 @@ httpx = pytest.importorskip("httpx", reason="httpx is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from bertnli.serving import Batcher, create_app  # noqa: E402
-from bertnli.serving.batcher import ModelFailed, ServiceClosed, model_call_running  # noqa: E402
+from bertnli.serving.batcher import ModelFailed, ServiceClosed, model_thread_running  # noqa: E402
 
 LABELS = ["entailment", "neutral", "contradiction"]
 WORDS = [
@@ -247,7 +247,7 @@ def test_a_forced_quit_answers_503_at_once_without_waiting_for_the_model_call():
         await asyncio.sleep(0.2)  # the first request is in the model, the others wait
         batcher.abort()
         outcomes = await asyncio.wait_for(asyncio.gather(*requests, return_exceptions=True), 5)
-        return outcomes, model_call_running()
+        return outcomes, model_thread_running()
 
     outcomes, still_running = asyncio.run(scenario())
     release.set()

@@ -622,14 +622,14 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 def cmd_serve(args: argparse.Namespace) -> None:
     from bertnli.serving import serve
-    from bertnli.serving.batcher import model_call_running
+    from bertnli.serving.batcher import model_thread_running
 
     try:
         serve(args.model, host=args.host, port=args.port, device=args.device, max_pairs=args.max_pairs,
               max_chars=args.max_chars, precision=args.precision, max_batch_pairs=args.max_batch_pairs,
               max_wait_ms=args.max_wait_ms)
     except KeyboardInterrupt:
-        if not model_call_running():
+        if not model_thread_running():
             raise
         # A forced quit (a second Ctrl-C) during a model call: leave now, as asked. Python would wait for the
         # call, then abort in the middle of it; a server has nothing to save.

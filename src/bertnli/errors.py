@@ -40,9 +40,9 @@ class ConfigError(BertnliError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on Ctrl-C after saving a checkpoint. Carries the run directory; the message says how
-    to resume (from the command line, or from Python for runs started there). A `KeyboardInterrupt`, as the
-    Ctrl-C it comes from: a loop over runs that catches `Exception` still stops."""
+    """Training stopped on Ctrl-C (or SIGTERM) after saving a checkpoint. Carries the run directory; the
+    message says how to resume (from the command line, or from Python for runs started there). A
+    `KeyboardInterrupt`, as the Ctrl-C it comes from: a loop over runs that catches `Exception` still stops."""
 
     def __init__(self, run_dir: str | Path, command_line: bool = True, processes: int = 1) -> None:
         self.run_dir = Path(run_dir)

@@ -190,7 +190,6 @@ class NLIModel:
                 for row, cut in zip(self.probabilities(encoded), encoded.truncated)]
 
 
-
 def _split_pairs(pairs: Pairs, tokenised: bool) -> tuple[list[str], list[str], bool]:
     """(premises, hypotheses, tokenised) of the pairs that `NLIModel.predict` takes."""
     if isinstance(pairs, Dataset):

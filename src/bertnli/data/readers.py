@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 import zipfile
 import zlib
@@ -95,6 +96,8 @@ def read_dataset(
     ``limit``: stop after this many pairs (quick trials on big files); what is skipped is counted up to there.
     ``source`` may also be an open binary stream (``sys.stdin.buffer``), read whole, in any of the formats.
     """
+    if isinstance(source, os.PathLike):
+        source = Path(source)
     if not isinstance(source, (str, Path)) and not hasattr(source, "read"):
         raise TypeError(f"read_dataset reads files (a path or a binary stream), not a {type(source).__name__}; "
                         "for pairs in memory, build Dataset(name, [Example(premise, hypothesis, label), ...])")

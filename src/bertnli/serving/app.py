@@ -70,12 +70,16 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         batcher.start()
+        forced = False
         try:
             yield
-        except asyncio.CancelledError:  # a forced quit (a second Ctrl-C): leave the work pending
-            batcher.abort()
-            return
-        await batcher.close()
+        except asyncio.CancelledError:  # a forced quit (a second Ctrl-C): the process is on its way out
+            forced = True
+        finally:
+            if forced:
+                batcher.abort()  # answers what is pending, and waits for nothing
+            else:
+                await batcher.close()
 
     app = FastAPI(
         title="bertnli",

@@ -2,8 +2,9 @@
 
 One asyncio task collects pending requests until ``max_batch_pairs`` pairs are waiting or the oldest
 has waited ``max_wait_ms``, then runs the model on all of them in a worker thread (the event loop stays
-free to accept more) and hands each request its rows. One model call runs at a time, each in a daemon
-thread: a forced quit (a second Ctrl-C) does not wait for the call in progress.
+free to accept more) and hands each request its rows. One model call runs at a time, all in one daemon
+thread: per-thread state (OpenMP's thread team, compiled CUDA graphs) is made once, and a forced quit (a
+second Ctrl-C) does not wait for the call in progress.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -67,6 +69,7 @@ class Batcher:
         if self._task is not None:
             raise RuntimeError("the batcher was already started")
         self._arrived = asyncio.Event()
+        self._model = _ModelThread()
         self._task = asyncio.create_task(self._work(), name="bertnli-batcher")
 
     async def close(self) -> None:
@@ -75,13 +78,17 @@ class Batcher:
             return
         self._closing = True
         self._arrived.set()
-        await self._task
+        try:
+            await self._task
+        finally:
+            self._model.stop()
 
     def abort(self) -> None:
         """Stop at once: pending requests get `ServiceClosed`; a model call in progress is left to its thread."""
         if self._task is not None:
             self._closing = True
             self._task.cancel()
+            self._model.stop()
             closed = ServiceClosed("the prediction service stopped")
             for job in self._in_model:
                 _resolve(job.future, error=closed)
@@ -142,7 +149,7 @@ class Batcher:
         self.calls += 1
         self._in_model = jobs
         try:
-            probs = await _in_daemon_thread(self.predict, premises, hypotheses)
+            probs = await self._model.run(self.predict, premises, hypotheses)
         except Exception:
             if len(jobs) > 1:
                 for job in jobs:
@@ -161,25 +168,38 @@ class Batcher:
             _resolve(self._pending.popleft().future, error=error)
 
 
-def _in_daemon_thread(function: Callable[..., Any], *args: Any) -> asyncio.Future:
-    """``function(*args)`` in a new daemon thread, awaited on the running event loop."""
-    loop = asyncio.get_running_loop()
-    future = loop.create_future()
+class _ModelThread:
+    """A daemon thread that runs the calls given to `run`, one after another, until `stop`."""
 
-    def run() -> None:
-        try:
-            outcome = (function(*args), None)
-        except Exception as exc:
-            outcome = (None, exc)
-        with contextlib.suppress(RuntimeError):  # the loop is gone (a forced quit): nobody waits any more
-            loop.call_soon_threadsafe(_resolve, future, *outcome)
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name=MODEL_THREAD, daemon=True).start()
 
-    threading.Thread(target=run, name=MODEL_THREAD, daemon=True).start()
-    return future
+    def run(self, function: Callable[..., Any], *args: Any) -> asyncio.Future:
+        """``function(*args)`` in the thread, awaited on the running event loop."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._calls.put((loop, future, function, args))
+        return future
+
+    def stop(self) -> None:
+        """End the thread once the call in progress, if any, returns."""
+        self._calls.put(None)
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            loop, future, function, args = call
+            try:
+                outcome = (function(*args), None)
+            except BaseException as exc:  # handed to the request that waits for it
+                outcome = (None, exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+            with contextlib.suppress(RuntimeError):  # the loop is gone (a forced quit): nobody waits any more
+                loop.call_soon_threadsafe(_resolve, future, *outcome)
 
 
-def model_call_running() -> bool:
-    """Whether a model call is still running (after a forced quit: the interpreter cannot finish around it)."""
+def model_thread_running() -> bool:
+    """Whether a model thread is still running: after a forced quit, the call it is in; the interpreter cannot
+    finish around it."""
     return any(thread.name == MODEL_THREAD and thread.is_alive() for thread in threading.enumerate())
 
 

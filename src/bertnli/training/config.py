@@ -134,7 +134,6 @@ class TrainConfig:
         return cls(**values)
 
 
-
 def _fits(value: Any, hint: Any) -> bool:
     """Whether ``value`` is of the annotated type (ints count as floats; bools count as neither)."""
     for option in _options(hint):

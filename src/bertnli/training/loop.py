@@ -491,7 +491,9 @@ class Trainer:
             self.stop_requested = True
             signal.signal(signum, previous[signum])
 
-        previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+        # A handler set outside Python reads as None, and cannot be set back: the default takes its place.
+        previous = {signum: signal.signal(signum, request_stop) or signal.SIG_DFL
+                    for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
@@ -614,8 +616,9 @@ def train(
     With ``resume``, the settings come from the run's config.json and ``cfg`` is ignored.
 
     The best model is chosen by validation accuracy, or by training accuracy without ``eval_set``. The run
-    seeds torch's global generator with ``cfg.seed``. Ctrl-C stops it after the current step (or evaluation),
-    saves a checkpoint and raises `TrainingInterrupted`; ``resume=True`` then continues where it stopped."""
+    seeds torch's global generator with ``cfg.seed``. Ctrl-C or SIGTERM stops it after the current step (or
+    evaluation), saves a checkpoint and raises `TrainingInterrupted`; ``resume=True`` then continues where it
+    stopped."""
     for role, dataset in (("train_set", train_set), ("eval_set", eval_set)):
         if not (isinstance(dataset, Dataset) or (role == "eval_set" and dataset is None)):
             raise TypeError(f"{role} must be a bertnli.data.Dataset, e.g. Dataset('name', [Example(premise, "
