@@ -576,6 +576,8 @@ def test_nlimodel_refuses_malformed_input_and_settings(trained):
         model.predict([("red dog", None)])
     with pytest.raises(ValueError, match="2 premises but 1 hypotheses"):
         model.predict_proba(["red dog", "dog"], ["dog"])
+    with pytest.raises(ValueError, match=r"premises\[1\] is empty or blank"):
+        model.predict([("red dog", "dog"), (" \u200b", "dog")])
     with pytest.raises(ValueError, match=r"hypotheses\[1\] holds the escape \\ud83d, half of a surrogate pair"):
         model.predict([("red dog", "dog"), ("red dog", "dog \ud83d")])
     with pytest.raises(ConfigError, match="batch_size 0"):

@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bertnli.data.batching import BatchPlan, inference_batches
-from bertnli.data.example import Dataset, Example, surrogate_problem
+from bertnli.data.example import Dataset, Example, is_blank, surrogate_problem
 from bertnli.model import BERTClassifier
 from bertnli.runtime import DeviceBatch, autocast, autocast_dtype, compile_network, pick_device, precision_name
 from bertnli.text import EncodedPairs, Tokenizer, encode_pairs
@@ -154,6 +154,9 @@ class NLIModel:
             bad = next((i for i, t in enumerate(texts) if surrogate_problem(t)), None)
             if bad is not None:
                 raise ValueError(f"{name}[{bad}] {surrogate_problem(texts[bad])}")
+            blank = next((i for i, t in enumerate(texts) if is_blank(t)), None)
+            if blank is not None:  # the readers skip such pairs, and the server refuses them
+                raise ValueError(f"{name}[{blank}] is empty or blank: every pair needs two texts")
         if len(premises) != len(hypotheses):
             raise ValueError(f"{len(premises)} premises but {len(hypotheses)} hypotheses")
         return encode_pairs(self.tokenizer, premises, hypotheses, self.max_len, tokenised)
