@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import bertnli
 from bertnli.inference import NLIModel
 from bertnli.model import BERTClassifier, BertConfig
 from bertnli.text import WordTokenizer
@@ -73,6 +74,7 @@ def test_health_model_info_and_docs(client, model):
     assert info["config"] == model.network.config.to_dict()
     assert info["parameters"] == sum(p.numel() for p in model.network.parameters())
     assert info["limits"]["max_pairs"] == 4 and info["limits"]["max_chars"] == 50
+    assert (info["precision"], info["version"]) == ("fp32", bertnli.__version__)
     schema = client.get("/openapi.json").json()
     assert {"/predict", "/health", "/model"} <= set(schema["paths"])
     assert "examples" in schema["components"]["schemas"]["PredictRequest"]

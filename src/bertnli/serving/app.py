@@ -25,6 +25,7 @@ from uvicorn.config import LOGGING_CONFIG
 from bertnli import __version__
 from bertnli.errors import ConfigError
 from bertnli.inference import NLIModel
+from bertnli.runtime import precision_name
 from bertnli.serving.batcher import Batcher, ModelFailed, ServiceClosed
 from bertnli.serving.schemas import (
     ErrorOut,
@@ -172,6 +173,8 @@ def _model_info(model: NLIModel, name: str, limits: Limits) -> ModelInfo:
         max_len=model.max_len,
         parameters=sum(p.numel() for p in model.network.parameters()),
         device=str(model.device),
+        precision=precision_name(model.dtype),
+        version=__version__,
         config=model.network.config.to_dict(),
         limits=limits,
     )

@@ -75,6 +75,8 @@ class ModelInfo(BaseModel):
     max_len: int = Field(description="Longest packed pair in tokens; longer pairs are truncated.")
     parameters: int = Field(description="Number of parameters of the network.")
     device: str
+    precision: str = Field(description="fp32, or the autocast precision (bf16, fp16) the model runs in.")
+    version: str = Field(description="The bertnli version serving it.")
     config: dict[str, Any] = Field(description="The network's architecture.")
     limits: Limits
 
