@@ -33,6 +33,15 @@ def test_token_budgets_count_padding_unless_packed():
         assert LENGTHS[batch].sum() <= 1024
 
 
+def test_a_budget_holds_for_each_rank_and_micro_batch():
+    """2 ranks × 2 micro-batches: every micro-batch, cut as the training loop cuts it, keeps to 300 tokens."""
+    plan = BatchPlan(4 * 16, 300, min_size=2, shares=4)
+    for batch in training_batches(LENGTHS, plan, seed=0, epoch=0):
+        for rank in range(2):
+            for micro in np.array_split(shard(batch, rank, 2), 2):
+                assert len(micro) * LENGTHS[micro].max(initial=0) <= 300
+
+
 def test_length_buckets_cut_padding_and_packed_batches_carry_even_token_counts():
     bucketed = training_batches(LENGTHS, BatchPlan(32), seed=0, epoch=0)
     shuffled = [np.random.default_rng(0).permutation(len(LENGTHS))[i : i + 32] for i in range(0, len(LENGTHS), 32)]

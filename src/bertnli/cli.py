@@ -170,7 +170,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         ("--weight-decay", float, "weight decay (AdamW) or L2 penalty (Adam)"),
         ("--warmup-ratio", float, "share of steps warming up"),
         ("--max-tokens", int, "also cap each batch at this many padded tokens (with --pack or --compile: tokens); "
-                                "per process, like --batch-size"),
+                                "per process and micro-batch, like --batch-size"),
         ("--grad-accum", int, "batches per optimizer step"),
         ("--grad-clip", float, "clip the gradient norm (0: no clipping)"),
         ("--early-stopping", int, "stop after N epochs without a better validation accuracy"),

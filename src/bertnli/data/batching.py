@@ -20,14 +20,16 @@ BUCKET_BATCHES = 64
 @dataclass(frozen=True)
 class BatchPlan:
     """How to cut batches: at most ``batch_size`` pairs and, if set, ``max_tokens`` tokens: padded tokens,
-    or with ``packed`` (several pairs to a row, no padding to speak of) the pairs' own tokens. No batch has
-    fewer than ``min_size`` pairs unless the pairs run out (data-parallel runs need a pair for every rank):
-    the token budget gives way first."""
+    or with ``packed`` (several pairs to a row, no padding to speak of) the pairs' own tokens. A batch split
+    into ``shares`` parts (ranks × micro-batches, each of at most ceil(pairs / shares) pairs) keeps each part
+    within ``max_tokens``. No batch has fewer than ``min_size`` pairs unless the pairs run out (data-parallel
+    runs need a pair for every rank): the token budget gives way first."""
 
     batch_size: int
     max_tokens: int | None = None
     packed: bool = False
     min_size: int = 1
+    shares: int = 1
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or (self.max_tokens is not None and self.max_tokens < 1):
@@ -46,7 +48,8 @@ class BatchPlan:
             while stop < len(order) and stop - start < self.batch_size:
                 longest = max(longest, int(lengths[order[stop]]))
                 total += int(lengths[order[stop]])
-                over = (total if self.packed else (stop - start + 1) * longest) > self.max_tokens
+                part = -(-(stop - start + 1) // self.shares)  # pairs in the largest part
+                over = (total / self.shares if self.packed else part * longest) > self.max_tokens
                 if over and stop - start >= self.min_size:
                     break
                 stop += 1

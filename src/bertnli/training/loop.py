@@ -312,8 +312,8 @@ class Trainer:
         if len(self.train_pairs) < self.world:
             raise ConfigError(f"{len(self.train_pairs)} training pairs cannot give each of {self.world} processes one")
         shares = self.world * cfg.grad_accum
-        self.plan = BatchPlan(cfg.batch_size * shares, cfg.max_tokens and cfg.max_tokens * shares,
-                              cfg.pack or cfg.compile, min_size=self.world)
+        self.plan = BatchPlan(cfg.batch_size * shares, cfg.max_tokens, cfg.pack or cfg.compile, min_size=self.world,
+                              shares=shares)
         self.eval_plan = BatchPlan(4096, cfg.eval_batch_tokens)
         # Under a token budget the number of batches varies a little from epoch to epoch: count every epoch's,
         # so that the schedule ends exactly at the last step.
