@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=200)
     p.add_argument("--pairs", type=int, nargs=2, default=(1, 8), metavar=("MIN", "MAX"), help="pairs a request")
     p.add_argument("--data", type=Path, default=SNLI_DEV, help="SNLI-style jsonl to draw pairs from")
-    p.add_argument("--max-batch-pairs", type=int, default=1024, help="in-process server only")
+    p.add_argument("--max-batch-pairs", type=int, help="in-process server only (default: bertnli serve's)")
     p.add_argument("--max-wait-ms", type=float, default=5, help="in-process server only")
     p.add_argument("--request-timeout", type=float, default=120, help="seconds for one request")
     p.add_argument("--time-limit", type=float, default=600, help="seconds for the whole run")

@@ -276,9 +276,9 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
     _add_hardware(p)
     p.add_argument("--max-pairs", type=_positive, default=256, help="pairs allowed in one request (default 256)")
     p.add_argument("--max-chars", type=_positive, default=2000, help="characters allowed in one text (default 2000)")
-    p.add_argument("--max-batch-pairs", type=_positive, default=1024,
-                   help="pairs of concurrent requests run together in one model call (default 1024; smaller "
-                        "keeps a short request from waiting on a long batch, larger keeps a GPU busy)")
+    p.add_argument("--max-batch-pairs", type=_positive,
+                   help="pairs of concurrent requests run together in one model call (default 1024 on GPUs, 128 on "
+                        "CPUs; smaller keeps a short request from waiting on a long batch, larger keeps a GPU busy)")
     p.add_argument("--max-wait-ms", type=_non_negative, default=5.0,
                    help="how long a request waits for others to share its model call (default 5)")
 
