@@ -225,8 +225,11 @@ def _error_item(error: dict[str, Any]) -> dict[str, str]:
 
 
 def _log_config() -> dict[str, Any]:
-    """uvicorn's logging set-up, with bertnli's loggers writing through the same handler."""
+    """uvicorn's logging set-up, each line stamped with the time, and bertnli's loggers writing through the
+    same handler."""
     config = copy.deepcopy(LOGGING_CONFIG)
+    for formatter in config["formatters"].values():
+        formatter["fmt"] = "%(asctime)s " + formatter["fmt"]
     config["loggers"]["bertnli"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     return config
 
