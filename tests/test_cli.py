@@ -179,9 +179,11 @@ def test_predict_one_pair_and_a_file(trained, capsys, tmp_path):
         assert {k: float(r[f"p_{k}"]) for k in row["probabilities"]} == pytest.approx(row["probabilities"], abs=1e-6)
     for row, prediction in zip(rows, wanted[1:]):
         assert row["probabilities"] == pytest.approx(prediction.probabilities, abs=1e-6)
-    err = capsys.readouterr().err
-    assert "skipped 1 empty premise or hypothesis" in err
+    out, err = capsys.readouterr()
+    assert out == "" and "skipped 1 empty premise or hypothesis" in err  # the predictions went to the files
     assert "truncated: 1 of 3 pairs were longer than the model's 128 tokens" in err
+    assert main(["predict", "--model", str(trained["run"]), "--input", str(pairs)]) == 0  # no --output: stdout
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == rows
     assert main(["predict", "--model", str(trained["run"]), long, "dog"]) == 0
     assert "read the pair cut" in capsys.readouterr().out
 

@@ -556,12 +556,12 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
         write_text(args.output, text)
         print(f"{len(rows):,} predictions written to {args.output}", file=sys.stderr)
+    else:
+        print(text, end="")
     cut = sum(p.truncated for p in predictions)
     if cut:
         _note(f"truncated: {cut:,} of {len(predictions):,} pairs were longer than the model's {model.max_len} tokens "
               "and were read cut")
-    else:
-        print(text, end="")
 
 
 def _table(rows: list[dict], labels: list[str], delimiter: str) -> str:
