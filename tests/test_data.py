@@ -513,3 +513,14 @@ def test_a_limit_stops_reading_and_counts_only_what_it_read(tmp_path):
     assert [e.premise for e in data.examples] == ["p1", "p2", "p4", "p5", "p7"]
     assert data.skipped == {"no gold label (-)": 3}
     assert [e.line for e in data.examples] == [2, 3, 5, 6, 8]
+
+
+def test_genres_are_read_row_by_row_in_json_lines(tmp_path):
+    """SNLI rows (no genre) followed by MultiNLI rows (a genre), or the other way round: every genre is kept."""
+    snli = {"sentence1": "a b", "sentence2": "c", "gold_label": "entailment"}
+    mnli = {"sentence1": "a d", "sentence2": "e", "gold_label": "neutral", "genre": "fiction"}
+    for rows, genres in (([snli, mnli, snli], [None, "fiction", None]), ([mnli, snli], ["fiction", None])):
+        path = tmp_path / "mixed.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        assert [e.genre for e in read_dataset(path).examples] == genres
+    assert [e.genre for e in read_dataset(path, columns={"genre": None}).examples] == [None, None]

@@ -434,7 +434,11 @@ def _example(record: Mapping[str, Any], fields: _Fields, options: _Options, disp
             label = parse_label(_label_text(record, fields.label, display, n), options.label_map)
         except ValueError as e:
             raise DataError(display, str(e), n) from None
-    genre = _text(record, fields.genre, display, n) if fields.genre else None
+    # A genre is optional row by row: JSON lines may mix rows with and without one (SNLI's and MultiNLI's).
+    column = fields.genre
+    if column not in record and "genre" not in options.columns:
+        column = next((c for c in DEFAULT_COLUMNS["genre"] if c in record), None)
+    genre = _text(record, column, display, n) if column in record else None
     return Example(texts[0], texts[1], label, genre or None, n)
 
 
