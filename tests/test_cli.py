@@ -147,6 +147,11 @@ def test_accuracy_by_length_scores_each_length_band_apart():
     rows = _accuracy_by_length(np.array([5, 20, 20, 200]), np.array([True, False, True, True]))
     assert rows == [{"range": "1–16", "pairs": 1, "accuracy": 1.0}, {"range": "17–24", "pairs": 2, "accuracy": 0.5},
                     {"range": ">128", "pairs": 1, "accuracy": 1.0}]
+    # Pairs cut to the model's 128 tokens have a bin of their own, not 97–128 with the pairs that fit.
+    rows = _accuracy_by_length(np.array([100, 128, 128]), np.array([True, True, False]),
+                               truncated=np.array([False, False, True]), max_len=128)
+    assert rows == [{"range": "97–128", "pairs": 2, "accuracy": 1.0},
+                    {"range": ">128 (cut)", "pairs": 1, "accuracy": 0.0}]
 
 
 def test_predict_one_pair_and_a_file(trained, capsys, tmp_path):
@@ -415,6 +420,9 @@ def test_two_class_scores_of_three_class_data(trained, capsys):
     assert two["per_class"]["entailment"]["support"] == entailed
     assert two["per_class"]["not_entailment"]["support"] == three["total"] - entailed
     assert two["accuracy"] > 0.9
+    assert not three["notes"] and two["notes"] == [
+        "Two classes: the model's neutral and contradiction are merged into not_entailment, so a pair is "
+        "entailment when the model gives entailment a probability over 0.5."]
 
 
 def test_a_two_class_model_on_three_class_data_is_told_about_two_class(trained):

@@ -471,6 +471,8 @@ def _print_evaluation(result: Evaluation) -> None:
     width = max(len(label) for label in report.labels) + 2
     print(f"\n{result.dataset}: accuracy {report.accuracy:.4f} on {report.total:,} pairs"
           f" (macro F1 {report.macro_f1():.4f})")
+    for note in result.notes:
+        print(note)
     if result.skipped:
         print("skipped " + ", ".join(f"{n:,} {why}" for why, n in sorted(result.skipped.items())))
     print(f"{'':{width}}{'precision':>10}{'recall':>10}{'F1':>10}{'support':>10}")
@@ -509,8 +511,9 @@ def _comparison_markdown(results: list[Evaluation]) -> str:
 
 
 def _comparison_table(results: list[Evaluation]) -> str:
-    lines = [f"{'dataset':40}{'pairs':>10}{'accuracy':>10}{'macro F1':>10}"]
-    lines += [f"{r.dataset[:39]:40}{r.report.total:>10,}{r.accuracy:>10.4f}{r.report.macro_f1():>10.4f}"
+    width = max(40, *(len(r.dataset) + 1 for r in results))  # names whole: "[2-class]" ends some
+    lines = [f"{'dataset':{width}}{'pairs':>10}{'accuracy':>10}{'macro F1':>10}"]
+    lines += [f"{r.dataset:{width}}{r.report.total:>10,}{r.accuracy:>10.4f}{r.report.macro_f1():>10.4f}"
               for r in results]
     return "\n".join(lines)
 

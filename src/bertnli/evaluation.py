@@ -30,6 +30,7 @@ class Evaluation:
     confident_errors: list[dict]
     by_length: list[dict]
     by_genre: list[dict] = field(default_factory=list)  # empty when the data name no genres
+    notes: list[str] = field(default_factory=list)  # how the scores were made, where a reader must know
 
     @property
     def accuracy(self) -> float:
@@ -38,12 +39,13 @@ class Evaluation:
     def to_dict(self) -> dict:
         return {"dataset": self.dataset, **self.report.to_dict(), "skipped": self.skipped,
                 "confident_errors": self.confident_errors, "accuracy_by_length": self.by_length,
-                "accuracy_by_genre": self.by_genre}
+                "accuracy_by_genre": self.by_genre, "notes": self.notes}
 
     def to_markdown(self) -> str:
         r = self.report
         lines = [f"# Evaluation on {self.dataset}", "",
                  f"Accuracy **{r.accuracy:.4f}** on {r.total:,} pairs (macro F1 {r.macro_f1():.4f}).", ""]
+        lines += [*self.notes, ""] if self.notes else []
         if self.skipped:
             lines += ["Skipped: " + ", ".join(f"{v:,} {k}" for k, v in self.skipped.items()), ""]
         lines += ["| label | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
@@ -84,7 +86,8 @@ def read_report(path: str | Path) -> Evaluation:
         raise CheckpointError(path, "not an evaluation report (no labels and confusion matrix of their size)")
     return Evaluation(str(data.get("dataset", path.parent.name)), ClassificationReport(labels, confusion),
                       dict(data.get("skipped", {})), list(data.get("confident_errors", [])),
-                      list(data.get("accuracy_by_length", [])), list(data.get("accuracy_by_genre", [])))
+                      list(data.get("accuracy_by_length", [])), list(data.get("accuracy_by_genre", [])),
+                      list(data.get("notes", [])))
 
 
 def _cell(text: str) -> str:
@@ -134,10 +137,17 @@ def evaluate(model: NLIModel | str | Path, dataset: Dataset, *, two_class: bool 
     gold = np.array([labels.index(e.label) for e in examples])
     predicted = probs.argmax(axis=1)
     report = ClassificationReport.from_predictions(labels, gold, predicted)
+    notes = []
+    if merge:
+        notes.append("Two classes: the model's neutral and contradiction are merged into not_entailment, so a pair "
+                     "is entailment when the model gives entailment a probability over 0.5.")
+    cut = int(pairs.truncated.sum()) if pairs.truncated is not None else 0
+    if cut:
+        notes.append(f"{cut:,} pairs were longer than the model's {model.max_len} tokens and were read cut.")
     return Evaluation(dataset.name, report, dict(dataset.skipped),
                       _confident_errors(examples, labels, gold, predicted, probs, top_errors),
-                      _accuracy_by_length(pairs.valid_lens, gold == predicted),
-                      _accuracy_by_genre([e.genre for e in examples], gold == predicted))
+                      _accuracy_by_length(pairs.valid_lens, gold == predicted, pairs.truncated, model.max_len),
+                      _accuracy_by_genre([e.genre for e in examples], gold == predicted), notes)
 
 
 def _confident_errors(examples: list[Example], labels: list[str], gold: np.ndarray, predicted: np.ndarray,
@@ -150,14 +160,20 @@ def _confident_errors(examples: list[Example], labels: list[str], gold: np.ndarr
             for i in worst]
 
 
-def _accuracy_by_length(lengths: np.ndarray, correct: np.ndarray) -> list[dict]:
+def _accuracy_by_length(lengths: np.ndarray, correct: np.ndarray, truncated: np.ndarray | None = None,
+                        max_len: int | None = None) -> list[dict]:
+    """Accuracy by length bins (`LENGTH_EDGES`); pairs longer than ``max_len``, which the model read cut,
+    come last in a bin of their own."""
+    cut = np.zeros(len(lengths), dtype=bool) if truncated is None else np.asarray(truncated, dtype=bool)
     rows, low = [], 0
     for high in (*LENGTH_EDGES, np.inf):
-        inside = (lengths > low) & (lengths <= high)
+        inside = (lengths > low) & (lengths <= high) & ~cut
         if inside.any():
             label = f"{low + 1}–{int(high)}" if np.isfinite(high) else f">{low}"
             rows.append({"range": label, "pairs": int(inside.sum()), "accuracy": float(correct[inside].mean())})
         low = high
+    if cut.any():
+        rows.append({"range": f">{max_len} (cut)", "pairs": int(cut.sum()), "accuracy": float(correct[cut].mean())})
     return rows
 
 
