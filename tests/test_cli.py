@@ -409,6 +409,14 @@ def test_under_torchrun_only_the_first_process_prints(trained, tiny, tmp_path, c
     assert "pairs" not in out.err and "best model" not in out.out
 
 
+def test_evaluating_on_the_training_file_warns(trained, capsys):
+    for model in (trained["run"], trained["run"] / "model"):
+        assert main(["evaluate", "--model", str(model), "--data", str(trained["train"]), "--limit", "50"]) == 0
+        assert f"warning: {trained['train']} is what {model} was trained on" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(trained["run"]), "--data", str(trained["dev"]), "--limit", "50"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_two_class_scores_of_three_class_data(trained, capsys):
     assert main(["evaluate", "--model", str(trained["run"]), "--data", str(trained["dev"]), "--json"]) == 0
     three = json.loads(capsys.readouterr().out)

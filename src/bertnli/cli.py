@@ -32,7 +32,7 @@ EXAMPLES = {
   torchrun --nproc-per-node 4 -m bertnli train --dataset snli --out runs/ddp""",
     "evaluate": """examples:
   bertnli evaluate --model runs/dev --data ../shared/data/mnli/multinli_1.0_dev_matched.jsonl
-  bertnli evaluate --model runs/dev --data snli_dev.jsonl --data SICK.txt --report reports/
+  bertnli evaluate --model runs/dev --data snli_1.0_test.jsonl --data SICK.txt --report reports/
   bertnli evaluate --model runs/dev --data rte/dev.tsv --two-class --json""",
     "predict": """examples:
   bertnli predict --model runs/dev "A man plays a guitar." "A person makes music."
@@ -447,6 +447,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
                           progress=True)
     top = None if args.mistakes < 0 else args.mistakes
+    trained_on = _training_files(args.model)
+    for spec in args.data:
+        if _absolute(spec) in trained_on:
+            _note(f"warning: {spec} is what {args.model} was trained on: its scores include the training pairs "
+                  f"(the run's own held-out pairs were scored in its evaluation.md)")
     results = [evaluate(model, _read(spec, args), two_class=args.two_class, top_errors=top) for spec in args.data]
     if args.report:
         for r, stem in zip(results, _report_stems([r.dataset for r in results])):
@@ -464,6 +469,19 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         _print_evaluation(r)
     if len(results) > 1:
         print("\n" + _comparison_table(results))
+
+
+def _training_files(model: str) -> list[str]:
+    """The --train files of the run that trained ``model`` (a run directory or its model folder), as recorded;
+    none when unknown (a model folder elsewhere, a run started from Python or with --dataset)."""
+    for folder in (Path(model), Path(model).parent):
+        if (folder / "config.json").is_file() and (folder / "checkpoint.pt").exists():
+            try:
+                source = json.loads((folder / "config.json").read_text())["data"]["source"] or {}
+            except (OSError, ValueError, KeyError, TypeError):
+                return []
+            return list(source.get("train") or [])
+    return []
 
 
 def _print_evaluation(result: Evaluation) -> None:
