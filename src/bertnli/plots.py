@@ -5,11 +5,13 @@ figures of a notebook that trains a model."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from bertnli.paths import atomic_write
 from bertnli.training.metrics import ClassificationReport
@@ -30,18 +32,22 @@ def plot_curves(run: RunDir | str | Path, path: str | Path | None = None) -> Pat
     loss_ax, acc_ax = fig.subplots(1, 2)
     if steps:
         x = [r["step"] for r in steps]
-        loss_ax.plot(x, [r["loss"] for r in steps], lw=1, alpha=0.6, label="train loss (per log step)")
-        acc_ax.plot(x, [r["accuracy"] for r in steps], lw=1, alpha=0.6, label="train accuracy (per log step)")
+        marker = "." if len(steps) < 20 else None  # a line of one or two points would not show
+        loss_ax.plot(x, [r["loss"] for r in steps], lw=1, alpha=0.6, marker=marker,
+                     label="train loss (mean since the last log)")
+        acc_ax.plot(x, [r["accuracy"] for r in steps], lw=1, alpha=0.6, marker=marker,
+                    label="train accuracy (mean since the last log)")
     if epochs:
         x = [r["step"] for r in epochs]
-        loss_ax.plot(x, [r["train_loss"] for r in epochs], "o-", label="train loss (epoch)")
-        acc_ax.plot(x, [r["train_accuracy"] for r in epochs], "o-", label="train accuracy (epoch)")
+        loss_ax.plot(x, [r["train_loss"] for r in epochs], "o-", label="train loss (mean over the epoch)")
+        acc_ax.plot(x, [r["train_accuracy"] for r in epochs], "o-", label="train accuracy (mean over the epoch)")
         if "eval_accuracy" in epochs[0]:
             acc_ax.plot(x, [r["eval_accuracy"] for r in epochs], "s-", label="validation accuracy (epoch)")
     loss_ax.set(xlabel="optimizer step", ylabel="cross-entropy", title="Loss")
     acc_ax.set(xlabel="optimizer step", ylabel="accuracy", title="Accuracy", ylim=(0, 1))
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
         if ax.lines:
             ax.legend(fontsize=8)
     fig.suptitle(f"{run.path.name}\n{_run_description(run.read_config())}", fontsize=10)
@@ -74,8 +80,9 @@ def plot_confusion(report: ClassificationReport, path: str | Path, title: str = 
                 color="white" if share[i, j] > 0.5 else "black", fontsize=9)
     ax.set_xticks(range(k), report.labels, rotation=20)
     ax.set_yticks(range(k), report.labels)
-    ax.set(xlabel="predicted", ylabel="gold", title=title or f"accuracy {report.accuracy:.3f}")
-    fig.colorbar(image, ax=ax, fraction=0.046)
+    scores = f"accuracy {report.accuracy:.3f} on {report.total:,} pairs"
+    ax.set(xlabel="predicted", ylabel="gold", title=f"{_wrapped(title, 36)}\n{scores}" if title else scores)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the gold row")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -88,10 +95,11 @@ def plot_class_scores(report: ClassificationReport, path: str | Path, title: str
     ax = fig.subplots()
     for offset, metric in zip((-0.27, 0, 0.27), ("precision", "recall", "f1")):
         values = [s[metric] for s in scores.values()]
-        bars = ax.bar(x + offset, values, width=0.26, label=metric)
+        bars = ax.bar(x + offset, values, width=0.26, label=metric if metric != "f1" else "F1")
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
     ax.set_xticks(x, list(scores))
-    ax.set(ylim=(0, 1.18), title=title or "per-class scores")
+    ax.set(ylim=(0, 1.18), ylabel="score", title=_wrapped(title, 36 + 12 * len(scores)) if title
+           else "per-class scores")
     ax.legend(fontsize=8, loc="upper center", ncol=3)
     fig.tight_layout()
     return _save(fig, path)
@@ -101,15 +109,18 @@ def plot_accuracy_breakdown(by_length: list[dict], by_genre: list[dict], path: s
     """Accuracy by pair length, and by genre when the data name genres: bars, each with its pair count."""
     panels = [("pair length (tokens with specials)", by_length, "range")]
     panels += [("genre", by_genre, "genre")] if by_genre else []
-    fig = Figure(figsize=(6 * len(panels), 3.8))
-    axes = fig.subplots(1, len(panels), squeeze=False)
+    widths = [max(6, 0.55 * len(rows) + 1) for _, rows, _ in panels]  # room for every genre's name
+    fig = Figure(figsize=(sum(widths), 4.2))
+    axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=widths)
     for ax, (xlabel, rows, key) in zip(axes[0], panels):
         bars = ax.bar(range(len(rows)), [r["accuracy"] for r in rows], color="tab:blue")
         ax.bar_label(bars, labels=[f"{r['accuracy']:.2f}\n{r['pairs']:,}" for r in rows], fontsize=7)
-        ax.set_xticks(range(len(rows)), [r[key] for r in rows], rotation=20 if key == "genre" else 0)
-        ax.set(xlabel=xlabel, ylabel="accuracy", ylim=(0, 1.25))
+        slanted = key == "genre" or len(rows) > 8
+        ax.set_xticks(range(len(rows)), [r[key] for r in rows], rotation=40 if slanted else 0,
+                      ha="right" if slanted else "center")
+        ax.set(xlabel=xlabel, ylabel="accuracy", ylim=(0, 1.25), yticks=np.arange(0, 1.01, 0.2))  # room for labels
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{title}\naccuracy, with the pairs below each value" if title else
+    fig.suptitle(f"{_wrapped(title)}\naccuracy, with the pairs below each value" if title else
                  "accuracy, with the pairs below each value", fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
@@ -123,6 +134,11 @@ def plot_evaluation(evaluation: Evaluation, directory: str | Path, stem: str = "
             plot_class_scores(evaluation.report, directory / f"{stem}class_scores.png", title=title),
             plot_accuracy_breakdown(evaluation.by_length, evaluation.by_genre, directory / f"{stem}accuracy.png",
                                     title=title)]
+
+
+def _wrapped(title: str, width: int = 48) -> str:
+    """A title on as many lines as it needs: long dataset names are not cut at the figure's edges."""
+    return "\n".join(textwrap.wrap(title, width, break_on_hyphens=False)) or title
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
