@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -630,6 +631,25 @@ def test_datasets_and_evaluate_name_what_they_were_given_instead(trained):
         evaluate(NLIModel.load(trained["run"], device="cpu"), [Example("a", "b", "entailment")])
     with pytest.raises(TypeError, match=r"read_dataset reads files .* not a list"):
         read_dataset([("a", "b")])
+
+
+def test_every_help_example_is_a_command_line_that_parses():
+    """Each `bertnli ...` line of every command's --help examples reads as that command with its options."""
+    from bertnli.cli import EXAMPLES, _parser
+
+    parser = _parser()
+    checked = 0
+    for command, text in EXAMPLES.items():
+        for line in text.splitlines():
+            if not line.lstrip().startswith(("bertnli ", "torchrun ", "cat ")):  # curl, Python, prose
+                continue
+            words = shlex.split(line, comments=True)
+            words = words[words.index("bertnli") + 1:]
+            words = words[: next((i for i, w in enumerate(words) if w in ("|", ">")), len(words))]
+            args = parser.parse_args(words)
+            assert args.command == command, line
+            checked += 1
+    assert checked >= 15
 
 
 def test_a_bare_import_reaches_every_exported_name_and_module():

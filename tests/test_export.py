@@ -234,12 +234,7 @@ def test_cli_export_replaces_an_earlier_export_but_never_a_file_it_would_not_wri
     assert (out / "NOTES.md").read_text() == "the user's own notes" and (out / "eval" / "results.json").is_file()
     assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "x"), "--format", format]) == 1
     assert "no such model folder" in capsys.readouterr().err
-    # --model, as the other commands take it, names the model as well; twice is once too many
-    assert main(["export", "--model", str(wordpiece_model), str(tmp_path / "y"), "--format", format]) == 0
-    assert (tmp_path / "y" / "tokenizer.json").is_file()
-    assert main(["export", str(wordpiece_model), str(tmp_path / "z"), "--model", str(wordpiece_model),
-                 "--format", format]) == 1
-    assert "name the model once" in capsys.readouterr().err
+
 
 
 def test_export_never_replaces_another_hugging_face_model(wordpiece_model, tmp_path):

@@ -147,6 +147,7 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_says_how_to_resume(task, tmp_p
     with pytest.raises(TrainingInterrupted, match="resume=True") as stopped:  # started from Python: resumed so
         trainer.fit()
     assert not isinstance(stopped.value, Exception)  # a Ctrl-C, which `except Exception` must not swallow
+    assert stopped.value.signum == signum  # the command line exits with 128 + it, as a shell would report
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert saved["progress"]["step"] == 4 and saved["progress"]["batch"] == 4
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

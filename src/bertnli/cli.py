@@ -52,7 +52,6 @@ EXAMPLES = {
     "export": """examples:
   bertnli export runs/dev --format hf exported/hf
   bertnli export runs/dev --format onnx exported/onnx
-  bertnli export --model runs/dev --format hf exported/hf     # --model, as the other commands take it
 
 then, in Python (truncation=True cuts long pairs as bertnli does; transformers ignores the tokenizer's setting):
   pipeline("text-classification", model="exported/hf", top_k=None, truncation=True)
@@ -284,9 +283,8 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", nargs="?", help="a run directory or a saved model folder (or give it as --model)")
+    p.add_argument("model", help="a run directory or a saved model folder")
     p.add_argument("out", type=Path, help="output folder (an earlier export there is replaced)")
-    p.add_argument("--model", dest="model_option", metavar="MODEL", help="the model, as the other commands take it")
     p.add_argument("--format", choices=["hf", "onnx"], required=True,
                    help="hf: a BertForSequenceClassification folder; onnx: model.onnx (opset 17, int64 input_ids, "
                         "token_type_ids, attention_mask → logits) with its tokenizer and bertnli_onnx.json")
@@ -664,10 +662,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from bertnli.export import export
 
-    if (args.model is None) == (args.model_option is None):
-        raise BertnliError("name the model once: bertnli export RUN OUT, or bertnli export --model RUN OUT")
     replacing = Path(args.out).is_dir() and any(Path(args.out).iterdir())
-    path = export(args.model or args.model_option, args.out, args.format)
+    path = export(args.model, args.out, args.format)
     print(f"exported to {path}" + (" (replacing the earlier export there)" if replacing else ""))
     if args.format == "hf":
         print(f'use: pipeline("text-classification", model="{path}", top_k=None, truncation=True)')
@@ -703,7 +699,7 @@ def _run(args: argparse.Namespace) -> int:
         COMMANDS[args.command](args)
     except TrainingInterrupted as exc:
         _note(f"bertnli {args.command}: {exc}")
-        return 130
+        return 128 + exc.signum  # as a shell reports a process ended by that signal
     except BertnliError as exc:
         print(f"bertnli {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -44,8 +44,8 @@ class TrainingInterrupted(KeyboardInterrupt):
     message says how to resume (from the command line, or from Python for runs started there). A
     `KeyboardInterrupt`, as the Ctrl-C it comes from: a loop over runs that catches `Exception` still stops."""
 
-    def __init__(self, run_dir: str | Path, command_line: bool = True, processes: int = 1) -> None:
-        self.run_dir = Path(run_dir)
+    def __init__(self, run_dir: str | Path, command_line: bool = True, processes: int = 1, signum: int = 2) -> None:
+        self.run_dir, self.signum = Path(run_dir), signum  # SIGINT (2) or SIGTERM (15)
         if command_line:
             how = f"bertnli train --resume {run_dir}"
             how = f"torchrun --nproc-per-node {processes} -m {how}" if processes > 1 else how

@@ -126,8 +126,8 @@ def create_app(
 
 def default_batch_pairs(device: torch.device) -> int:
     """Pairs of concurrent requests in one model call: 1024 keep a GPU busy; a CPU is as fast on far fewer,
-    and a short request then waits on less (2-core EPYC, 200 clients of 1-8 pairs: 128 gave 247 pairs/s and a
-    p99 latency of 3.9 s, 1024 gave 214 pairs/s and 7.6 s; `benchmarks/serve_load.py`)."""
+    and a short request then waits on less (2-core EPYC, 200 clients of 1-8 pairs: 128 gave 249 pairs/s and a
+    p99 latency of 4.0 s, 1024 gave 214 pairs/s and 7.6 s; `benchmarks/serve_load.py`)."""
     return 1024 if device.type == "cuda" else 128
 
 

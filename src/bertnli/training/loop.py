@@ -261,7 +261,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.schedule = build_schedule(self.optimizer, cfg, self.total_steps)
         self.progress = Progress()
-        self.stop_requested = False
+        self.stop_requested, self.stop_signal = False, signal.SIGINT
         self.board = None
         if resume:
             self.load_state_dict(self.run.load_checkpoint())
@@ -476,19 +476,20 @@ class Trainer:
         return self.vote.settle()
 
     def _interrupted(self) -> TrainingInterrupted:
-        return TrainingInterrupted(self.run.path, command_line=self.source is not None, processes=self.world)
+        return TrainingInterrupted(self.run.path, command_line=self.source is not None, processes=self.world,
+                                   signum=self.stop_signal)
 
     @contextlib.contextmanager
     def _stop_on_signals(self) -> Iterator[None]:
         """The first Ctrl-C or SIGTERM (a scheduler's notice, or torchrun passing either on) asks the loop to
         stop after the current step and save; a second one acts as it would have."""
-        self.stop_requested = False
+        self.stop_requested, self.stop_signal = False, signal.SIGINT
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
         def request_stop(signum, frame):
-            self.stop_requested = True
+            self.stop_requested, self.stop_signal = True, signum
             signal.signal(signum, previous[signum])
 
         # A handler set outside Python reads as None, and cannot be set back: the default takes its place.
