@@ -451,6 +451,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             _note(f"warning: {spec} is what {args.model} was trained on: its scores include the training pairs "
                   f"(the run's own held-out pairs were scored in its evaluation.md)")
     results = [evaluate(model, _read(spec, args), two_class=args.two_class, top_errors=top) for spec in args.data]
+    for spec, result in zip(args.data, results):  # what was scored, for whoever reads the report later
+        limit = f" (its first {args.limit:,} labelled pairs)" if args.limit else ""
+        result.notes.insert(0, f"Model {args.model}, data {_absolute(spec)}{limit}.")
     if args.report:
         for r, stem in zip(results, _report_stems([r.dataset for r in results])):
             write_report(r, args.report, stem)

@@ -60,10 +60,11 @@ class Evaluation:
         if self.by_genre:
             lines += ["", "## Accuracy by genre", "", "| genre | pairs | accuracy |", "|---|---:|---:|"]
             lines += [f"| {_cell(g['genre'])} | {g['pairs']:,} | {g['accuracy']:.4f} |" for g in self.by_genre]
-        lines += ["", "## Most confidently wrong", "", "| line | premise | hypothesis | gold | predicted | p |",
-                  "|---:|---|---|---|---|---:|"]
-        lines += [f"| {e['line'] or ''} | {_cell(e['premise'])} | {_cell(e['hypothesis'])} | {e['gold']} | "
-                  f"{e['predicted']} | {e['confidence']:.3f} |" for e in self.confident_errors]
+        if self.confident_errors:
+            lines += ["", "## Most confidently wrong", "", "| line | premise | hypothesis | gold | predicted | p |",
+                      "|---:|---|---|---|---|---:|"]
+            lines += [f"| {e['line'] or ''} | {_cell(e['premise'])} | {_cell(e['hypothesis'])} | {e['gold']} | "
+                      f"{e['predicted']} | {e['confidence']:.3f} |" for e in self.confident_errors]
         return "\n".join(lines) + "\n"
 
 
