@@ -154,9 +154,6 @@ class NLIModel:
             bad = next((i for i, t in enumerate(texts) if surrogate_problem(t)), None)
             if bad is not None:
                 raise ValueError(f"{name}[{bad}] {surrogate_problem(texts[bad])}")
-            blank = next((i for i, t in enumerate(texts) if is_blank(t)), None)
-            if blank is not None:  # the readers skip such pairs, and the server refuses them
-                raise ValueError(f"{name}[{blank}] is empty or blank: every pair needs two texts")
         if len(premises) != len(hypotheses):
             raise ValueError(f"{len(premises)} premises but {len(hypotheses)} hypotheses")
         return encode_pairs(self.tokenizer, premises, hypotheses, self.max_len, tokenised)
@@ -178,7 +175,7 @@ class NLIModel:
             premises, hypotheses, tokenised = _split_pairs(pairs, tokenised)
         else:  # strings go on whole, for `encode` to refuse
             premises, hypotheses = (x if isinstance(x, str) else list(x) for x in (pairs, hypotheses))
-        return self.probabilities(self.encode(premises, hypotheses, tokenised))
+        return self.probabilities(self.encode(*_refuse_blanks(premises, hypotheses), tokenised))
 
     def predict(self, pairs: Pairs, tokenised: bool = False) -> list[Prediction]:
         """One `Prediction` (label and every label's probability) per pair, in order. ``pairs``: (premise,
@@ -188,7 +185,7 @@ class NLIModel:
         premises, hypotheses, tokenised = _split_pairs(pairs, tokenised)
         if not premises:
             return []
-        encoded = self.encode(premises, hypotheses, tokenised)
+        encoded = self.encode(*_refuse_blanks(premises, hypotheses), tokenised)
         return [Prediction.from_probabilities(self.labels, row, cut)
                 for row, cut in zip(self.probabilities(encoded), encoded.truncated)]
 
@@ -212,6 +209,17 @@ def _split_pairs(pairs: Pairs, tokenised: bool) -> tuple[list[str], list[str], b
         premises.append(pair[0])
         hypotheses.append(pair[1])
     return premises, hypotheses, tokenised
+
+
+def _refuse_blanks(premises: Sequence[str], hypotheses: Sequence[str]) -> tuple[Sequence[str], Sequence[str]]:
+    """The texts, once none is empty or blank: the readers skip such pairs, and the server refuses them."""
+    for name, texts in (("premises", premises), ("hypotheses", hypotheses)):
+        if isinstance(texts, str):  # one text, not a sequence of them: `encode` says so
+            continue
+        blank = next((i for i, t in enumerate(texts) if isinstance(t, str) and is_blank(t)), None)
+        if blank is not None:
+            raise ValueError(f"{name}[{blank}] is empty or blank: every pair needs two texts")
+    return premises, hypotheses
 
 
 def _shown(value: Any) -> str:
