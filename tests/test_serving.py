@@ -65,6 +65,15 @@ def test_predictions_equal_nlimodel_predict_and_say_which_pairs_were_cut(client,
         assert got["probabilities"] == pytest.approx(expected.probabilities, abs=1e-6)
         assert got["truncated"] is expected.truncated
     assert [p["truncated"] for p in data["predictions"]] == [False, True, False]
+    assert [p["id"] for p in data["predictions"]] == [None] * 3
+
+
+def test_a_pair_may_carry_an_id_that_comes_back_with_its_prediction(client):
+    pairs = [{"premise": "a dog runs", "hypothesis": "a dog", "id": "claim-17"},
+             {"premise": "a cat sleeps", "hypothesis": "a dog"}, {"premise": "a man", "hypothesis": "a", "id": 3}]
+    response = client.post("/predict", json={"pairs": pairs})
+    assert response.status_code == 200
+    assert [p["id"] for p in response.json()["predictions"]] == ["claim-17", None, 3]
 
 
 def test_health_model_info_and_docs(client, model):

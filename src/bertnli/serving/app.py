@@ -109,7 +109,8 @@ def create_app(
             raise HTTPException(503, str(exc)) from None
         except asyncio.CancelledError:  # a forced quit (a second Ctrl-C) cancels the requests in flight
             raise HTTPException(503, "the server is shutting down") from None
-        return PredictResponse(model=name, predictions=[PredictionOut(**p.to_dict()) for p in predictions])
+        return PredictResponse(model=name, predictions=[PredictionOut(id=pair.id, **p.to_dict())
+                                                        for pair, p in zip(request.pairs, predictions)])
 
     @app.get("/health", response_model=Health, summary="Liveness")
     async def health() -> Health:

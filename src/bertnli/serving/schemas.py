@@ -23,6 +23,8 @@ class Pair(BaseModel):
     hypothesis: str = Field(
         description="The text judged against the premise.", examples=[EXAMPLE_PAIRS[0]["hypothesis"]]
     )
+    id: str | int | None = Field(None, description="Optional: the caller's name for the pair, given back with "
+                                                   "its prediction.", examples=["claim-17"])
 
     @field_validator("premise", "hypothesis")
     @classmethod
@@ -44,6 +46,7 @@ class PredictRequest(BaseModel):
 
 
 class PredictionOut(BaseModel):
+    id: str | int | None = Field(None, description="The pair's id, when the request gave one.")
     label: str = Field(description="The most probable label.", examples=["entailment"])
     probabilities: dict[str, float] = Field(
         description="The probability of every label.",
