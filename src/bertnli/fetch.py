@@ -1,6 +1,7 @@
 """Fetch a published file into a local cache, verified, and reuse it without the network afterwards.
 
-A download streams to a ``<file>.*.part`` of its own with a progress bar, is checked against the checksum its publisher
+Processes fetching one file at once take turns, so it is downloaded once. A download streams to a
+``<file>.*.part`` of its own with a progress bar, is checked against the checksum its publisher
 gives where there is one, and is renamed into place only then. Next to each file goes ``<file>.sha256``
 (``sha256sum`` format): where no checksum is published it is what later reuses are checked against.
 Every failure is one `DownloadError` line that ends with how to do without the download.
@@ -9,12 +10,14 @@ Every failure is one `DownloadError` line that ends with how to do without the d
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import http.client
 import os
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,24 +50,46 @@ def fetch(url: str, dest: Path, *, checksum: Checksum | None, fallback: str, pro
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DownloadError(f"cannot create the cache folder {dest.parent} ({e.strerror})") from None
-    # A file of this process's own: several processes (torchrun's ranks) may fetch the same file at once.
-    fd, name = tempfile.mkstemp(prefix=f"{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    part = Path(name)
-    try:
-        digests = _download(url, part, checksum, progress and dest.name, fallback)
-        if checksum and digests[checksum.algorithm] != checksum.hexdigest.lower():
-            raise DownloadError(
-                f"checksum mismatch for {url}: expected {checksum.algorithm} {checksum.hexdigest}, "
-                f"got {digests[checksum.algorithm]}; the file was removed. {fallback}"
-            )
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    os.chmod(part, FILE_MODE)
-    os.replace(part, dest)  # another process's identical copy, if it came first, is replaced whole
-    _record(dest, digests["sha256"])
+    with _one_at_a_time(dest):
+        if dest.is_file() and _still_valid(dest, checksum):  # fetched by another process while this one waited
+            return dest
+        # A file of this process's own, even so: where no lock can be taken, several may fetch at once.
+        fd, name = tempfile.mkstemp(prefix=f"{dest.name}.", suffix=".part", dir=dest.parent)
+        os.close(fd)
+        part = Path(name)
+        try:
+            digests = _download(url, part, checksum, progress and dest.name, fallback)
+            if checksum and digests[checksum.algorithm] != checksum.hexdigest.lower():
+                raise DownloadError(
+                    f"checksum mismatch for {url}: expected {checksum.algorithm} {checksum.hexdigest}, "
+                    f"got {digests[checksum.algorithm]}; the file was removed. {fallback}"
+                )
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        os.chmod(part, FILE_MODE)
+        os.replace(part, dest)  # another process's identical copy, if it came first, is replaced whole
+        _record(dest, digests["sha256"])
     return dest
+
+
+@contextlib.contextmanager
+def _one_at_a_time(dest: Path) -> Iterator[None]:
+    """Processes that fetch ``dest`` at once (torchrun's ranks) take turns: the first downloads, the others
+    wait and then find it in place. Best effort: without a lock (a read-only folder) each fetches its own."""
+    lock = dest.with_name(f".{dest.name}.lock")
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, FILE_MODE)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()  # while still held: a process that waits on it finds the file, one that comes later too
+        os.close(fd)
 
 
 def _sidecar(path: Path) -> Path:
