@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -475,13 +476,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def _training_files(model: str) -> list[str]:
     """The --train files of the run that trained ``model`` (a run directory or its model folder), as recorded;
     none when unknown (a model folder elsewhere, a run started from Python or with --dataset)."""
+    from bertnli.training import RunDir
+
     for folder in (Path(model), Path(model).parent):
-        if (folder / "config.json").is_file() and (folder / "checkpoint.pt").exists():
-            try:
-                source = json.loads((folder / "config.json").read_text())["data"]["source"] or {}
-            except (OSError, ValueError, KeyError, TypeError):
-                return []
-            return list(source.get("train") or [])
+        with contextlib.suppress(BertnliError, OSError):
+            config = RunDir(folder).read_config()
+            if isinstance(config, dict) and isinstance(config.get("data"), dict):  # a run's, not a model's
+                return list((config["data"].get("source") or {}).get("train") or [])
     return []
 
 

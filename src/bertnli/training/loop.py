@@ -127,7 +127,8 @@ def _warn_about_ignored_settings(given: TrainConfig, saved: TrainConfig) -> None
     """A resumed run keeps the settings it started with: say so when the caller passed others."""
     if given == TrainConfig():  # the command line, or a caller who set nothing
         return
-    changed = [name for name, value in given.to_dict().items() if saved.to_dict().get(name) != value]
+    recorded = saved.to_dict()
+    changed = [name for name, value in given.to_dict().items() if recorded[name] != value]
     if changed:
         warnings.warn(f"a resumed run keeps the settings it started with; the ones given for {', '.join(changed)} "
                       f"are not used (start a new run to change them)", BertnliWarning, stacklevel=4)
@@ -370,10 +371,7 @@ class Trainer:
             bar.update(1)
             periodic = bool(cfg.checkpoint_every) and p.step % cfg.checkpoint_every == 0
             boundary = periodic or p.step % cfg.log_every == 0 or p.batch == len(batches)
-            # One process stops at once; data-parallel ranks one step after any of them is asked, all together.
-            stop = self.stop_requested if self.vote is None else self.vote.cast(self.stop_requested)
-            if self.vote is not None and (stop or p.batch == len(batches)):
-                stop = self.vote.settle() or stop  # no vote outstanding past a stop or an epoch
+            stop = self._stop_now(end_of_epoch=p.batch == len(batches))
             if boundary or stop:
                 self._absorb(running, seen, time.perf_counter() - started)
                 running.zero_()
@@ -468,6 +466,16 @@ class Trainer:
         return report
 
     # ---- bookkeeping ---------------------------------------------------------------------------
+    def _stop_now(self, end_of_epoch: bool) -> bool:
+        """Whether to stop after this step. One process stops at once; data-parallel ranks one step after any
+        of them is asked, all together, and with no vote left outstanding past a stop or an epoch's end."""
+        if self.vote is None:
+            return self.stop_requested
+        stop = self.vote.cast(self.stop_requested)
+        if stop or end_of_epoch:
+            stop = self.vote.settle() or stop
+        return stop
+
     def _agree(self, flag: bool) -> bool:
         """``flag`` of any rank (a no-op in a single process)."""
         if self.vote is None:
