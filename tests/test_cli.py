@@ -408,6 +408,28 @@ def test_under_torchrun_only_the_first_process_prints(trained, tiny, tmp_path, c
                  "--out", str(tmp_path / "run"), "--epochs", "1", "--no-progress"]) == 0
     out = capsys.readouterr()
     assert "pairs" not in out.err and "best model" not in out.out
+    # Bad input, which every process meets alike, is told once, by the first; a file that one process alone
+    # cannot write is told by that process, named.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"sentence1": \n')
+    assert main(["train", "--model", tiny, "--train", str(bad), "--out", str(tmp_path / "bad")]) == 1
+    assert capsys.readouterr().err == ""
+    report = tmp_path / "a_file" / "report"
+    report.parent.write_text("a file where the folder should be")
+    assert main(["evaluate", "--model", str(trained["run"]), "--data", str(trained["dev"]), "--limit", "10",
+                 "--report", str(report), "--no-progress"]) == 1
+    assert capsys.readouterr().err == f"bertnli evaluate: error: (process 1) {report}: Not a directory\n"
+
+
+def test_progress_in_a_log_file_is_whole_lines(trained, tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("bertnli.progress.LOG_INTERVAL_S", 0)  # a line at every update, not every 30 s
+    assert main(["train", "--model", tiny, "--num-heads", "4", "--train", str(trained["dev"]),
+                 "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "64"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    bars = [line for line in err.splitlines() if line.startswith("epoch 1/1:")]
+    counts = [bar.split("|")[-1].split()[0] for bar in bars]  # also redrawn when the loss shown changes
+    assert list(dict.fromkeys(counts)) == [f"{n}/5" for n in range(6)]  # 270 pairs: 5 batches
 
 
 def test_evaluating_on_the_training_file_warns(trained, capsys):

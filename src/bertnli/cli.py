@@ -154,7 +154,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     run.add_argument("--out", type=Path, help="run directory (default runs/<dataset or file name>)")
     run.add_argument("--resume", type=Path, metavar="RUN", help="continue a stopped run from its checkpoint")
     run.add_argument("--overwrite", action="store_true", help="start over in an existing run directory")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_no_progress(run)
     hp = p.add_argument_group("recipe (defaults come from --recipe)")
     hp.add_argument("--model", default="minilm",
                     help="pretrained checkpoint: minilm (default, offline), bert.small or bert.base (d2l's, "
@@ -224,6 +224,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     _add_hardware(p)
     _add_inference_compile(p)
+    _add_no_progress(p)
     _add_data_options(p)
 
 
@@ -240,7 +241,13 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
                         "output, JSON lines)")
     _add_hardware(p)
     _add_inference_compile(p)
+    _add_no_progress(p)
     _add_data_options(p, labels=False)
+
+
+def _add_no_progress(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (in a log file rather than a terminal they are a line every 30 s)")
 
 
 def _add_inference_compile(p: argparse.ArgumentParser) -> None:
@@ -444,7 +451,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.report and args.report.exists() and not args.report.is_dir():
         raise BertnliError(f"--report {args.report} is a file; name a folder")
     model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
-                          progress=True)
+                          progress=not args.no_progress)
     top = None if args.mistakes < 0 else args.mistakes
     trained_on = _training_files(args.model)
     for spec in args.data:
@@ -559,7 +566,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         examples, tokenised = dataset.examples, dataset.tokenised
     pairs = [(e.premise, e.hypothesis) for e in examples]
     model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
-                          progress=args.input is not None)
+                          progress=args.input is not None and not args.no_progress)
     predictions = model.predict(pairs, tokenised)
     if args.input is None:
         p = predictions[0]
@@ -704,12 +711,13 @@ def _run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as exc:
         _note(f"bertnli {args.command}: {exc}")
         return 128 + exc.signum  # as a shell reports a process ended by that signal
-    except BertnliError as exc:
-        print(f"bertnli {args.command}: error: {exc}", file=sys.stderr)
+    except BertnliError as exc:  # bad input or settings: every process under torchrun meets the same
+        _note(f"bertnli {args.command}: error: {exc}")
         return 1
     except OSError as exc:  # a file that cannot be read or written: the path and the reason, no traceback
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"bertnli {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        rank = "" if _first_process() else f"(process {os.environ['RANK']}) "  # storage may differ by machine
+        print(f"bertnli {args.command}: error: {rank}{where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"bertnli {args.command}: interrupted", file=sys.stderr)

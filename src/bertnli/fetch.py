@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from bertnli import __version__
 from bertnli.errors import DownloadError
 from bertnli.paths import FILE_MODE
+from bertnli.progress import progress_bar
 
 #: Seconds to wait for the server to connect or send more data.
 TIMEOUT = 30
@@ -153,8 +152,8 @@ def _download(url: str, part: Path, checksum: Checksum | None, progress: str | b
     with (
         response,
         part.open("wb") as out,
-        tqdm(
-            total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=progress or None, disable=not progress
+        progress_bar(
+            enabled=bool(progress), total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=progress or None
         ) as bar,
     ):
         try:

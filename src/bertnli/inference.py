@@ -9,11 +9,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from bertnli.data.batching import BatchPlan, inference_batches
 from bertnli.data.example import Dataset, Example, is_blank, surrogate_problem
 from bertnli.model import BERTClassifier
+from bertnli.progress import progress_bar
 from bertnli.runtime import DeviceBatch, autocast, autocast_dtype, compile_network, pick_device, precision_name
 from bertnli.text import EncodedPairs, Tokenizer, encode_pairs
 from bertnli.text.packing import MIN_PAIR_TOKENS, pack_rows, row_batches
@@ -65,7 +65,7 @@ def batched_logits(
     run = runner if compiled else network
     batches = _packed_batches(pairs, plan, device, width, pad_id) if compiled else _sorted_batches(pairs, plan, device)
     chunks = []
-    with (tqdm(total=len(pairs), unit="pair", desc="predicting", disable=not progress, leave=False) as bar,
+    with (progress_bar(enabled=progress, total=len(pairs), unit="pair", desc="predicting", leave=False) as bar,
           autocast(device, dtype)):  # one autocast region: weights are cast to ``dtype`` once, not every batch
         for index, batch in batches:
             args, kwargs = batch.model_inputs()

@@ -26,7 +26,6 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from bertnli.data.batching import BatchPlan, shard, training_batches
 from bertnli.data.example import D2L_LABELS, NLI_LABELS, Dataset
@@ -34,6 +33,7 @@ from bertnli.data.labels import TWO_CLASS_LABELS
 from bertnli.errors import BertnliWarning, CheckpointError, ConfigError, DataError, TrainingInterrupted
 from bertnli.inference import batched_logits
 from bertnli.model import BERTClassifier
+from bertnli.progress import progress_bar
 from bertnli.runtime import (
     DeviceBatch,
     autocast,
@@ -359,8 +359,8 @@ class Trainer:
         p, cfg = self.progress, self.cfg
         batches = self._epoch_batches(p.epoch)
         self.model.train()
-        bar = tqdm(total=len(batches), initial=p.batch, desc=f"epoch {p.epoch + 1}/{cfg.epochs}",
-                   unit="batch", disable=not self.show_progress or self.rank != 0, leave=False)
+        bar = progress_bar(enabled=self.show_progress and self.rank == 0, total=len(batches), initial=p.batch,
+                           desc=f"epoch {p.epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
         running = torch.zeros(2, device=self.device, dtype=torch.float64)  # loss sum, correct
         seen, started = 0, time.perf_counter()
         while p.batch < len(batches):

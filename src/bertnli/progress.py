@@ -1,0 +1,46 @@
+"""Progress bars: tqdm's own on a terminal or in a notebook; in a log file (Slurm, nohup, CI), one plain line
+every `LOG_INTERVAL_S` seconds instead of a bar redrawn in place ten times a second."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from tqdm import tqdm
+from tqdm.auto import tqdm as auto_tqdm
+
+LOG_INTERVAL_S = 30.0
+
+
+def progress_bar(*, enabled: bool = True, **kwargs: Any) -> tqdm:
+    """A tqdm bar on stderr (``kwargs`` as tqdm takes them), drawn as suits where stderr goes."""
+    stream = sys.stderr
+    if not enabled:
+        return tqdm(disable=True, **kwargs)
+    if _redraws_in_place(stream):
+        return auto_tqdm(**kwargs)
+    return tqdm(file=LineStream(stream), mininterval=LOG_INTERVAL_S, maxinterval=LOG_INTERVAL_S, ncols=100,
+                **kwargs)
+
+
+def _redraws_in_place(stream: TextIO) -> bool:
+    """A terminal, or a notebook's output (whose streams are no terminals but show tqdm's widgets)."""
+    is_tty = getattr(stream, "isatty", lambda: False)
+    return bool(is_tty()) or type(stream).__module__.startswith("ipykernel")
+
+
+class LineStream:
+    """A text stream for tqdm that turns each redraw (``\\r`` + the bar) into a line of its own and drops the
+    blank redraws that clear a bar, so a log file gets whole lines."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        line = text.replace("\r", "").rstrip()
+        if line:
+            self.stream.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
