@@ -164,7 +164,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                          "d2l: Adam 1e-4, batch 512, 5 epochs, no gradient clipping, as the chapter")
     for flag, kind, text in [
         ("--epochs", int, "passes over the training data"),
-        ("--batch-size", int, "pairs per step (per process under torchrun)"),
+        ("--batch-size", int, "pairs per micro-batch and process (a step takes --grad-accum of them on "
+                               "each torchrun process)"),
         ("--lr", float, "peak learning rate"), ("--max-len", int, "tokens per pair, with specials"),
         ("--seed", int, "random seed (data order, dropout, validation split)"),
         ("--weight-decay", float, "weight decay (AdamW) or L2 penalty (Adam)"),

@@ -78,7 +78,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
 class DeviceBatch:
     """One batch on the device. ``valid_lens`` is None when no row is padded (no mask needed); packed
     batches carry ``attn_mask``, ``positions`` and ``cls_index`` instead (see `bertnli.text.packing`).
-    Copies go through pinned memory and do not block the host."""
+    Copies to a GPU go through pinned memory and do not block the host."""
 
     token_ids: torch.Tensor
     segments: torch.Tensor

@@ -1,6 +1,6 @@
 """Which pairs go together in a batch: length buckets, token budgets, and shards for data parallelism.
 
-Batches are lists of indices into an `EncodedPairs`. The schedule of an epoch is a pure function of
+Batches are numpy arrays of indices into an `EncodedPairs`. The schedule of an epoch is a pure function of
 (seed, epoch), so a resumed run replays the same batches and a data-parallel rank can take its share
 without talking to the others.
 """

@@ -164,12 +164,10 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    # The fused kernels (CUDA, and CPU since torch 2.4) update all parameters in one vectorised pass;
-    # other devices keep PyTorch's default implementation.
-    fused = next(model.parameters()).device.type in ("cuda", "cpu") or None
+    # The fused kernels (CUDA, and CPU since torch 2.4) update all parameters in one vectorised pass.
     if cfg.optimizer == "adam":  # one group without decay, as in runs checkpointed before decay was applied
-        return torch.optim.Adam(groups if cfg.weight_decay else model.parameters(), lr=cfg.lr, fused=fused)
-    return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused)
+        return torch.optim.Adam(groups if cfg.weight_decay else model.parameters(), lr=cfg.lr, fused=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
