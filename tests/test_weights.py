@@ -608,6 +608,12 @@ def test_garbage_zip(tmp_path: Path) -> None:
         load_pretrained(tmp_path / "bert.small.torch.zip")
 
 
+def test_a_file_of_a_model_folder_is_told_to_name_the_folder(tmp_path: Path) -> None:
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: a file, but not a d2l \.zip.*name the folder"):
+        load_pretrained(tmp_path / "model.safetensors")
+
+
 def test_truncated_pretrained_params(tmp_path: Path) -> None:
     folder = _d2l_folder(tmp_path / "ckpt", _d2l_state(vocab=10, hidden=16, ffn=8, layers=1, max_len=4))
     params = folder / "pretrained.params"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -37,6 +38,9 @@ def load_pretrained(name_or_path: str | Path, *, num_heads: int | None = None) -
     which do not record it.
     """
     path = Path(name_or_path).expanduser()
+    if path.is_file() and path.suffix != ".zip" and not zipfile.is_zipfile(path):
+        raise CheckpointError(path, "a file, but not a d2l .zip archive; a model given as a folder is read whole: "
+                                    "name the folder that holds it")
     if path.is_file() or (path / PARAMS).is_file():
         model, tokenizer = load_d2l(path, num_heads)
         return Pretrained(model, tokenizer, str(path), "d2l")
