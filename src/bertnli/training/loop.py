@@ -317,13 +317,26 @@ class Trainer:
         # Under a token budget the number of batches varies a little from epoch to epoch: count every epoch's,
         # so that the schedule ends exactly at the last step.
         self.total_steps = sum(len(self._epoch_batches(epoch)) for epoch in range(cfg.epochs))
-        # Compiled training pads every micro-batch to this many pairs, and its packed rows to a row count
-        # that only grows, in steps of ROW_MULTIPLE: the compiled step meets a handful of shapes in all.
+        # Compiled training pads every micro-batch to this many pairs, and its packed rows to the most that any
+        # micro-batch of the run needs: the compiled step meets one shape, compiled once.
         self.micro_batch_pairs = math.ceil(math.ceil(self.plan.batch_size / self.world) / cfg.grad_accum)
-        self.packed_rows = 0
+        self.packed_rows = self._most_packed_rows() if cfg.compile else 0
 
     def _epoch_batches(self, epoch: int) -> list[np.ndarray]:
         return training_batches(self.train_pairs.valid_lens, self.plan, self.cfg.seed, epoch)
+
+    def _micro_batches(self, global_batch: np.ndarray) -> list[np.ndarray]:
+        """This rank's share of ``global_batch``, cut into ``grad_accum`` micro-batches."""
+        share = shard(global_batch, self.rank, self.world)
+        return [m for m in np.array_split(share, self.cfg.grad_accum) if len(m)]
+
+    def _most_packed_rows(self) -> int:
+        """The packed rows of this rank's largest micro-batch in the whole run, rounded up to ROW_MULTIPLE
+        (a pass of `fit_rows` over every epoch: about 1 s for 550,000 pairs)."""
+        lengths, width = self.train_pairs.valid_lens, self.cfg.max_len
+        most = max(len(fit_rows(lengths[m], width)) for epoch in range(self.cfg.epochs)
+                   for batch in self._epoch_batches(epoch) for m in self._micro_batches(batch))
+        return math.ceil(most / ROW_MULTIPLE) * ROW_MULTIPLE
 
     # ---- the method ---------------------------------------------------------------------------
     def fit(self) -> TrainResult:
@@ -390,8 +403,7 @@ class Trainer:
         gradients add up to the gradient of the whole. Returns (loss sum, correct) on the device: nothing
         here waits for the GPU."""
         scale = self.world / len(global_batch)  # DDP averages over ranks: the result is the global mean
-        micro_batches = [m for m in np.array_split(shard(global_batch, self.rank, self.world), self.cfg.grad_accum)
-                         if len(m)]
+        micro_batches = self._micro_batches(global_batch)
         sums = torch.zeros(2, device=self.device, dtype=torch.float64)
         for i, index in enumerate(micro_batches):
             batch = self._device_batch(index)
@@ -418,9 +430,7 @@ class Trainer:
             return DeviceBatch.from_pairs(pairs, self.device, gold)
         if not cfg.compile:
             return DeviceBatch.from_packed(pack_rows(pairs, cfg.max_len, self.tokenizer.pad_id), self.device, gold)
-        rows = fit_rows(pairs.valid_lens, cfg.max_len)
-        self.packed_rows = max(self.packed_rows, math.ceil(len(rows) / ROW_MULTIPLE) * ROW_MULTIPLE)
-        packed = pack_rows(pairs, cfg.max_len, self.tokenizer.pad_id, rows=rows, num_rows=self.packed_rows)
+        packed = pack_rows(pairs, cfg.max_len, self.tokenizer.pad_id, num_rows=self.packed_rows)
         return DeviceBatch.from_packed(packed, self.device, gold, pairs=self.micro_batch_pairs)
 
     def end_epoch(self) -> dict[str, Any]:
