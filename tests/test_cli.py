@@ -361,6 +361,15 @@ def test_impossible_settings_are_refused_before_training(tiny, trained, tmp_path
     assert not (tmp_path / "run").exists()  # nothing written, not even an empty folder
 
 
+def test_a_loss_that_overflows_stops_training_in_one_line_before_saving(tiny, trained, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--model", tiny, "--num-heads", "4", "--train", str(trained["dev"]), "--out", str(run),
+                 "--lr", "1e6", "--log-every", "2", "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("bertnli train: error: the training loss became nan by step ")
+    assert "Traceback" not in "".join(err) and not (run / "model").exists() and not (run / "checkpoint.pt").exists()
+
+
 def test_resume_refuses_other_settings_and_other_data(trained, tmp_path, capsys):
     assert main(["train", "--resume", str(trained["run"]), "--epochs", "40", "--lr", "1"]) == 1
     [line] = capsys.readouterr().err.strip().splitlines()

@@ -243,6 +243,10 @@ def test_a_config_built_directly_takes_its_recipe_values_and_overrides():
     ({"pack": "yes"}, "pack='yes' (expected True or False)"),
     ({"recipe": "bogus"}, "unknown recipe 'bogus'"),
     ({"warmup_ratio": 1.5}, "warmup_ratio=1.5"),
+    ({"lr": float("inf")}, "lr=inf"),
+    ({"weight_decay": float("inf")}, "weight_decay=inf"),
+    ({"seed": -1}, "seed=-1"),
+    ({"seed": 2**70}, f"seed={2**70}"),
 ])
 def test_a_setting_of_the_wrong_kind_is_refused_before_training(setting, expected):
     with pytest.raises(ConfigError, match=re.escape(expected)):

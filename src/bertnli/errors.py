@@ -39,6 +39,10 @@ class ConfigError(BertnliError):
     """An option or combination of options cannot work."""
 
 
+class TrainingDiverged(BertnliError):
+    """The training loss stopped being a finite number: the weights overflowed and are of no more use."""
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped on Ctrl-C (or SIGTERM) after saving a checkpoint. Carries the run directory; the
     message says how to resume (from the command line, or from Python for runs started there). A

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import types
@@ -102,18 +103,19 @@ class TrainConfig:
         checks = {
             "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0,
+            "lr": 0 < self.lr < math.inf,
             "max_len": 5 <= self.max_len <= 4096,
             "grad_accum": self.grad_accum >= 1,
             "warmup_ratio": 0 <= self.warmup_ratio < 1,
             "max_tokens": self.max_tokens is None or self.max_tokens >= self.max_len,
-            "weight_decay": self.weight_decay >= 0,
+            "weight_decay": 0 <= self.weight_decay < math.inf,
             "grad_clip": self.grad_clip >= 0,  # 0: no clipping
             "early_stopping": self.early_stopping is None or self.early_stopping >= 1,
             "dropout": self.dropout is None or 0 <= self.dropout < 1,
             "eval_batch_tokens": self.eval_batch_tokens >= self.max_len,
             "log_every": self.log_every >= 1,
             "checkpoint_every": self.checkpoint_every >= 0,  # 0: at epoch ends only
+            "seed": 0 <= self.seed < 2**32,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -30,7 +30,14 @@ from torch.nn.parallel import DistributedDataParallel
 from bertnli.data.batching import BatchPlan, shard, training_batches
 from bertnli.data.example import D2L_LABELS, NLI_LABELS, Dataset
 from bertnli.data.labels import TWO_CLASS_LABELS
-from bertnli.errors import BertnliWarning, CheckpointError, ConfigError, DataError, TrainingInterrupted
+from bertnli.errors import (
+    BertnliWarning,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    TrainingDiverged,
+    TrainingInterrupted,
+)
 from bertnli.inference import batched_logits
 from bertnli.model import BERTClassifier
 from bertnli.progress import progress_bar
@@ -525,11 +532,22 @@ class Trainer:
             running, seen = totals[:2], int(totals[2].item())
         loss_sum, correct = running.tolist()
         p = self.progress
+        if not math.isfinite(loss_sum):
+            self._diverged(loss_sum)
         p.loss_sum, p.correct, p.seen = p.loss_sum + loss_sum, p.correct + int(correct), p.seen + int(seen)
         p.train_seconds += seconds
         self.log({"kind": "step", "epoch": p.epoch + 1, "step": p.step, "loss": loss_sum / max(seen, 1),
                   "accuracy": correct / max(seen, 1), "lr": self.schedule.get_last_lr()[0],
                   "pairs_per_second": seen / max(seconds, 1e-9)})
+
+    def _diverged(self, loss_sum: float) -> None:
+        """Stop, before a checkpoint or model holds the overflowed weights."""
+        p, cfg = self.progress, self.cfg
+        kept = f"; the best model so far stays in {self.run.model_dir}" if p.best_accuracy is not None else ""
+        fp16 = "; or train in bf16 or fp32 (--precision)" if self.dtype == torch.float16 else ""
+        raise TrainingDiverged(f"the training loss became {loss_sum} by step {p.step} (epoch {p.epoch + 1}): the "
+                               f"weights overflowed. Lower the learning rate (lr={cfg.lr:g}, --lr) or clip the "
+                               f"gradients (--grad-clip){fp16}{kept}")
 
     def _maybe_no_sync(self, sync: bool) -> contextlib.AbstractContextManager:
         if sync or self.world == 1:
