@@ -384,6 +384,56 @@ def test_resume_refuses_other_settings_and_other_data(trained, tmp_path, capsys)
     assert "training data differ" in line
 
 
+def _edit_config(run, edit):
+    config = json.loads((run / "config.json").read_text())
+    edit(config)
+    (run / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize(("damage", "expected"), [
+    (lambda run: (run / "metrics.jsonl").write_bytes(b'{"kind": "step", "step": 1}\n\xff\n'),
+     "metrics.jsonl: not UTF-8 text"),
+    (lambda run: (run / "metrics.jsonl").write_text('[1]\n{"kind": "step", "step": 1}\n'),
+     "metrics.jsonl: line 1 is not a step or epoch record"),
+    (lambda run: (run / "metrics.jsonl").write_text('{"kind": "epoch"}\n{"kind": "step", "step": 1}\n'),
+     "metrics.jsonl: line 1 is not a step or epoch record"),
+    (lambda run: torch.save({"foo": 1}, run / "checkpoint.pt"), "checkpoint.pt: not a bertnli training checkpoint"),
+    (lambda run: (run / "checkpoint.pt").write_bytes(b""), "checkpoint.pt: cannot read checkpoint: "),
+    (lambda run: _edit_config(run, lambda c: c["train"].update(lr="abc")),
+     "config.json: the recorded training settings do not hold: invalid training settings: lr='abc'"),
+    (lambda run: _edit_config(run, lambda c: c["train"].update(seed=-5)),
+     "config.json: the recorded training settings do not hold: invalid value for seed"),
+    (lambda run: _edit_config(run, lambda c: c["data"].update(source="train.jsonl")),
+     "config.json: data.source is not the record"),
+    (lambda run: _edit_config(run, lambda c: c["data"]["source"].update(train="train.jsonl")),
+     "config.json: data.source is not the record"),
+    (lambda run: _edit_config(run, lambda c: c.pop("train")), "is not a run directory: its config.json is not"),
+])
+def test_a_damaged_run_is_named_in_one_line_before_resuming(trained, tmp_path, capsys, damage, expected):
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run)
+    damage(run)
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert expected in err.strip().splitlines()[-1] and "Traceback" not in err
+
+
+def test_a_run_folder_is_told_apart_from_its_model_and_from_other_folders(trained, tiny, tmp_path, capsys):
+    assert main(["train", "--resume", str(trained["run"] / "model")]) == 1
+    assert capsys.readouterr().err.strip().endswith(f"; {trained['run']} is the run")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.json").write_text('{"name": "my project"}')
+    (project / "notes.md").write_text("mine")
+    args = ["train", "--model", tiny, "--num-heads", "4", "--train", str(trained["dev"]), "--epochs", "1",
+            "--no-progress", "--out", str(project)]
+    assert main(args) == 1
+    assert "holds other files and no run" in capsys.readouterr().err
+    assert (project / "config.json").read_text() == '{"name": "my project"}'
+    assert main([*args, "--overwrite"]) == 0  # as asked: the run's files are written, the others kept
+    assert (project / "notes.md").read_text() == "mine" and (project / "model").is_dir()
+
+
 def test_a_run_started_with_relative_paths_resumes_from_any_folder(trained, tiny, tmp_path, monkeypatch):
     start, elsewhere = tmp_path / "start", tmp_path / "elsewhere"
     (start / "data").mkdir(parents=True)

@@ -347,10 +347,14 @@ def _resume(args: argparse.Namespace) -> None:
         raise BertnliError(f"--resume continues {args.resume} with the settings it started with; drop "
                            + ", ".join("--" + k.replace("_", "-") for k in given)
                            + " (or start a new run with --out)")
-    source = RunDir(args.resume).read_config()["data"].get("source")
+    run = RunDir(args.resume)
+    source = run.read_config()["data"].get("source")
     if source is None:
         raise BertnliError(f"{args.resume} was started from Python, not the command line; resume it with "
                            "bertnli.train(cfg, train_set, eval_set, run_dir, resume=True)")
+    files = [source.get(role) for role in ("train", "eval")] if isinstance(source, dict) else [0]
+    if not all(f is None or (isinstance(f, list) and all(isinstance(name, str) for name in f)) for f in files):
+        raise BertnliError(f"{run.config_path}: data.source is not the record of data files that bertnli writes")
     train_set, eval_set = _load_training_data(argparse.Namespace(**source))
     _print_result(train(TrainConfig(), train_set, eval_set, args.resume, resume=True,
                         progress=not args.no_progress, on_epoch=_print_epoch))

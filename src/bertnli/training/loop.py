@@ -245,7 +245,7 @@ class Trainer:
         self.started_processes: int | None = None  # as recorded by a resumed run (older checkpoints lack it)
         if resume:
             saved = self.run.read_config()
-            given, cfg = cfg, TrainConfig.from_dict(saved["train"])
+            given, cfg = cfg, _recorded_settings(self.run, saved)
             _warn_about_ignored_settings(given, cfg)
             self.started_processes = (saved.get("hardware") or {}).get("processes")
             _check_token_budget_reading(saved["train"], self.started_processes or 1)
@@ -602,7 +602,9 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError) as exc:
-            raise CheckpointError(self.run.checkpoint_path, f"does not fit this model or optimizer ({exc}); to go "
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            first = lines[min(1, len(lines) - 1)][:200]  # past torch's "Error(s) in loading state_dict for ..."
+            raise CheckpointError(self.run.checkpoint_path, f"does not fit this model or optimizer ({first}); to go "
                                   f"on from its weights, fine-tune --model {self.run.path} in a new run") from None
         self.schedule.load_state_dict(state["schedule"])
         if state.get("scaler"):  # absent from checkpoints of runs without fp16, and from older ones
@@ -616,6 +618,14 @@ class Trainer:
         torch.set_rng_state(rng["cpu"])
         if rng["cuda"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+
+def _recorded_settings(run: RunDir, saved: dict[str, Any]) -> TrainConfig:
+    """The settings a run recorded, checked as the settings of a new run are."""
+    try:
+        return TrainConfig.from_dict(saved["train"]).validated()
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(run.config_path, f"the recorded training settings do not hold: {exc}") from None
 
 
 def _check_same_data(recorded: dict[str, Any], train_set: Dataset, eval_set: Dataset | None) -> None:

@@ -55,6 +55,10 @@ RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "model", "curves.png", "confusion
              "accuracy.png", "evaluation.md", "evaluation.json")
 
 
+#: What every checkpoint holds (see `Trainer.state_dict`).
+CHECKPOINT_KEYS = frozenset({"model", "optimizer", "schedule", "progress", "rng"})
+
+
 class RunDir:
     """Reads and writes the files of one run directory."""
 
@@ -126,18 +130,39 @@ class RunDir:
             os.close(folder)
 
     def refuse_existing(self) -> None:
-        """A `ConfigError` if a run already lives here (it has a checkpoint or a model)."""
+        """A `ConfigError` if a run already lives here (it has a checkpoint or a model), or if the folder holds
+        files but no run: a run starting there would write over them."""
         if self.checkpoint_path.exists() or self.model_dir.exists():
             raise ConfigError(f"{self.path} already holds a run; resume it (--resume {self.path}; resume=True "
                               "in Python), train elsewhere, or start over (--overwrite; overwrite=True)")
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"{self.path} is a file; a run goes in a folder (--out)")
+        if self.path.is_dir() and any(self.path.iterdir()) and not self._holds_run_record():
+            raise ConfigError(f"{self.path} holds other files and no run; train into a new or empty folder, or "
+                              f"write the run's files over them there (--overwrite; overwrite=True)")
+
+    def _holds_run_record(self) -> bool:
+        """Whether config.json is a run's record (left by a run stopped before its first checkpoint)."""
+        try:
+            self.read_config()
+        except (ConfigError, CheckpointError, OSError):
+            return False
+        return True
 
     def read_config(self) -> dict[str, Any]:
+        """config.json, checked to be a run's record: its training settings and its data."""
         try:
-            return json.loads(self.config_path.read_text(encoding="utf-8"))
+            record = json.loads(self.config_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{self.path} is not a run directory (no config.json)") from None
         except ValueError as exc:
             raise CheckpointError(self.config_path, f"not valid JSON: {exc}") from None
+        if not (isinstance(record, dict) and isinstance(record.get("train"), dict)
+                and isinstance(record.get("data"), dict)):
+            inside = f"; {self.path.parent} is the run" if RunDir(self.path.parent).config_path.is_file() else ""
+            raise ConfigError(f"{self.path} is not a run directory: its config.json is not a run's record of "
+                              f"settings and data{inside}")
+        return record
 
     @staticmethod
     def write_json(path: Path, data: Any) -> None:
@@ -152,13 +177,22 @@ class RunDir:
         """The logged records. A last line cut off by a crash is left out (a resume logs that step again)."""
         if not self.metrics_path.exists():
             return
-        lines = [line for line in self.metrics_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            text = self.metrics_path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise CheckpointError(self.metrics_path, f"not UTF-8 text (byte {exc.start:,})") from None
+        lines = [line for line in text.splitlines() if line.strip()]
         for number, line in enumerate(lines, 1):
             try:
-                yield json.loads(line)
+                record = json.loads(line)
             except ValueError:
                 if number < len(lines):
                     raise CheckpointError(self.metrics_path, f"line {number} is not valid JSON") from None
+                return
+            if not (isinstance(record, dict) and isinstance(record.get("step"), int)
+                    and record.get("kind") in ("step", "epoch")):
+                raise CheckpointError(self.metrics_path, f"line {number} is not a step or epoch record")
+            yield record
 
     def truncate_metrics(self, keep_step: int) -> None:
         """Drop records logged after ``keep_step`` (they belong to work a resume will redo)."""
@@ -177,6 +211,10 @@ class RunDir:
         if not self.checkpoint_path.exists():
             raise ConfigError(f"{self.path} has no checkpoint.pt to resume from")
         try:
-            return torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for a damaged file
-            raise CheckpointError(self.checkpoint_path, f"cannot read checkpoint: {exc}") from None
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(self.checkpoint_path, f"cannot read checkpoint: {reason}") from None
+        if not (isinstance(state, dict) and state.keys() >= CHECKPOINT_KEYS):
+            raise CheckpointError(self.checkpoint_path, "not a bertnli training checkpoint")
+        return state
