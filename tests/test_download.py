@@ -125,6 +125,12 @@ def test_unreachable_server(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_an_address_without_its_scheme_is_one_clear_line(tmp_path):
+    with pytest.raises(DownloadError, match=r"could not reach example\.org/snli_1\.0\.zip \(unknown url type"):
+        download("snli", tmp_path, url="example.org/snli_1.0.zip", progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_truncated_download_is_refused(server, tmp_path):
     server.files["/RTE.zip"] = b"short"
     server.claimed_length["/RTE.zip"] = 1000

@@ -139,8 +139,8 @@ def _download(url: str, part: Path, checksum: Checksum | None, progress: str | b
               ) -> dict[str, str]:
     """Stream ``url`` into ``part``, with a progress bar titled ``progress`` (False: none); returns its sha256 and
     published-algorithm digests."""
-    request = urllib.request.Request(url, headers={"User-Agent": f"bertnli/{__version__}"})
     try:
+        request = urllib.request.Request(url, headers={"User-Agent": f"bertnli/{__version__}"})
         response = urllib.request.urlopen(request, timeout=TIMEOUT)
     except urllib.error.HTTPError as e:
         raise DownloadError(f"could not download {url}: HTTP {e.code} {e.reason}. {fallback}") from None
