@@ -26,7 +26,7 @@ from bertnli.paths import DIR_MODE
 from bertnli.text import WordTokenizer
 from bertnli.text.cache import encode_cached
 from bertnli.training import TrainConfig, Trainer, train
-from bertnli.training.loop import _process_group_scope
+from bertnli.training.distributed import process_group_scope
 
 TESTS = Path(__file__).resolve().parent
 
@@ -298,7 +298,7 @@ def test_resuming_with_other_settings_says_they_are_not_used(task, tmp_path):
 
 
 def test_adam_decays_the_weights_it_should_and_adamw_the_same_ones(task):
-    from bertnli.training.loop import build_optimizer
+    from bertnli.training.optim import build_optimizer
 
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
     for optimizer in ("adam", "adamw"):
@@ -385,12 +385,12 @@ def test_a_run_ends_the_process_group_it_started_and_only_that_one(tmp_path):
         torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
                                              world_size=1)
 
-    with _process_group_scope():
+    with process_group_scope():
         start()
     assert not torch.distributed.is_initialized()
     start()
     try:
-        with _process_group_scope():
+        with process_group_scope():
             pass
         assert torch.distributed.is_initialized()
     finally:
@@ -478,7 +478,7 @@ def test_the_linear_schedule_ends_at_the_last_step_when_token_budgets_vary_the_b
 
 def test_the_linear_schedule_warms_up_over_its_share_of_steps_then_decays_to_zero():
     """20 steps, 10% warm-up: the rate climbs to its peak over 2 steps, then falls by 1/18 a step to 0."""
-    from bertnli.training.loop import build_schedule
+    from bertnli.training.optim import build_schedule
 
     optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1.0)
     schedule = build_schedule(optimizer, TrainConfig.from_recipe("finetune", warmup_ratio=0.1), total_steps=20)

@@ -9,7 +9,6 @@ Under `torchrun`, each rank trains on its share of every global batch and rank 0
 from __future__ import annotations
 
 import contextlib
-import gc
 import math
 import os
 import signal
@@ -47,15 +46,16 @@ from bertnli.runtime import (
     autocast_dtype,
     compile_network,
     device_name,
-    pick_device,
     precision_name,
 )
 from bertnli.text import EncodedPairs, Tokenizer, WordTokenizer, encode_pairs
 from bertnli.text.cache import encode_cached
 from bertnli.text.packing import fit_rows, pack_rows
 from bertnli.training.config import TrainConfig
+from bertnli.training.distributed import StopVote, place_process, process_group_scope
 from bertnli.training.metrics import ClassificationReport
-from bertnli.training.run import RunDir, dataset_fingerprint
+from bertnli.training.optim import build_optimizer, build_schedule
+from bertnli.training.run import RunDir, describe_dataset
 from bertnli.weights import load_pretrained, save_classifier
 
 #: Compiled training rounds its packed row counts up to a multiple of this.
@@ -120,16 +120,6 @@ def _warn_about_missing_labels(dataset: Dataset, labels: list[str]) -> None:
                       f"learn never to predict {missing}", BertnliWarning, stacklevel=4)
 
 
-def _check_token_budget_reading(train: dict[str, Any], processes: int) -> None:
-    """Runs started before ``max_tokens`` was per process and micro-batch read it per optimizer step: with
-    several processes or micro-batches, their batches cannot be cut again as they were."""
-    if train.get("max_tokens") and (processes > 1 or train.get("grad_accum", 1) > 1) \
-            and train.get("max_tokens_per") != "process":
-        raise ConfigError("this run was started by an earlier bertnli, which read --max-tokens per optimizer step "
-                          "rather than per process and micro-batch, so its batches cannot be cut again as they "
-                          "were; start it anew")
-
-
 def _warn_about_ignored_settings(given: TrainConfig, saved: TrainConfig) -> None:
     """A resumed run keeps the settings it started with: say so when the caller passed others."""
     if given == TrainConfig():  # the command line, or a caller who set nothing
@@ -162,76 +152,6 @@ def encode_dataset(dataset: Dataset, tokenizer: Tokenizer, max_len: int, cache: 
     return encode_pairs(tokenizer, premises, hypotheses, max_len, dataset.tokenised)
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam (d2l, L2 penalty) or AdamW (fine-tuning, decoupled decay); no decay on biases and LayerNorm
-    weights."""
-    decay = [p for p in model.parameters() if p.ndim >= 2]  # biases and LayerNorm weights are vectors
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    # The fused kernels (CUDA, and CPU since torch 2.4) update all parameters in one vectorised pass.
-    if cfg.optimizer == "adam":  # one group without decay, as in runs checkpointed before decay was applied
-        return torch.optim.Adam(groups if cfg.weight_decay else model.parameters(), lr=cfg.lr, fused=True)
-    return torch.optim.AdamW(groups, lr=cfg.lr, fused=True)
-
-
-def build_schedule(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int
-                   ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Constant, or linear warm-up over ``warmup_ratio`` of the steps then linear decay to zero."""
-    warmup = int(cfg.warmup_ratio * total_steps)
-
-    def factor(step: int) -> float:
-        if cfg.schedule == "constant":
-            return 1.0
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def _place(device_name: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device). Under torchrun this starts the process group, and each rank on a
-    GPU machine takes the GPU of its local rank."""
-    device = pick_device(device_name)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    return rank, world, device
-
-
-class _StopVote:
-    """Data-parallel ranks agree to stop at the same step. Each step's requests (Ctrl-C, SIGTERM) are combined
-    across ranks on the CPU, through gloo, while the next step trains, and read one step later: no step
-    waits on the vote, and a stop comes within two steps, well inside torchrun's grace before it kills."""
-
-    def __init__(self) -> None:
-        self.group = dist.new_group(backend="gloo")
-        self.pending: tuple[Any, torch.Tensor] | None = None
-
-    def cast(self, requested: bool) -> bool:
-        """This step's vote; returns whether any rank asked to stop by the previous vote."""
-        agreed = self.settle()
-        flag = torch.tensor([float(requested)])
-        self.pending = dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group, async_op=True), flag
-        return agreed
-
-    def settle(self) -> bool:
-        """Waits for the outstanding vote: whether any rank asked to stop."""
-        if self.pending is None:
-            return False
-        work, flag = self.pending
-        self.pending = None
-        work.wait()
-        return bool(flag.item())
-
-
 class Trainer:
     """Holds the model, data and optimizer of one run. `fit()` trains; files go to ``run``."""
 
@@ -245,20 +165,19 @@ class Trainer:
         self.started_processes: int | None = None  # as recorded by a resumed run (older checkpoints lack it)
         if resume:
             saved = self.run.read_config()
-            given, cfg = cfg, _recorded_settings(self.run, saved)
+            given, cfg = cfg, self.run.recorded_settings(saved)
             _warn_about_ignored_settings(given, cfg)
             self.started_processes = (saved.get("hardware") or {}).get("processes")
-            _check_token_budget_reading(saved["train"], self.started_processes or 1)
-            _check_same_data(saved["data"], train_set, eval_set)
+            self.run.check_resumable(saved, train_set, eval_set, self.started_processes or 1)
             self.source = saved["data"].get("source")
         self.cfg, self.show_progress = cfg, progress
-        self.rank, self.world, self.device = _place(cfg.device)
+        self.rank, self.world, self.device = place_process(cfg.device)
         self.dtype = autocast_dtype(self.device, cfg.precision)
         torch.manual_seed(cfg.seed)
         self._build_model(train_set)
         if self.rank:  # each rank draws its own dropout masks; the weights are rank 0's, through DDP
             torch.manual_seed(int(np.random.SeedSequence([cfg.seed, self.rank]).generate_state(1)[0]))
-        self.vote = _StopVote() if self.world > 1 else None
+        self.vote = StopVote() if self.world > 1 else None
         if resume and isinstance(self.tokenizer, WordTokenizer):  # read raw text as the run began to
             self.tokenizer.split_punctuation = bool(saved["train"].get("split_punctuation", False))
         self._encode_data(train_set, eval_set)
@@ -275,7 +194,7 @@ class Trainer:
                 self.run.truncate_metrics(self.progress.step)
         elif self.rank == 0:
             _warn_about_missing_labels(train_set, self.labels)
-            data = {"train": _describe(train_set), "eval": _describe(eval_set) if eval_set else None,
+            data = {"train": describe_dataset(train_set), "eval": describe_dataset(eval_set) if eval_set else None,
                     "source": source}
             hardware = {"device": device_name(self.device), "processes": self.world,
                         "precision": precision_name(self.dtype)}
@@ -620,28 +539,6 @@ class Trainer:
             torch.cuda.set_rng_state(rng["cuda"], self.device)
 
 
-def _recorded_settings(run: RunDir, saved: dict[str, Any]) -> TrainConfig:
-    """The settings a run recorded, checked as the settings of a new run are."""
-    try:
-        return TrainConfig.from_dict(saved["train"]).validated()
-    except (ConfigError, TypeError) as exc:
-        raise CheckpointError(run.config_path, f"the recorded training settings do not hold: {exc}") from None
-
-
-def _check_same_data(recorded: dict[str, Any], train_set: Dataset, eval_set: Dataset | None) -> None:
-    """A resumed run must see the data it started with: its batches, labels and scores depend on it."""
-    for role, dataset in (("training", train_set), ("validation", eval_set)):
-        before = recorded.get("train" if role == "training" else "eval")
-        if (before is None) != (dataset is None) or (before and before["sha256"] != dataset_fingerprint(dataset)):
-            raise ConfigError(f"the {role} data differ from those this run started with; a resumed run must "
-                              "see the same data (start a new run with --out to train on other data)")
-
-
-def _describe(dataset: Dataset) -> dict[str, Any]:
-    return {"name": dataset.name, "pairs": len(dataset), "labels": dict(dataset.label_counts()),
-            "skipped": dict(dataset.skipped), "sha256": dataset_fingerprint(dataset)}
-
-
 def train(
     cfg: TrainConfig,
     train_set: Dataset,
@@ -675,23 +572,8 @@ def train(
     # Rank 0 alone writes the run's files, and holds its folder (a group the caller started, or torchrun's).
     rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.environ.get("RANK", "0"))
     held = RunDir(run_dir).lock() if rank == 0 else contextlib.nullcontext()
-    with _process_group_scope(), held:
+    with process_group_scope(), held:
         # No name keeps the Trainer: once fit returns, it and its DDP wrapper (which holds the process group)
         # can go before the group is destroyed.
         return Trainer(cfg, train_set, eval_set, run_dir, resume=resume, overwrite=overwrite,
                        progress=progress, source=source, on_epoch=on_epoch).fit()
-
-
-@contextlib.contextmanager
-def _process_group_scope() -> Iterator[None]:
-    """Ends the process group that a run under torchrun starts, before the interpreter shuts down: left to
-    interpreter exit, Gloo's worker threads can abort the process (SIGABRT) after training succeeded.
-    The objects that hold the group (the DDP wrapper and its reducer) are collected first, so that destroying
-    it really frees it rather than leaving the last reference to interpreter exit."""
-    started_before = dist.is_available() and dist.is_initialized()
-    try:
-        yield
-    finally:
-        if not started_before and dist.is_available() and dist.is_initialized():
-            gc.collect()
-            dist.destroy_process_group()

@@ -26,6 +26,7 @@ import torch
 from bertnli.data.example import Dataset
 from bertnli.errors import CheckpointError, ConfigError
 from bertnli.paths import atomic_write, remove_leftovers, write_text
+from bertnli.training.config import TrainConfig
 
 
 def dataset_fingerprint(dataset: Dataset) -> str:
@@ -34,6 +35,12 @@ def dataset_fingerprint(dataset: Dataset) -> str:
     for e in dataset.examples:
         digest.update(f"{e.premise}\t{e.hypothesis}\t{e.label}\n".encode())
     return digest.hexdigest()
+
+
+def describe_dataset(dataset: Dataset) -> dict[str, Any]:
+    """What config.json records of a dataset: its name, size, labels, skipped rows and fingerprint."""
+    return {"name": dataset.name, "pairs": len(dataset), "labels": dict(dataset.label_counts()),
+            "skipped": dict(dataset.skipped), "sha256": dataset_fingerprint(dataset)}
 
 
 def library_versions() -> dict[str, str]:
@@ -164,6 +171,30 @@ class RunDir:
                               f"settings and data{inside}")
         return record
 
+    def recorded_settings(self, record: dict[str, Any]) -> TrainConfig:
+        """The training settings of ``record`` (as `read_config` returns it), checked as a new run's are."""
+        try:
+            return TrainConfig.from_dict(record["train"]).validated()
+        except (ConfigError, TypeError) as exc:
+            raise CheckpointError(self.config_path, f"the recorded training settings do not hold: {exc}") from None
+
+    def check_resumable(self, record: dict[str, Any], train_set: Dataset, eval_set: Dataset | None,
+                        processes: int) -> None:
+        """A `ConfigError` unless the run can go on as it began: on the data it started with (its batches,
+        labels and scores depend on them), with batches that can be cut again as they were."""
+        for role, dataset in (("training", train_set), ("validation", eval_set)):
+            before = record["data"].get("train" if role == "training" else "eval")
+            if (before is None) != (dataset is None) or (before and before["sha256"] != dataset_fingerprint(dataset)):
+                raise ConfigError(f"the {role} data differ from those this run started with; a resumed run must "
+                                  "see the same data (start a new run with --out to train on other data)")
+        # Runs started before ``max_tokens`` was per process and micro-batch read it per optimizer step.
+        train = record["train"]
+        if train.get("max_tokens") and (processes > 1 or train.get("grad_accum", 1) > 1) \
+                and train.get("max_tokens_per") != "process":
+            raise ConfigError("this run was started by an earlier bertnli, which read --max-tokens per optimizer "
+                              "step rather than per process and micro-batch, so its batches cannot be cut again "
+                              "as they were; start it anew")
+
     @staticmethod
     def write_json(path: Path, data: Any) -> None:
         write_text(path, json.dumps(data, indent=2) + "\n")
@@ -190,8 +221,8 @@ class RunDir:
                     raise CheckpointError(self.metrics_path, f"line {number} is not valid JSON") from None
                 return
             if not (isinstance(record, dict) and isinstance(record.get("step"), int)
-                    and record.get("kind") in ("step", "epoch")):
-                raise CheckpointError(self.metrics_path, f"line {number} is not a step or epoch record")
+                    and isinstance(record.get("kind"), str)):
+                raise CheckpointError(self.metrics_path, f"line {number} is not a record of a step or epoch")
             yield record
 
     def truncate_metrics(self, keep_step: int) -> None:
