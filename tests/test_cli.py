@@ -14,6 +14,7 @@ import sys
 import zipfile
 from io import BytesIO
 from pathlib import Path
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from test_training import child_env
 
 from bertnli.cli import COMMANDS, main
 from bertnli.data.download import DATASETS
+from bertnli.training import RunDir
 
 
 def jsonl(path, dataset):
@@ -427,11 +429,30 @@ def test_a_run_folder_is_told_apart_from_its_model_and_from_other_folders(traine
     (project / "notes.md").write_text("mine")
     args = ["train", "--model", tiny, "--num-heads", "4", "--train", str(trained["dev"]), "--epochs", "1",
             "--no-progress", "--out", str(project)]
-    assert main(args) == 1
-    assert "holds other files and no run" in capsys.readouterr().err
-    assert (project / "config.json").read_text() == '{"name": "my project"}'
-    assert main([*args, "--overwrite"]) == 0  # as asked: the run's files are written, the others kept
-    assert (project / "notes.md").read_text() == "mine" and (project / "model").is_dir()
+    (project / "model").mkdir()  # a model of the user's own, where a run keeps its model
+    (project / "model" / "pytorch_model.bin").write_text("weights")
+    for overwrite in ([], ["--overwrite"]):  # --overwrite starts a run over, but never writes over other files
+        assert main(args + overwrite) == 1
+        assert "holds other files and no run" in capsys.readouterr().err
+        assert (project / "config.json").read_text() == '{"name": "my project"}'
+        assert (project / "model" / "pytorch_model.bin").read_text() == "weights"
+
+
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start(trained, tiny, tmp_path, capsys):
+    args = ["--model", tiny, "--num-heads", "4", "--train", str(trained["dev"]), "--epochs", "1",
+            "--checkpoint-every", "0", "--no-progress"]
+    assert main(["train", *args, "--out", str(tmp_path / "whole")]) == 0
+    run = tmp_path / "stopped"
+    assert main(["train", *args, "--out", str(run)]) == 0
+    # As a kill leaves it after the first model was saved, in the middle of writing the first checkpoint.
+    (run / "checkpoint.pt").rename(run / ".tmp-checkpoint.pt.x1y2")
+    (run / ".model.tmp-x1y2").mkdir()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert "stopped before its first checkpoint: it starts again from its first step" in capsys.readouterr().err
+    assert not list(run.glob(".*"))
+    timings = {"train_seconds": ANY, "eval_seconds": ANY, "pairs_per_second": ANY}
+    assert [r for r in RunDir(run).metrics() if r["kind"] == "epoch"] == \
+        [{**r, **timings} for r in RunDir(tmp_path / "whole").metrics() if r["kind"] == "epoch"]
 
 
 def test_a_run_started_with_relative_paths_resumes_from_any_folder(trained, tiny, tmp_path, monkeypatch):

@@ -328,8 +328,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = _train_config(args)
     source = _data_source(args, cfg.seed)
     out = args.out or Path("runs") / (args.dataset or Path(args.train[0]).stem)
-    if not args.overwrite:
-        RunDir(out).refuse_existing()  # before the data are read: that can take a while
+    RunDir(out).refuse_existing(args.overwrite)  # before the data are read: that can take a while
     train_set, eval_set = _load_training_data(argparse.Namespace(**source))
     _note(train_set.describe())
     _note(eval_set.describe())

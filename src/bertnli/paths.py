@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-#: Files being written start with this; one left behind was cut off by a crash (see `remove_leftovers`).
+#: Files being written start with this; one left behind was cut off by a crash.
 TEMPORARY_PREFIX = ".tmp-"
 
 
@@ -55,9 +55,3 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def remove_leftovers(path: Path) -> None:
-    """Delete the temporary files that a crash in `atomic_write` left beside ``path``."""
-    for leftover in path.parent.glob(f"{TEMPORARY_PREFIX}{path.name}.*"):
-        leftover.unlink(missing_ok=True)

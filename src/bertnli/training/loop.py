@@ -189,7 +189,14 @@ class Trainer:
         self.stop_requested, self.stop_signal = False, signal.SIGINT
         self.board = None
         if resume:
-            self.load_state_dict(self.run.load_checkpoint())
+            if self.rank == 0:
+                self.run.remove_leftovers()
+            state = self.run.load_checkpoint()
+            if state is None:  # stopped before its first checkpoint (a model saved then is made again)
+                warnings.warn(f"{self.run.path} stopped before its first checkpoint: it starts again from its "
+                              "first step", BertnliWarning, stacklevel=3)
+            else:
+                self.load_state_dict(state)
             if self.rank == 0:
                 self.run.truncate_metrics(self.progress.step)
         elif self.rank == 0:

@@ -25,7 +25,7 @@ import torch
 
 from bertnli.data.example import Dataset
 from bertnli.errors import CheckpointError, ConfigError
-from bertnli.paths import atomic_write, remove_leftovers, write_text
+from bertnli.paths import TEMPORARY_PREFIX, atomic_write, write_text
 from bertnli.training.config import TrainConfig
 
 
@@ -90,11 +90,12 @@ class RunDir:
 
     def start(self, config: dict[str, Any], data: dict[str, Any], hardware: dict[str, Any] | None = None,
               overwrite: bool = False) -> None:
-        """Create the run, refusing to overwrite a run that already has a checkpoint or model. With
-        ``overwrite``, everything the old run wrote goes, so nothing of it can be resumed, served or plotted."""
-        if not overwrite:
-            self.refuse_existing()
+        """Create the run, in a new or empty folder or over an earlier run: one that already has a checkpoint or
+        model only with ``overwrite``, and then everything the old run wrote goes, so nothing of it can be
+        resumed, served or plotted. Call it holding the folder (`lock`)."""
+        self.refuse_existing(overwrite)
         self.path.mkdir(parents=True, exist_ok=True)
+        self.remove_leftovers()
         for name in (*RUN_FILES, "tensorboard"):
             path = self.path / name
             if path.is_dir():
@@ -136,17 +137,27 @@ class RunDir:
         finally:
             os.close(folder)
 
-    def refuse_existing(self) -> None:
-        """A `ConfigError` if a run already lives here (it has a checkpoint or a model), or if the folder holds
-        files but no run: a run starting there would write over them."""
-        if self.checkpoint_path.exists() or self.model_dir.exists():
-            raise ConfigError(f"{self.path} already holds a run; resume it (--resume {self.path}; resume=True "
-                              "in Python), train elsewhere, or start over (--overwrite; overwrite=True)")
+    def refuse_existing(self, overwrite: bool = False) -> None:
+        """A `ConfigError` unless a new run can start here: the folder is new, empty, or holds a run that has
+        no checkpoint or model yet (or, with ``overwrite``, any run). A folder of other files is never
+        written over: a run would replace or delete files of the same names (config.json, model/, ...)."""
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"{self.path} is a file; a run goes in a folder (--out)")
-        if self.path.is_dir() and any(self.path.iterdir()) and not self._holds_run_record():
-            raise ConfigError(f"{self.path} holds other files and no run; train into a new or empty folder, or "
-                              f"write the run's files over them there (--overwrite; overwrite=True)")
+        if not self.path.is_dir() or not any(self.path.iterdir()):
+            return
+        if not self._holds_run_record():
+            raise ConfigError(f"{self.path} holds other files and no run; train into a new or empty folder")
+        if not overwrite and (self.checkpoint_path.exists() or self.model_dir.exists()):
+            raise ConfigError(f"{self.path} already holds a run; resume it (--resume {self.path}; resume=True "
+                              "in Python), train elsewhere, or start over (--overwrite; overwrite=True)")
+
+    def remove_leftovers(self) -> None:
+        """Delete what a process killed while writing left in the folder: temporary files, and the staging
+        and set-aside copies of the model folder. Only for the holder of the folder (`lock`)."""
+        for leftover in self.path.glob(f"{TEMPORARY_PREFIX}*"):
+            leftover.unlink(missing_ok=True)
+        for leftover in self.path.glob(f".{self.model_dir.name}.*-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
 
     def _holds_run_record(self) -> bool:
         """Whether config.json is a run's record (left by a run stopped before its first checkpoint)."""
@@ -237,10 +248,10 @@ class RunDir:
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
 
-    def load_checkpoint(self) -> dict[str, Any]:
-        remove_leftovers(self.checkpoint_path)  # the part-written checkpoint of a run killed while saving
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The last training state; None for a run stopped before its first checkpoint."""
         if not self.checkpoint_path.exists():
-            raise ConfigError(f"{self.path} has no checkpoint.pt to resume from")
+            return None
         try:
             state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for a damaged file
