@@ -648,6 +648,9 @@ def test_numeric_labels_are_read_with_a_label_map_and_mixed_label_kinds_are_refu
                        + "".join(f"{e.premise}\t{e.hypothesis}\t{glue[e.label]}\n" for e in examples))
     assert main(["data", "inspect", str(numeric)]) == 1
     assert "--label-map glue" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["data", "inspect", str(numeric), "--label-map", "1=neutral,1=entailment"])
+    assert "'1' is given twice in '1=neutral,1=entailment'" in capsys.readouterr().err
     assert main(["data", "inspect", str(numeric), "--label-map", "glue"]) == 0
     counts = {label: sum(e.label == label for e in examples) for label in glue}
     assert capsys.readouterr().out.splitlines() == [

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import struct
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -16,6 +18,7 @@ from bertnli.data import (
     Example,
     merge_to_two_classes,
     read_dataset,
+    resolve_label_map,
     train_validation_split,
 )
 from bertnli.errors import ConfigError, DataError
@@ -184,6 +187,31 @@ def test_zip_needs_a_known_split(tmp_path):
         read_dataset(archive, split="valid")
     with pytest.raises(ConfigError, match="also given"):
         read_dataset(f"{archive}:dev", split="test")
+
+
+def patched_zip(path: Path, *, flags: int = 0, method: int = zipfile.ZIP_DEFLATED) -> Path:
+    """A one-member zip whose headers say what Python's zipfile cannot write: encrypted (flag bit 0), or
+    compressed with a method it cannot unpack (9: Deflate64)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("pairs.jsonl", '{"premise": "a", "hypothesis": "b", "label": "neutral"}\n')
+    data = bytearray(path.read_bytes())
+    for signature, at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # the local and the central header
+        start = data.index(signature) + at
+        data[start:start + 4] = struct.pack("<HH", flags, method)
+    return write(path, bytes(data))
+
+
+def test_zip_members_zipfile_cannot_unpack_name_archive_and_member(tmp_path):
+    assert len(read_dataset(patched_zip(tmp_path / "plain.zip"))) == 1
+    locked = patched_zip(tmp_path / "locked.zip", flags=0x1)
+    with pytest.raises(DataError) as caught:
+        read_dataset(locked)
+    assert str(caught.value).startswith(f"{locked}/pairs.jsonl: is encrypted (it needs a password); extract it")
+    deflate64 = patched_zip(tmp_path / "deflate64.zip", method=9)
+    with pytest.raises(DataError) as caught:
+        read_dataset(deflate64)
+    assert str(caught.value).startswith(f"{deflate64}/pairs.jsonl: is compressed with method 9, which Python's "
+                                        "zipfile cannot unpack")
 
 
 def test_mnli_zip_txt_and_genres(tmp_path):
@@ -357,6 +385,23 @@ def test_options_are_checked():
         read_dataset("x.csv", label_map={"0": "yes"})
 
 
+def test_a_raw_label_mapped_to_two_labels_is_refused():
+    """Raw labels match in any case and as numbers or text, so these name one raw label twice."""
+    for twice in ({"1": "neutral", 1: "entailment"}, {"E": "entailment", "e": "contradiction"}):
+        with pytest.raises(ConfigError, match=r"label mapping gives '(1|e)' two labels"):
+            read_dataset("x.csv", label_map=twice)
+    assert resolve_label_map({"E": "entailment", "e": "Entailment"}) == {"e": "entailment"}
+
+
+def test_read_dataset_takes_binary_streams_and_a_whole_limit():
+    text = '{"premise": "a", "hypothesis": "b"}\n{"premise": "c", "hypothesis": "d"}\n'
+    assert len(read_dataset(io.BytesIO(text.encode()))) == 2
+    with pytest.raises(TypeError, match=r"reads paths and binary streams, not text streams.*io.BytesIO"):
+        read_dataset(io.StringIO(text))
+    with pytest.raises(ConfigError, match=r"limit must be a whole number of pairs, not 1\.5"):
+        read_dataset(io.BytesIO(text.encode()), limit=1.5)
+
+
 # ---- malformed input: DataError with file and line -----------------------------------------------
 GOOD = '{"sentence1": "a", "sentence2": "b", "gold_label": "neutral"}\n'
 
@@ -410,6 +455,33 @@ def test_malformed_input_names_file_and_line(tmp_path, name, content, line, prob
         read_dataset(path, columns=columns)
     assert caught.value.line == line
     assert str(caught.value).startswith(f"{path}:{line}: ")
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("1" * 5000, "not readable JSON (Exceeds the limit (4300 digits) for integer string conversion: value has "
+                  "5000 digits)"),
+     ("[" * 100_000 + "]" * 100_000, "not readable JSON (nested too deeply)")],
+    ids=["long-number", "deep-nesting"],
+)
+def test_json_python_cannot_read_names_file_and_line(tmp_path, value, problem):
+    path = write(tmp_path / "bad.jsonl", GOOD + '{"sentence1": "a", "sentence2": "b", "x": ' + value + "}\n")
+    with pytest.raises(DataError) as caught:
+        read_dataset(path)
+    assert str(caught.value) == f"{path}:2: {problem}"
+
+
+def test_a_column_read_twice_is_refused(tmp_path):
+    """Which of two same-named columns is meant cannot be told; a repeated column that is not read is harmless."""
+    for name, text, column in (("twice.csv", "premise,premise,hypothesis,label\na,b,c,neutral\n", "premise"),
+                               ("twice.tsv", "premise\thypothesis\tlabel\tlabel\na\tb\tneutral\t-\n", "label")):
+        path = write(tmp_path / name, text)
+        with pytest.raises(DataError) as caught:
+            read_dataset(path)
+        problem = f"has two columns named {column!r}; rename one, so that it is clear which to read"
+        assert str(caught.value) == f"{path}:1: {problem}"
+    path = write(tmp_path / "notes.csv", "premise,hypothesis,label,note,note\na,b,neutral,x,y\n")
+    assert read_dataset(path).examples == [Example("a", "b", "neutral")]
 
 
 def test_files_of_a_shape_bertnli_does_not_read_say_what_they_are(tmp_path):
@@ -524,3 +596,25 @@ def test_genres_are_read_row_by_row_in_json_lines(tmp_path):
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         assert [e.genre for e in read_dataset(path).examples] == genres
     assert [e.genre for e in read_dataset(path, columns={"genre": None}).examples] == [None, None]
+
+
+def test_json_lines_may_mix_rows_with_and_without_a_label(tmp_path):
+    """A row without a label field is an unlabelled row, first or not: skipped and counted in a labelled file."""
+    bare = {"premise": "red dog", "hypothesis": "dog"}
+    labelled = {"premise": "a", "hypothesis": "b", "label": "neutral"}
+    snli = {"sentence1": "a", "sentence2": "b", "gold_label": "entailment"}
+    for rows, lines in (([bare, labelled, bare, labelled], [2, 4]), ([labelled, bare], [1])):
+        data = read_dataset(write(tmp_path / "mixed.jsonl", "".join(json.dumps(r) + "\n" for r in rows)))
+        assert [(e.label, e.line) for e in data.examples] == [("neutral", n) for n in lines]
+        assert data.skipped == {"no gold label (no label field)": len(rows) - len(lines)}
+        assert data.columns["label"] == "label"
+    assert "label" not in read_dataset(write(tmp_path / "bare.jsonl", json.dumps(bare) + "\n")).columns
+    # Named label and genre columns may also be missing from the first row.
+    rows = [bare, {**bare, "verdict": "entailment", "domain": "news"}]
+    data = read_dataset(write(tmp_path / "named.jsonl", "".join(json.dumps(r) + "\n" for r in rows)),
+                        columns={"label": "verdict", "genre": "domain"})
+    assert data.examples == [Example("red dog", "dog", "entailment", "news")]
+    assert data.skipped == {"no gold label (no label field)": 1}
+    # The texts' columns are still the first row's: a row without them is an error, not an unlabelled row.
+    with pytest.raises(DataError, match=r"mixed.jsonl:2: no 'premise' field"):
+        read_dataset(write(tmp_path / "mixed.jsonl", json.dumps(bare) + "\n" + json.dumps(snli) + "\n"))

@@ -132,6 +132,10 @@ def _mapping(text: str) -> dict[str, str | None]:
     pairs = [item.partition("=") for item in text.split(",") if item.strip()]
     if not pairs or any(not sep or not key.strip() for key, sep, _ in pairs):
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE,KEY=VALUE, not {text!r}")
+    keys = [key.strip() for key, _, _ in pairs]
+    twice = next((key for key in keys if keys.count(key) > 1), None)
+    if twice is not None:
+        raise argparse.ArgumentTypeError(f"{twice!r} is given twice in {text!r}")
     return {key.strip(): value.strip() or None for key, _, value in pairs}
 
 

@@ -45,7 +45,12 @@ def resolve_label_map(label_map: Mapping[str | int, str] | str | None) -> dict[s
         if label_map.lower() not in LABEL_PRESETS:
             raise ConfigError(f"unknown label mapping {label_map!r}; presets: {', '.join(LABEL_PRESETS)}")
         return dict(LABEL_PRESETS[label_map.lower()])
-    resolved = {str(raw).strip().lower(): str(name).strip().lower() for raw, name in label_map.items()}
+    resolved: dict[str, str] = {}
+    for raw, name in label_map.items():
+        key, name = str(raw).strip().lower(), str(name).strip().lower()
+        if resolved.setdefault(key, name) != name:
+            raise ConfigError(f"label mapping gives {key!r} two labels, {resolved[key]} and {name} (raw labels match "
+                              "in any case)")
     unknown = sorted(set(resolved.values()) - set(KNOWN_LABELS))
     if unknown:
         raise ConfigError(f"label mapping targets unknown label(s) {', '.join(unknown)}; use {', '.join(KNOWN_LABELS)}")

@@ -10,13 +10,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import numbers
 import os
 import re
 import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO
@@ -46,6 +47,7 @@ _SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv":
 #: Data-file suffixes, most preferred first when one split comes in several forms.
 _DATA_SUFFIXES = (".jsonl", ".ndjson", ".tsv", ".txt", ".csv")
 _SPACES = re.compile(r"\s{2,}")
+_NO_LABEL_FIELD = "no gold label (no label field)"
 
 Columns = Mapping[str, "str | None"]
 _Rows = Iterator[tuple[int, Mapping[str, Any]]]
@@ -88,7 +90,8 @@ def read_dataset(
     (``"snli"``, ``"snli:dev"``) already fetched by `download` — nothing is downloaded here; a path
     that exists wins over a dataset name.
     ``format``: jsonl, csv or tsv, overriding detection. ``columns``: {role: column} for the roles premise,
-    hypothesis, label (None: unlabelled) and genre; roles left out are found among `DEFAULT_COLUMNS`.
+    hypothesis, label (None: unlabelled) and genre; roles left out are found among `DEFAULT_COLUMNS`. In JSON
+    lines, rows may lack the label: in a file where some row has one, the rows without are skipped and counted.
     ``label_map``: raw label → name, or the preset "glue" / "d2l"; needed for numeric labels.
     ``d2l_text``: read the binary-parse columns with brackets removed, as d2l does, instead of raw text.
     ``sick_set``: keep only these SemEval_set parts (TRAIN, TRIAL, TEST); for a single file ``split``
@@ -104,6 +107,9 @@ def read_dataset(
     options = _options(format, columns, label_map, d2l_text, sick_set, limit)
     if hasattr(source, "read"):
         data, display = source.read(), str(getattr(source, "name", "<stream>"))
+        if isinstance(data, str):
+            raise TypeError("read_dataset reads paths and binary streams, not text streams: open files with 'rb', "
+                            "pass sys.stdin.buffer for standard input, or io.BytesIO(text.encode()) for a string")
         return _read_one(lambda: io.BytesIO(data), display, display.strip("<>"), split, options)
     path, split = _locate(source, split)
     if path.is_dir():
@@ -124,6 +130,8 @@ def _options(
     sick_set: str | Iterable[str] | None,
     limit: int | None,
 ) -> _Options:
+    if limit is not None and not isinstance(limit, numbers.Integral):
+        raise ConfigError(f"limit must be a whole number of pairs, not {limit!r}")
     if limit is not None and limit < 1:
         raise ConfigError(f"limit must be at least 1, not {limit}")
     if format is not None and format.lower() not in FORMATS:
@@ -174,10 +182,22 @@ def _read_zip(path: Path, split: str | None, options: _Options) -> Dataset:
     try:
         with zipfile.ZipFile(path) as archive:
             member, split = _pick(archive.namelist(), split, path)
-            name = _name(PurePosixPath(path.stem) / member)
-            return _read_one(lambda: archive.open(member), f"{path}/{member}", name, split, options)
+            name, display = _name(PurePosixPath(path.stem) / member), f"{path}/{member}"
+            return _read_one(lambda: _open_member(archive, member, display), display, name, split, options)
     except (zipfile.BadZipFile, zlib.error, EOFError) as e:
         raise DataError(path, f"not a readable zip archive ({e})") from None
+
+
+def _open_member(archive: zipfile.ZipFile, member: str, display: str) -> IO[bytes]:
+    """``member`` of ``archive``; DataError for one that zipfile cannot unpack (encrypted, or compressed with a
+    method such as Deflate64)."""
+    try:
+        return archive.open(member)
+    except (RuntimeError, NotImplementedError) as e:
+        info = archive.getinfo(member)
+        problem = ("is encrypted (it needs a password)" if info.flag_bits & 0x1 else
+                   f"is compressed with method {info.compress_type}, which Python's zipfile cannot unpack ({e})")
+        raise DataError(display, f"{problem}; extract it with a zip tool and read the extracted file") from None
 
 
 def _pick(names: Sequence[str], split: str | None, where: Path) -> tuple[str, str | None]:
@@ -295,6 +315,10 @@ def _jsonl_rows(lines: Iterator[str], display: str) -> tuple[None, _Rows]:
                 record = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(display, f"not valid JSON ({e.msg} at column {e.colno})", n) from None
+            except ValueError as e:  # a number of more than 4,300 digits
+                raise DataError(display, f"not readable JSON ({str(e).partition(';')[0]})", n) from None
+            except RecursionError:
+                raise DataError(display, "not readable JSON (nested too deeply)", n) from None
             if not isinstance(record, dict):
                 raise DataError(display, f"expected a JSON object, found {type(record).__name__}", n)
             yield n, record
@@ -352,24 +376,30 @@ _ROW_READERS = {"jsonl": _jsonl_rows, "tsv": _tsv_rows, "csv": _csv_rows}
 def _examples(
     header: list[str] | None, rows: _Rows, display: str, options: _Options, parts: tuple[str, ...]
 ) -> tuple[list[Example], Counter[str], _Fields]:
-    fields = None if header is None else _resolve(header, options, parts, display, 1)
+    fields = None if header is None else _resolve(header, options, parts, display, 1, header=True)
     examples: list[Example] = []
     skipped: Counter[str] = Counter()
     seen_parts: set[str] = set()
     for n, record in rows:
         if options.limit is not None and len(examples) >= options.limit:
             return examples, skipped, fields  # stopped early: the parts not yet seen may come later
-        fields = fields or _resolve(list(record), options, parts, display, n)
+        fields = fields or _resolve(list(record), options, parts, display, n, header=False)
         if parts:
             part = _text(record, SICK_SET_COLUMN, display, n).upper()
             seen_parts.add(part)
             if part not in parts:
                 continue
-        example = _example(record, fields, options, display, n)
+        label = _label_column(record, fields, options)
+        if label is not None and fields.label is None:  # the first labelled row: the file is labelled after all
+            fields = replace(fields, label=label)
+            if examples:
+                skipped[_NO_LABEL_FIELD] += len(examples)
+                examples.clear()
+        example = _example(record, fields, label, options, display, n)
         if example is None:
             skipped["empty premise or hypothesis"] += 1
         elif example.label is None and fields.label is not None:
-            skipped[f"no gold label ({_label_text(record, fields.label, display, n).strip() or 'empty'})"] += 1
+            skipped[_no_gold_label(record, label, display, n)] += 1
         else:
             examples.append(example)
     missing = [p for p in parts if p not in seen_parts]
@@ -381,9 +411,13 @@ def _examples(
     return examples, skipped, fields
 
 
-def _resolve(available: list[str], options: _Options, parts: tuple[str, ...], display: str, line: int) -> _Fields:
-    """Which column plays which role, from ``columns``, ``d2l_text`` and `DEFAULT_COLUMNS`."""
-    chosen = {role: _column(role, available, options, display, line) for role in ROLES}
+def _resolve(
+    available: list[str], options: _Options, parts: tuple[str, ...], display: str, line: int, *, header: bool
+) -> _Fields:
+    """Which column plays which role, from ``columns``, ``d2l_text`` and `DEFAULT_COLUMNS`. ``available``: a
+    header, or the keys of a first JSON row (which may lack a label or genre that later rows have)."""
+    chosen = {role: _column(role, available, options, display, line, header or role in ("premise", "hypothesis"))
+              for role in ROLES}
     for role in ("premise", "hypothesis"):
         if chosen[role] is None:
             raise DataError(
@@ -393,6 +427,11 @@ def _resolve(available: list[str], options: _Options, parts: tuple[str, ...], di
                 f"(columns={{'{role}': '...'}} in Python)",
                 line,
             )
+    used = [*chosen.values(), SICK_SET_COLUMN if parts else None]
+    twice = next((c for c in used if c and available.count(c) > 1), None)
+    if twice:
+        raise DataError(display, f"has two columns named {twice!r}; rename one, so that it is clear which to read",
+                        line)
     if parts and SICK_SET_COLUMN not in available:
         raise DataError(display, f"has no {SICK_SET_COLUMN} column, so {'+'.join(parts).lower()} cannot be chosen "
                                  "in it (only SICK holds its splits in one file); read that split's own file, or the "
@@ -400,10 +439,10 @@ def _resolve(available: list[str], options: _Options, parts: tuple[str, ...], di
     return _Fields(**chosen)
 
 
-def _column(role: str, available: list[str], options: _Options, display: str, line: int) -> str | None:
+def _column(role: str, available: list[str], options: _Options, display: str, line: int, required: bool) -> str | None:
     if role in options.columns:
         name = options.columns[role]
-        if name is not None and name not in available:
+        if name is not None and required and name not in available:
             raise DataError(display, f"no column {name!r} for the {role}; columns: {', '.join(available)}", line)
         return name
     if options.d2l_text and role in D2L_COLUMNS:
@@ -418,9 +457,28 @@ def _column(role: str, available: list[str], options: _Options, display: str, li
     return next((c for c in DEFAULT_COLUMNS[role] if c in available), None)
 
 
-def _example(record: Mapping[str, Any], fields: _Fields, options: _Options, display: str, n: int) -> Example | None:
-    """One Example; its label is None for an unlabelled file and for a row with no gold label.
-    None for a row whose premise or hypothesis is empty (the caller counts it as skipped)."""
+def _label_column(record: Mapping[str, Any], fields: _Fields, options: _Options) -> str | None:
+    """The column holding the row's label; None for a row without one (JSON lines may mix rows with and
+    without a label, as they do genres)."""
+    if fields.label in record:
+        return fields.label
+    if "label" in options.columns:
+        return None
+    return next((c for c in DEFAULT_COLUMNS["label"] if c in record), None)
+
+
+def _no_gold_label(record: Mapping[str, Any], column: str | None, display: str, n: int) -> str:
+    """Why a row of a labelled file is skipped: its label value ("-", empty), or no label field at all."""
+    if column is None:
+        return _NO_LABEL_FIELD
+    return f"no gold label ({_label_text(record, column, display, n).strip() or 'empty'})"
+
+
+def _example(
+    record: Mapping[str, Any], fields: _Fields, label_column: str | None, options: _Options, display: str, n: int
+) -> Example | None:
+    """One Example, labelled from ``label_column``; its label is None for a row without one and for a row
+    with no gold label. None for a row whose premise or hypothesis is empty (the caller counts it as skipped)."""
     texts = []
     for role in ("premise", "hypothesis"):
         text = _text(record, getattr(fields, role), display, n)
@@ -429,9 +487,9 @@ def _example(record: Mapping[str, Any], fields: _Fields, options: _Options, disp
             return None
         texts.append(text)
     label = None
-    if fields.label is not None:
+    if label_column is not None:
         try:
-            label = parse_label(_label_text(record, fields.label, display, n), options.label_map)
+            label = parse_label(_label_text(record, label_column, display, n), options.label_map)
         except ValueError as e:
             raise DataError(display, str(e), n) from None
     # A genre is optional row by row: JSON lines may mix rows with and without one (SNLI's and MultiNLI's).
