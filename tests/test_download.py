@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
+import subprocess
+import sys
 import zipfile
 from io import BytesIO
 
@@ -16,7 +19,7 @@ import pytest
 
 from bertnli.data import Example, cached_path, dataset_splits, download, read_dataset
 from bertnli.data.download import DATASETS
-from bertnli.errors import DataError, DownloadError
+from bertnli.errors import BertnliWarning, DataError, DownloadError
 
 ROWS = {
     "train": [("entailment", "A dog runs.", "An animal moves."), ("-", "A cat.", "A pet.")],
@@ -83,12 +86,14 @@ def test_processes_fetching_the_same_file_at_once_download_it_once(server, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["snli_1.0.zip", "snli_1.0.zip.sha256"]
 
 
-def test_a_damaged_cached_file_is_fetched_again(server, tmp_path):
+def test_a_damaged_cached_file_is_set_aside_and_fetched_again(server, tmp_path):
     body = server.files["/snli_1.0.zip"]
     path = download("snli", tmp_path, url=server.url + "/snli_1.0.zip", md5=md5(body), progress=False)
     path.write_bytes(body[:100])
-    download("snli", tmp_path, url=server.url + "/snli_1.0.zip", md5=md5(body), progress=False)
+    with pytest.warns(BertnliWarning, match="its published checksum: set aside as snli_1.0.zip.rejected"):
+        download("snli", tmp_path, url=server.url + "/snli_1.0.zip", md5=md5(body), progress=False)
     assert path.read_bytes() == body and len(server.requests) == 2
+    assert (tmp_path / "snli_1.0.zip.rejected").read_bytes() == body[:100]
 
 
 def test_without_published_checksum_the_recorded_sha256_guards_reuse(server, tmp_path):
@@ -99,9 +104,29 @@ def test_without_published_checksum_the_recorded_sha256_guards_reuse(server, tmp
     assert sidecar.read_text() == f"{hashlib.sha256(b'mnli archive bytes').hexdigest()}  multinli_1.0.zip\n"
     download("mnli", tmp_path, url=url, progress=False)
     assert len(server.requests) == 1
-    path.write_bytes(b"tampered")
-    download("mnli", tmp_path, url=url, progress=False)
+    path.write_bytes(b"damaged")
+    os.utime(path, (0, 0))  # changed, yet no newer than its record: not a copy put there by hand
+    with pytest.warns(BertnliWarning, match="does not match the sha256 recorded when it was fetched"):
+        download("mnli", tmp_path, url=url, progress=False)
     assert path.read_bytes() == b"mnli archive bytes" and len(server.requests) == 2
+    path.write_bytes(b"my own copy, put over the cached one")  # newer than the record: the user's, kept
+    assert download("mnli", tmp_path, url=url, progress=False).read_bytes() == b"my own copy, put over the cached one"
+    assert sidecar.read_text().split()[0] == hashlib.sha256(b"my own copy, put over the cached one").hexdigest()
+    assert len(server.requests) == 2
+    sidecar.write_text("")  # a record left empty by a full disk: as if there were none
+    assert download("mnli", tmp_path, url=url, progress=False) == path and len(server.requests) == 2
+
+
+def test_downloads_of_processes_that_died_are_cleared(server, tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname().replace(".", "_")
+    dead_part = tmp_path / f"multinli_1.0.zip.{host}-{dead.stdout.strip()}.x1.part"
+    live_part = tmp_path / f"multinli_1.0.zip.{host}-{os.getppid()}.x2.part"  # pytest's parent: alive
+    dead_part.write_bytes(b"half")
+    live_part.write_bytes(b"half")
+    server.files["/multinli_1.0.zip"] = b"mnli archive bytes"
+    download("mnli", tmp_path, url=server.url + "/multinli_1.0.zip", progress=False)
+    assert not dead_part.exists() and live_part.exists()
 
 
 def test_checksum_mismatch_leaves_nothing(server, tmp_path):

@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import http.client
 import os
+import socket
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bertnli import __version__
-from bertnli.errors import DownloadError
-from bertnli.paths import FILE_MODE
+from bertnli.errors import BertnliWarning, DownloadError
+from bertnli.paths import FILE_MODE, write_text
 from bertnli.progress import progress_bar
 
 #: Seconds to wait for the server to connect or send more data.
@@ -49,11 +52,13 @@ def fetch(url: str, dest: Path, *, checksum: Checksum | None, fallback: str, pro
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DownloadError(f"cannot create the cache folder {dest.parent} ({e.strerror})") from None
-    with _one_at_a_time(dest):
+    with _one_at_a_time(dest) as held:
         if dest.is_file() and _still_valid(dest, checksum):  # fetched by another process while this one waited
             return dest
+        if held:
+            _remove_dead_parts(dest)
         # A file of this process's own, even so: where no lock can be taken, several may fetch at once.
-        fd, name = tempfile.mkstemp(prefix=f"{dest.name}.", suffix=".part", dir=dest.parent)
+        fd, name = tempfile.mkstemp(prefix=f"{dest.name}.{_OWNER}.", suffix=".part", dir=dest.parent)
         os.close(fd)
         part = Path(name)
         try:
@@ -73,22 +78,47 @@ def fetch(url: str, dest: Path, *, checksum: Checksum | None, fallback: str, pro
 
 
 @contextlib.contextmanager
-def _one_at_a_time(dest: Path) -> Iterator[None]:
+def _one_at_a_time(dest: Path) -> Iterator[bool]:
     """Processes that fetch ``dest`` at once (torchrun's ranks) take turns: the first downloads, the others
-    wait and then find it in place. Best effort: without a lock (a read-only folder) each fetches its own."""
+    wait and then find it in place. Yields whether the turn is held: without a lock (a read-only folder)
+    each fetches its own."""
     lock = dest.with_name(f".{dest.name}.lock")
     try:
         fd = os.open(lock, os.O_CREAT | os.O_RDWR, FILE_MODE)
     except OSError:
-        yield
+        yield False
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        yield True
     finally:
         with contextlib.suppress(OSError):
             lock.unlink()  # while still held: a process that waits on it finds the file, one that comes later too
         os.close(fd)
+
+
+#: Who writes a ``.part``: its name tells the downloads of processes that died (killed, stopped by SIGTERM).
+_HOST = socket.gethostname().replace(".", "_")
+_OWNER = f"{_HOST}-{os.getpid()}"
+
+
+def _remove_dead_parts(dest: Path) -> None:
+    """Delete the ``.part`` files of ``dest`` left by processes of this machine that are gone."""
+    for part in dest.parent.glob(f"{glob.escape(dest.name)}.*.part"):
+        owner = part.name[len(dest.name) + 1:].split(".")[0]
+        part_host, _, pid = owner.rpartition("-")
+        if part_host == _HOST and pid.isdigit() and not _alive(int(pid)):
+            part.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 def _sidecar(path: Path) -> Path:
@@ -96,9 +126,10 @@ def _sidecar(path: Path) -> Path:
 
 
 def _record(path: Path, sha256: str) -> None:
-    """Write ``<file>.sha256``; best effort, since a read-only cache still serves its files."""
+    """Write ``<file>.sha256``, whole or not at all; best effort, since a read-only (or full) cache still serves
+    its files."""
     with contextlib.suppress(OSError):
-        _sidecar(path).write_text(f"{sha256}  {path.name}\n")
+        write_text(_sidecar(path), f"{sha256}  {path.name}\n")
 
 
 def _hashers(checksum: Checksum | None) -> dict[str, Any]:
@@ -117,22 +148,35 @@ def _digests(path: Path, checksum: Checksum | None) -> dict[str, str]:
 
 
 def _still_valid(path: Path, checksum: Checksum | None) -> bool:
-    """Check a cached file against its published checksum, else against its recorded sha256; remove it if it
-    fails. A file put in the cache by hand with no record is accepted, and its sha256 recorded."""
+    """Check a cached file against its published checksum, else against its recorded sha256. A file put in
+    the cache by hand (no record, or newer than its record) is accepted, and its sha256 recorded. One that
+    fails is not deleted but set aside, as ``<file>.rejected``, with a warning, to be fetched again."""
     digests = _digests(path, checksum)
     sidecar = _sidecar(path)
+    recorded = _recorded(sidecar)
     if checksum:
         ok = digests[checksum.algorithm] == checksum.hexdigest.lower()
-    elif sidecar.is_file():
-        ok = sidecar.read_text().split()[:1] == [digests["sha256"]]
     else:
-        ok = True
-    if ok and not sidecar.is_file():
-        _record(path, digests["sha256"])
-    elif not ok:
-        path.unlink()
+        ok = recorded in (None, digests["sha256"]) or path.stat().st_mtime > sidecar.stat().st_mtime
+    if not ok:
+        aside = path.with_name(path.name + ".rejected")
+        os.replace(path, aside)
         sidecar.unlink(missing_ok=True)
+        what = "its published checksum" if checksum else "the sha256 recorded when it was fetched"
+        warnings.warn(f"{path} does not match {what}: set aside as {aside.name}, to be fetched again",
+                      BertnliWarning, stacklevel=3)
+    elif recorded != digests["sha256"]:
+        _record(path, digests["sha256"])
     return ok
+
+
+def _recorded(sidecar: Path) -> str | None:
+    """The sha256 in ``<file>.sha256``; None where there is none to read."""
+    try:
+        words = sidecar.read_text().split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return words[0] if words and len(words[0]) == 64 else None
 
 
 def _download(url: str, part: Path, checksum: Checksum | None, progress: str | bool, fallback: str
