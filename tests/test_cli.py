@@ -7,8 +7,10 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import os
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import zipfile
@@ -234,6 +236,27 @@ def test_predictions_written_as_tsv_read_back_with_the_same_texts(trained, tmp_p
     back = read_dataset(out, columns={"label": None})
     assert [e.premise for e in back.examples] == ['"Stop," he said, "red dog."', "red dog runs", "red dog runs big"]
     assert [e.hypothesis for e in back.examples] == ["dog"] * 3 and not back.skipped
+
+
+def test_an_output_written_anew_keeps_its_permissions_its_link_and_its_kind(trained, tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"premise": "red dog", "hypothesis": "dog"}\n')
+    predict = ["predict", "--model", str(trained["run"]), "--input", str(pairs), "--output"]
+    private = tmp_path / "private.jsonl"
+    private.write_text("old")
+    private.chmod(0o600)
+    assert main([*predict, str(private)]) == 0
+    assert private.stat().st_mode & 0o777 == 0o600 and '"label"' in private.read_text()
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(private)
+    private.write_text("old")
+    assert main([*predict, str(link)]) == 0
+    assert link.is_symlink() and '"label"' in private.read_text()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)
+    assert main([*predict, str(fifo)]) == 0
+    assert '"label"' in reader.communicate(timeout=30)[0] and stat.S_ISFIFO(fifo.stat().st_mode)
 
 
 def test_plot_redraws_the_figures(trained, capsys):

@@ -682,3 +682,26 @@ def test_time_spent_saving_mid_epoch_checkpoints_is_not_counted_as_training(task
                                   checkpoint_every=3, log_every=2)
     result = train(cfg, read_dataset(task["train"]), None, tmp_path / "run", progress=False)
     assert result.epochs[0]["train_seconds"] == 0.0
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_error_and_the_previous_one_stays(tmp_path):
+    """A full disk, played by a limit on file size in a child process (Python ignores SIGXFSZ, so the write
+    fails instead of killing it)."""
+    script = f"""
+import resource, torch
+from bertnli.training import RunDir
+from bertnli.errors import CheckpointError
+run = RunDir({str(tmp_path)!r})
+run.save_checkpoint({{"small": torch.zeros(10)}})
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+try:
+    run.save_checkpoint({{"large": torch.zeros(1 << 20)}})
+except CheckpointError as exc:
+    print(exc)
+"""
+    done = subprocess.run([sys.executable, "-c", script], env=child_env(), capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith(f"{tmp_path / 'checkpoint.pt'}: could not be written, the previous one is kept (")
+    assert done.stdout.rstrip().endswith("is the disk full?") and "Traceback" not in done.stderr
+    assert list(torch.load(tmp_path / "checkpoint.pt")) == ["small"] and [p.name for p in tmp_path.iterdir()] == [
+        "checkpoint.pt"]
+

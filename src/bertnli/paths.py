@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -33,19 +34,26 @@ DIR_MODE = 0o777 & ~_umask()
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp_path)`` then rename the result over ``path``: readers never see half a file, and a
-    crash or Ctrl-C leaves the previous version in place. The file gets the usual permissions (0644 under
-    the common umask), not the owner-only ones of a temporary file."""
+    crash or Ctrl-C leaves the previous version in place. A file written anew keeps the permissions of the
+    one it replaces; a new one gets the usual ones (0644 under the common umask), not the owner-only ones of
+    a temporary file. A symbolic link stays one: the file it points to is replaced. A pipe or a device
+    (``/dev/stdout``) is written directly, as it cannot be replaced."""
+    path = path.resolve() if path.is_symlink() else path
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if path.exists() and not path.is_file():
+        write(path)
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError:  # a file stands where the folder should be
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent)) from None
+    mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else FILE_MODE
     fd, tmp = tempfile.mkstemp(prefix=f"{TEMPORARY_PREFIX}{path.name}.", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
-        os.chmod(tmp, FILE_MODE)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -246,7 +246,13 @@ class RunDir:
             raise ConfigError(f"{self.path} is not a run directory (no metrics.jsonl)")
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
+        """Write checkpoint.pt whole, or leave the previous one."""
+        try:
+            atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
+        except RuntimeError as exc:  # torch's writer reports a failed write (a full disk, a file size limit) so
+            reason = str(exc).strip().splitlines()[0]
+            raise CheckpointError(self.checkpoint_path, f"could not be written, the previous one is kept ({reason}); "
+                                  "is the disk full?") from None
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         """The last training state; None for a run stopped before its first checkpoint."""
