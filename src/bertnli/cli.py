@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import io
 import json
 import os
-import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -453,7 +450,7 @@ def _print_result(result: TrainResult) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from bertnli.evaluation import evaluate, write_report
+    from bertnli.evaluation import evaluate, write_reports
     from bertnli.inference import NLIModel
 
     if args.report and args.report.exists() and not args.report.is_dir():
@@ -471,12 +468,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         limit = f" (its first {args.limit:,} labelled pairs)" if args.limit else ""
         result.notes.insert(0, f"Model {args.model}, data {_absolute(spec)}{limit}.")
     if args.report:
-        for r, stem in zip(results, _report_stems([r.dataset for r in results])):
-            write_report(r, args.report, stem)
-        if len(results) > 1:
-            from bertnli.paths import write_text
-
-            write_text(args.report / "comparison.md", _comparison_markdown(results))
+        write_reports(results, args.report)
         print(f"report written to {args.report}", file=sys.stderr)
     if args.json:
         payload = results[0].to_dict() if len(results) == 1 else {"results": [r.to_dict() for r in results]}
@@ -494,10 +486,9 @@ def _training_files(model: str) -> list[str]:
     from bertnli.training import RunDir
 
     for folder in (Path(model), Path(model).parent):
-        with contextlib.suppress(BertnliError, OSError):
-            config = RunDir(folder).read_config()
-            if isinstance(config, dict) and isinstance(config.get("data"), dict):  # a run's, not a model's
-                return list((config["data"].get("source") or {}).get("train") or [])
+        with contextlib.suppress(BertnliError, OSError):  # a model's config.json is no run's record
+            source = RunDir(folder).read_config()["data"].get("source")
+            return list((source if isinstance(source, dict) else {}).get("train") or [])
     return []
 
 
@@ -524,27 +515,6 @@ def _print_evaluation(result: Evaluation) -> None:
             print(f"{g['genre']:{genre_width}}{g['accuracy']:>10.4f}  ({g['pairs']:,} pairs)")
 
 
-def _report_stems(names: list[str]) -> list[str]:
-    """File-name prefixes for the reports of several datasets (none for one); the same name twice is numbered."""
-    if len(names) == 1:
-        return [""]
-    stems: list[str] = []
-    for name in names:
-        base = re.sub(r"[^\w.-]+", "_", name)
-        stem, n = f"{base}_", 1
-        while stem in stems:
-            n += 1
-            stem = f"{base}_{n}_"
-        stems.append(stem)
-    return stems
-
-
-def _comparison_markdown(results: list[Evaluation]) -> str:
-    lines = ["# Comparison", "", "| dataset | pairs | accuracy | macro F1 |", "|---|---:|---:|---:|"]
-    lines += [f"| {r.dataset} | {r.report.total:,} | {r.accuracy:.4f} | {r.report.macro_f1():.4f} |" for r in results]
-    return "\n".join(lines) + "\n"
-
-
 def _comparison_table(results: list[Evaluation]) -> str:
     width = max(40, *(len(r.dataset) + 1 for r in results))  # names whole: "[2-class]" ends some
     lines = [f"{'dataset':{width}}{'pairs':>10}{'accuracy':>10}{'macro F1':>10}"]
@@ -556,6 +526,7 @@ def _comparison_table(results: list[Evaluation]) -> str:
 def cmd_predict(args: argparse.Namespace) -> None:
     from bertnli.data import Example
     from bertnli.data.example import is_blank
+    from bertnli.data.writers import format_predictions
     from bertnli.inference import NLIModel
 
     if (args.input is None) == (args.premise is None or args.hypothesis is None) or (
@@ -584,38 +555,18 @@ def cmd_predict(args: argparse.Namespace) -> None:
         if p.truncated:
             print(f"  (the pair is longer than the model's {model.max_len} tokens: it read the pair cut)")
         return
-    # Each prediction names the line of its pair in the input: skipped rows would otherwise shift the rest.
-    rows = [{"line": e.line, "premise": e.premise, "hypothesis": e.hypothesis, **p.to_dict()}
-            for e, p in zip(examples, predictions)]
-    delimiter = {".csv": ",", ".tsv": "\t"}.get(args.output.suffix.lower()) if args.output else None
-    text = _table(rows, model.labels, delimiter) if delimiter else "".join(json.dumps(r) + "\n" for r in rows)
+    text = format_predictions(examples, predictions, model.labels, args.output)
     if args.output:
         from bertnli.paths import write_text
 
         write_text(args.output, text)
-        print(f"{len(rows):,} predictions written to {args.output}", file=sys.stderr)
+        print(f"{len(predictions):,} predictions written to {args.output}", file=sys.stderr)
     else:
         print(text, end="")
     cut = sum(p.truncated for p in predictions)
     if cut:
         _note(f"truncated: {cut:,} of {len(predictions):,} pairs were longer than the model's {model.max_len} tokens "
               "and were read cut")
-
-
-def _table(rows: list[dict], labels: list[str], delimiter: str) -> str:
-    """Predictions as CSV / TSV: line, premise, hypothesis, label, one probability column per label, truncated.
-    CSV is quoted as spreadsheets write it. TSV is written as the readers read it (GLUE's form): no quoting,
-    and the texts' tabs and line breaks become spaces, so the file reads back with the same columns."""
-    out = io.StringIO()
-    tsv = delimiter == "\t"
-    writer = csv.writer(out, delimiter=delimiter, lineterminator="\n",
-                        quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL, quotechar=None if tsv else '"')
-    writer.writerow(["line", "premise", "hypothesis", "label", *(f"p_{label}" for label in labels), "truncated"])
-    for r in rows:
-        texts = [re.sub(r"[\t\r\n]", " ", r[key]) if tsv else r[key] for key in ("premise", "hypothesis")]
-        writer.writerow([r["line"], *texts, r["label"], *(f"{r['probabilities'][label]:.6f}" for label in labels),
-                         str(r["truncated"]).lower()])
-    return out.getvalue()
 
 
 def _check_output(path: Path, source: Path | None = None) -> None:

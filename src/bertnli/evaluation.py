@@ -4,6 +4,8 @@ genre (MultiNLI's fiction, government, ...); reports."""
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,13 +71,46 @@ class Evaluation:
 
 
 def write_report(evaluation: Evaluation, directory: str | Path, stem: str = "") -> list[Path]:
-    """Write ``{stem}evaluation.md`` and ``.json``, and the figures of `bertnli.plots.plot_evaluation`."""
+    """Write ``{stem}evaluation.md`` and ``.json``, and the figures of `bertnli.plots.plot_evaluation`; returns
+    the paths of all of them."""
     from bertnli.plots import plot_evaluation
 
     directory = Path(directory)
-    write_text(directory / f"{stem}evaluation.md", evaluation.to_markdown())
-    write_text(directory / f"{stem}evaluation.json", json.dumps(evaluation.to_dict(), indent=2) + "\n")
-    return plot_evaluation(evaluation, directory, stem)
+    markdown, record = directory / f"{stem}evaluation.md", directory / f"{stem}evaluation.json"
+    write_text(markdown, evaluation.to_markdown())
+    write_text(record, json.dumps(evaluation.to_dict(), indent=2) + "\n")
+    return [markdown, record, *plot_evaluation(evaluation, directory, stem)]
+
+
+def write_reports(evaluations: Sequence[Evaluation], directory: str | Path) -> list[Path]:
+    """`write_report` for each evaluation, and for several a ``comparison.md`` of their scores; each file name
+    starts with its dataset's name then (the same name twice is numbered)."""
+    directory = Path(directory)
+    paths = []
+    for evaluation, stem in zip(evaluations, _report_stems([e.dataset for e in evaluations])):
+        paths += write_report(evaluation, directory, stem)
+    if len(evaluations) > 1:
+        lines = ["# Comparison", "", "| dataset | pairs | accuracy | macro F1 |", "|---|---:|---:|---:|"]
+        lines += [f"| {_cell(e.dataset)} | {e.report.total:,} | {e.accuracy:.4f} | {e.report.macro_f1():.4f} |"
+                  for e in evaluations]
+        write_text(directory / "comparison.md", "\n".join(lines) + "\n")
+        paths.append(directory / "comparison.md")
+    return paths
+
+
+def _report_stems(names: list[str]) -> list[str]:
+    """File-name prefixes for the reports of several datasets (none for one); the same name twice is numbered."""
+    if len(names) == 1:
+        return [""]
+    stems: list[str] = []
+    for name in names:
+        base = re.sub(r"[^\w.-]+", "_", name)
+        stem, n = f"{base}_", 1
+        while stem in stems:
+            n += 1
+            stem = f"{base}_{n}_"
+        stems.append(stem)
+    return stems
 
 
 def read_report(path: str | Path) -> Evaluation:
