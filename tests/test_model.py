@@ -3,6 +3,8 @@ shapes for compiled code; the <cls>-only last block is exact."""
 
 from __future__ import annotations
 
+import math
+import re
 import shutil
 
 import numpy as np
@@ -264,6 +266,20 @@ def test_the_new_output_layer_starts_as_d2l_s_in_d2l_layout_and_small_otherwise(
         else:
             assert output.bias.abs().max() <= bound and output.bias.any()
             assert output.weight.abs().max() <= bound
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ({"num_layers": True}, "num_layers must be a positive integer, not True"),
+    ({"ffn_size": 64.0}, "ffn_size must be a positive integer, not 64.0"),
+    ({"activation": "swish"}, "activation must be one of relu, gelu, gelu_tanh, not 'swish'"),
+    ({"layer_norm_eps": math.nan}, "layer_norm_eps must be a positive number, not nan"),
+    ({"embedding_norm": "yes"}, "embedding_norm must be true or false, not 'yes'"),
+    ({"attention_dropout": -0.1}, "attention_dropout must be a number from 0 to below 1, not -0.1"),
+])
+def test_an_impossible_network_config_names_its_field(setting, message):
+    """An edited config.json must not build a network that fails later, or computes something else."""
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        BertConfig(vocab_size=len(WORDS), hidden_size=32, num_heads=4, **setting)
 
 
 def test_automatic_precision_is_bf16_on_gpus_with_bf16_units_fp16_on_older_ones_and_fp32_on_cpus(monkeypatch):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 from bertnli.errors import CheckpointError, ConfigError, DownloadError
 from bertnli.fetch import Checksum
@@ -73,7 +74,7 @@ def _hf_config(**overrides: object) -> transformers.BertConfig:
         num_hidden_layers=2,
         num_attention_heads=4,
         intermediate_size=37,
-        max_position_embeddings=24,
+        max_position_embeddings=128,
     )
     return transformers.BertConfig(**{**sizes, **overrides})
 
@@ -485,6 +486,12 @@ def test_save_classifier_checks_labels_against_outputs(tmp_path: Path) -> None:
         save_classifier(tmp_path / "model", model, tokenizer, LABELS[:2], 128)
 
 
+def test_save_classifier_checks_max_len_against_positions(tmp_path: Path) -> None:
+    model, tokenizer = _classifier(tmp_path)
+    with pytest.raises(ValueError, match="max_len 129 for a model with 128 positions"):
+        save_classifier(tmp_path / "model", model, tokenizer, LABELS, 129)
+
+
 # ---------------------------------------------------------------- names and the hub
 
 
@@ -697,3 +704,139 @@ def test_checkpoint_without_a_pooler_gets_a_fresh_one(tmp_path: Path) -> None:
     pooler = model.hidden.dense
     assert pooler.weight.shape == (hf.config.hidden_size,) * 2 and torch.isfinite(pooler.weight).all()
     assert 0 < pooler.weight.std() < 0.1 and not pooler.bias.any()
+
+
+# ---------------------------------------------------------------- configs and weights that disagree
+
+
+def _native(tmp_path: Path) -> Path:
+    """A saved bertnli model folder (2 blocks, 128 positions)."""
+    model, tokenizer = _classifier(tmp_path)
+    save_classifier(tmp_path / "model", model, tokenizer, LABELS, 64)
+    return tmp_path / "model"
+
+
+def _edit_json(path: Path, edit) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def _edit_tensors(path: Path, edit) -> None:
+    state = load_file(path)
+    edit(state)
+    save_file(state, path)
+
+
+def _set_values(path: Path, name: str, index: object, value: float) -> None:
+    """``tensor[index] = value`` for the tensor ``name`` of a safetensors file."""
+    _edit_tensors(path, lambda state: state[name].__setitem__(index, value))
+
+
+def _refused(load, path: Path, message: str) -> None:
+    """``load(path)`` raises one line: a `CheckpointError` matching ``message``."""
+    with pytest.raises(CheckpointError, match=message) as error:
+        load(path)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda c: c["model"].update(activation="swish"), r"activation must be one of relu, gelu, gelu_tanh, not 'swish'"),
+    (lambda c: c["model"].update(num_heads=0), r"num_heads must be a positive integer, not 0"),
+    (lambda c: c["model"].update(num_heads=5), r"hidden_size 32 is not divisible by num_heads 5"),
+    (lambda c: c["model"].update(hidden_size="32"), r"hidden_size must be a positive integer, not '32'"),
+    (lambda c: c["model"].update(dropout=1.5), r"dropout must be a number from 0 to below 1, not 1\.5"),
+    (lambda c: c["model"].pop("num_layers"), r"bad model entry: num_layers missing"),
+    (lambda c: c.pop("model"), r"model must be an object of the network's settings, not None"),
+    (lambda c: c.update(max_len=100000), r"max_len must be an integer from 3 to the model's 128 positions, not 100000"),
+    (lambda c: c.update(labels=["entailment", "entailment", "neutral"]), r"labels name an output twice"),
+    (lambda c: c["id2label"].update({"0": "neutral", "1": "entailment"}), r"id2label .* contradicts labels"),
+], ids=["activation", "no heads", "heads", "size as text", "dropout", "no field", "no model", "max_len", "labels",
+        "id2label"])
+def test_an_edited_model_config_is_refused_naming_the_field(tmp_path: Path, edit, message: str) -> None:
+    folder = _native(tmp_path)
+    _edit_json(folder / "config.json", edit)
+    _refused(load_classifier, folder, rf"config\.json: .*{message}")
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"num_attention_heads": 5}, r"hidden_size 32 is not divisible by num_attention_heads 5"),
+    ({"hidden_dropout_prob": 1.5}, r"hidden_dropout_prob must be a non-negative number below 1, not 1\.5"),
+    ({"layer_norm_eps": 0}, r"layer_norm_eps must be a positive number, not 0"),
+])
+def test_an_edited_huggingface_config_is_refused_naming_its_field(tmp_path: Path, edit: dict, message: str) -> None:
+    folder = _hf_folder(tmp_path, transformers.BertModel(_hf_config()))
+    _edit_json(folder / "config.json", lambda config: config.update(edit))
+    _refused(load_pretrained, folder, rf"config\.json: {message}")
+
+
+def test_weights_the_config_has_no_place_for_are_refused(tmp_path: Path) -> None:
+    """Blocks beyond num_layers would be dropped and the rest read as another network: refuse the folder."""
+    folder = _native(tmp_path)
+    _edit_json(folder / "config.json", lambda c: c["model"].update(num_layers=1))
+    _refused(load_classifier, folder, r"model\.safetensors: holds encoder\.blocks\.1\.\S+, .* and 9 more, which the "
+                                      r"network its config describes has no place for")
+    _edit_json(folder / "config.json", lambda c: c["model"].update(num_layers=3))
+    _refused(load_classifier, folder, r"model\.safetensors: missing keys encoder\.blocks\.2\.\S+, .* and 9 more")
+    _edit_json(folder / "config.json", lambda c: c["model"].update(num_layers=2))
+    _edit_tensors(folder / "model.safetensors", lambda state: state.update(extra=torch.zeros(1)))
+    _refused(load_classifier, folder, r"model\.safetensors: holds extra, which")
+
+    hf = _hf_folder(tmp_path / "hf", transformers.BertModel(_hf_config()))
+    _edit_json(hf / "config.json", lambda c: c.update(num_hidden_layers=1))
+    _refused(load_pretrained, hf, r"model\.safetensors: holds encoder\.layer\.1\.\S+, .* and 13 more, which")
+
+    state = _d2l_state(vocab=10, hidden=16, ffn=8, layers=2, max_len=4)
+    state = {k.replace("blks.1.", "blks.2."): v for k, v in state.items()}  # blocks 0 and 2: read as 1 block
+    _refused(load_pretrained, _d2l_folder(tmp_path / "d2l", state), r"pretrained\.params: holds encoder\.blks\.2\.")
+
+
+def test_tensors_real_checkpoints_hold_beside_the_network_still_load(tmp_path: Path) -> None:
+    """Buffers saved by some `transformers` versions, and heads of other tasks, are no mismatch."""
+    hf = transformers.BertForSequenceClassification(_hf_config()).eval()
+    folder = _hf_folder(tmp_path, hf)
+    buffers = {"bert.embeddings.position_ids": torch.arange(128)[None], "bert.embeddings.token_type_ids":
+               torch.zeros(1, 128, dtype=torch.long), "cls.seq_relationship.bias": torch.zeros(2)}
+    _edit_tensors(folder / "model.safetensors", lambda state: state.update(buffers))
+    model = load_pretrained(folder).model.eval()
+    ids, segments, lengths = _batch(40, [9, 4])
+    _assert_like_hf(model, hf.bert, ids, segments, lengths)
+
+
+def test_a_word_vocabulary_smaller_than_the_embedding_is_refused(tmp_path: Path) -> None:
+    """Each d2l-style row is one word of vocab.json: a shorter list is another model's vocabulary."""
+    cfg = BertConfig(vocab_size=30, hidden_size=32, num_layers=1, num_heads=4, ffn_size=48, max_position=16)
+    save_classifier(tmp_path / "model", BERTClassifier(cfg, 3), WordTokenizer(_d2l_vocab(30)), LABELS, 16)
+    (tmp_path / "model" / "vocab.json").write_text(json.dumps(_d2l_vocab(20)))
+    _refused(load_classifier, tmp_path / "model", r"vocab\.json has 20 words but the model embeds 30")
+
+
+def test_unreadable_tokenizer_files_are_one_line(tmp_path: Path) -> None:
+    folder = _hf_folder(tmp_path / "hf", transformers.BertModel(_hf_config()))
+    (folder / "vocab.txt").write_bytes("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\ncafé\n".encode("latin-1"))
+    _refused(load_pretrained, folder, r"vocab\.txt: not UTF-8 text \(at byte 34\)")
+
+    cfg = BertConfig(vocab_size=30, hidden_size=32, num_layers=1, num_heads=4, ffn_size=48, max_position=16)
+    save_classifier(tmp_path / "model", BERTClassifier(cfg, 3), WordTokenizer(_d2l_vocab(30)), LABELS, 16)
+    (tmp_path / "model" / "word_tokenizer.json").write_text("[1]")
+    _refused(load_classifier, tmp_path / "model", r'word_tokenizer\.json: expected \{"split_punctuation": true or')
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path: Path) -> None:
+    folder = _native(tmp_path)
+    _set_values(folder / "model.safetensors", "encoder.blocks.1.ffn.up.weight", (0, 1), math.nan)
+    _refused(load_classifier, folder, r"model\.safetensors: encoder\.blocks\.1\.ffn\.up\.weight holds NaN or infinite")
+
+    hf = _hf_folder(tmp_path / "hf", transformers.BertModel(_hf_config()))
+    _set_values(hf / "model.safetensors", "pooler.dense.bias", 3, -math.inf)
+    _refused(load_pretrained, hf, r"model\.safetensors: pooler\.dense\.bias holds NaN or infinite values")
+
+    # Weights this large are finite, though their sum is not.
+    _set_values(hf / "model.safetensors", "pooler.dense.bias", slice(None), 3e38)
+    assert torch.equal(load_pretrained(hf).model.hidden.dense.bias, torch.full((32,), 3e38))
+
+
+def test_an_empty_checkpoint_says_so(tmp_path: Path) -> None:
+    (tmp_path / "pretrained.params").write_bytes(b"")
+    (tmp_path / "vocab.json").write_text(json.dumps(_d2l_vocab(10)))
+    _refused(load_pretrained, tmp_path, r"pretrained\.params: cannot read: the file is empty or cut off")

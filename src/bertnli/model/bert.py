@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
@@ -22,6 +22,11 @@ from torch import nn
 from bertnli.model.kernels import Dropout, Linear, attention, linear
 
 Activation = Literal["relu", "gelu", "gelu_tanh"]
+ACTIVATIONS: tuple[Activation, ...] = get_args(Activation)
+_SIZES = ("vocab_size", "hidden_size", "num_layers", "num_heads", "ffn_size", "max_position", "type_vocab_size")
+_WANTED = {**dict.fromkeys(_SIZES, "a positive integer"), "activation": f"one of {', '.join(ACTIVATIONS)}",
+           "layer_norm_eps": "a positive number", "embedding_norm": "true or false",
+           "dropout": "a number from 0 to below 1", "attention_dropout": "a number from 0 to below 1"}
 
 
 @dataclass
@@ -42,6 +47,10 @@ class BertConfig:
     attention_dropout: float = 0.1
 
     def __post_init__(self) -> None:
+        """Refuse impossible settings (from an edited config.json, say) with a `ValueError` naming the field."""
+        bad = next((f.name for f in fields(self) if not _fits(f.name, getattr(self, f.name))), None)
+        if bad is not None:
+            raise ValueError(f"{bad} must be {_WANTED[bad]}, not {getattr(self, bad)!r}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
 
@@ -56,8 +65,24 @@ class BertConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BertConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """What `to_dict` wrote: every field must be there (a `ValueError` names a missing one)."""
+        missing = [f.name for f in fields(cls) if f.name not in data]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} missing")
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
+def _fits(name: str, value: Any) -> bool:
+    """Whether ``value`` is what `BertConfig` field ``name`` needs (JSON's true is no number here)."""
+    if name == "activation":
+        return value in ACTIVATIONS
+    if name == "embedding_norm":
+        return isinstance(value, bool)
+    if isinstance(value, bool) or not isinstance(value, int if name in _SIZES else int | float):
+        return False
+    if name in _SIZES:
+        return value >= 1
+    return 0 < value < math.inf if name == "layer_norm_eps" else 0 <= value < 1
 
 
 def _activation(name: Activation) -> nn.Module:

@@ -115,7 +115,10 @@ class WordTokenizer(Tokenizer):
             rules = json.loads(rules_path.read_text(encoding="utf-8")) if rules_path.is_file() else {}
         except (OSError, ValueError) as exc:
             raise CheckpointError(rules_path, f"cannot read: {exc}") from None
-        return cls.from_file(Path(directory) / "vocab.json", bool(rules.get("split_punctuation", False)))
+        split = rules.get("split_punctuation", False) if isinstance(rules, dict) else None
+        if not isinstance(split, bool):
+            raise CheckpointError(rules_path, 'expected {"split_punctuation": true or false}')
+        return cls.from_file(Path(directory) / "vocab.json", split)
 
     @classmethod
     def from_json(cls, data: bytes | str, source: str, split_punctuation: bool = True) -> WordTokenizer:
@@ -194,6 +197,8 @@ class WordPieceTokenizer(Tokenizer):
             lines = Path(path).read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             raise CheckpointError(path, f"cannot read vocabulary: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise CheckpointError(path, f"not UTF-8 text (at byte {exc.start:,}); save it as UTF-8") from None
         vocab = {token: i for i, token in enumerate(lines)}
         tok = HFTokenizer(models.WordPiece(vocab, unk_token=WORDPIECE_SPECIALS["unk"]))
         tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=None)

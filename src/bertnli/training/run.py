@@ -27,6 +27,7 @@ from bertnli.data.example import Dataset
 from bertnli.errors import CheckpointError, ConfigError
 from bertnli.paths import TEMPORARY_PREFIX, atomic_write, write_text
 from bertnli.training.config import TrainConfig
+from bertnli.weights.files import reason
 
 
 def dataset_fingerprint(dataset: Dataset) -> str:
@@ -250,9 +251,8 @@ class RunDir:
         try:
             atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
         except RuntimeError as exc:  # torch's writer reports a failed write (a full disk, a file size limit) so
-            reason = str(exc).strip().splitlines()[0]
-            raise CheckpointError(self.checkpoint_path, f"could not be written, the previous one is kept ({reason}); "
-                                  "is the disk full?") from None
+            raise CheckpointError(self.checkpoint_path, f"could not be written, the previous one is kept "
+                                  f"({reason(exc)}); is the disk full?") from None
 
     def load_checkpoint(self) -> dict[str, Any] | None:
         """The last training state; None for a run stopped before its first checkpoint."""
@@ -261,8 +261,7 @@ class RunDir:
         try:
             state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for a damaged file
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(self.checkpoint_path, f"cannot read checkpoint: {reason}") from None
+            raise CheckpointError(self.checkpoint_path, f"cannot read checkpoint: {reason(exc)}") from None
         if not (isinstance(state, dict) and state.keys() >= CHECKPOINT_KEYS):
             raise CheckpointError(self.checkpoint_path, "not a bertnli training checkpoint")
         return state

@@ -42,6 +42,7 @@ D2L_KEYS = KeyMap(
         ("nsp.output.{p}", "nsp.output.{p}"),
     ),
     batched=frozenset({"encoder.pos_embedding"}),
+    owned=("encoder.", "hidden."),
 )
 
 

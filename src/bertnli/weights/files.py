@@ -25,9 +25,11 @@ StateDict = dict[str, torch.Tensor]
 
 
 def reason(exc: BaseException) -> str:
-    """The first line of an exception's message (torch's can run to dozens of lines)."""
+    """The first line of an exception's message (torch's can run to dozens of lines); for none, what it means."""
     lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    if lines:
+        return lines[0]
+    return "the file is empty or cut off" if isinstance(exc, EOFError) else type(exc).__name__
 
 
 def parse_json(data: bytes | str, source: str | Path) -> Any:

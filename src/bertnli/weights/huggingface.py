@@ -7,6 +7,7 @@ heads); writes `BertForSequenceClassification`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,12 +51,14 @@ _ACTIVATIONS: dict[str, Activation] = {
 _HF_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 _WORDS = "embeddings.word_embeddings.weight"
+#: Buffers some versions of `transformers` save beside the weights: 0, 1, 2, ... and zeros.
+_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
 
 
 def hf_keys(prefix: str) -> KeyMap:
     """Our names ↔ Hugging Face's, with ``prefix`` ("bert." or "") on the encoder and pooler."""
     encoder = tuple((ours, *(prefix + t for t in theirs)) for ours, *theirs in _ENCODER_RULES)
-    return KeyMap(encoder + _HEAD_RULES)
+    return KeyMap(encoder + _HEAD_RULES, owned=tuple(prefix + part for part in ("embeddings.", "encoder.", "pooler.")))
 
 
 def load_huggingface(directory: str | Path) -> tuple[BERTModel, Tokenizer]:
@@ -95,20 +98,23 @@ def config_from_hf(config: Mapping[str, Any], source: Path) -> BertConfig:
     act = config.get("hidden_act", "gelu")
     if act not in _ACTIVATIONS:
         raise CheckpointError(source, f"hidden_act {act!r} is not supported ({', '.join(_ACTIVATIONS)})")
+    hidden, heads = _number(config, "hidden_size", source), _number(config, "num_attention_heads", source)
+    if hidden % heads:
+        raise CheckpointError(source, f"hidden_size {hidden} is not divisible by num_attention_heads {heads}")
     return make_config(
         source,
         vocab_size=_number(config, "vocab_size", source),
-        hidden_size=_number(config, "hidden_size", source),
+        hidden_size=hidden,
         num_layers=_number(config, "num_hidden_layers", source),
-        num_heads=_number(config, "num_attention_heads", source),
+        num_heads=heads,
         ffn_size=_number(config, "intermediate_size", source),
         max_position=_number(config, "max_position_embeddings", source),
         type_vocab_size=_number(config, "type_vocab_size", source, 2),
         activation=_ACTIVATIONS[act],
         layer_norm_eps=_number(config, "layer_norm_eps", source, 1e-12, integer=False),
         embedding_norm=True,
-        dropout=_number(config, "hidden_dropout_prob", source, 0.1, integer=False),
-        attention_dropout=_number(config, "attention_probs_dropout_prob", source, 0.1, integer=False),
+        dropout=_number(config, "hidden_dropout_prob", source, 0.1, integer=False, below=1),
+        attention_dropout=_number(config, "attention_probs_dropout_prob", source, 0.1, integer=False, below=1),
     )
 
 
@@ -152,13 +158,15 @@ def _check_exportable(cfg: BertConfig) -> None:
 
 
 def _number(
-    config: Mapping[str, Any], key: str, source: Path, default: float | None = None, *, integer: bool = True
+    config: Mapping[str, Any], key: str, source: Path, default: float | None = None, *, integer: bool = True,
+    below: float = math.inf,
 ) -> Any:
-    """``config[key]``: a positive integer, or with ``integer=False`` a non-negative number."""
+    """``config[key]``: a positive integer, or with ``integer=False`` a non-negative number under ``below``."""
     value = config.get(key, default)
     kind = int if integer else (int, float)
-    if not isinstance(value, kind) or isinstance(value, bool) or value < 0 or (integer and value == 0):
-        wanted = "a positive integer" if integer else "a non-negative number"
+    if not isinstance(value, kind) or isinstance(value, bool) or not 0 <= value < below or (integer and value == 0):
+        bound = f" below {below}" if below < math.inf else ""
+        wanted = "a positive integer" if integer else f"a non-negative number{bound}"
         raise CheckpointError(source, f"{key} must be {wanted}, not {value!r}")
     return value
 
@@ -173,8 +181,9 @@ def _read_weights(directory: Path) -> tuple[StateDict, Path]:
 
 
 def _normalize(state: StateDict, prefix: str, tied: bool) -> StateDict:
-    """Old LayerNorm names (``gamma``/``beta``), and the tensors a tied MLM decoder leaves unsaved."""
-    state = {_modern_name(k): v for k, v in state.items()}
+    """Old LayerNorm names (``gamma``/``beta``), the tensors a tied MLM decoder leaves unsaved, and no
+    `_BUFFERS`."""
+    state = {_modern_name(k): v for k, v in state.items() if not k.endswith(_BUFFERS)}
     if "cls.predictions.bias" not in state and "cls.predictions.decoder.bias" in state:
         state["cls.predictions.bias"] = state["cls.predictions.decoder.bias"]
     has_mlm = "cls.predictions.transform.dense.weight" in state

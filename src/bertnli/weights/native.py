@@ -17,7 +17,14 @@ from bertnli.model.bert import BERTClassifier, BertConfig
 from bertnli.text.tokenizers import WORD_RULES, Tokenizer, load_tokenizer
 from bertnli.weights.d2l import PARAMS
 from bertnli.weights.files import atomic_directory, read_json_object, read_safetensors
-from bertnli.weights.keymap import check_shapes, check_vocab, empty_model, unshared
+from bertnli.weights.keymap import (
+    check_finite,
+    check_shapes,
+    check_unexpected,
+    check_vocab,
+    empty_model,
+    unshared,
+)
 from bertnli.weights.sources import is_d2l_name, is_minilm
 
 FORMAT = "bertnli"
@@ -66,6 +73,8 @@ def save_classifier(
     """
     if len(labels) != model.output.out_features:
         raise ValueError(f"{len(labels)} labels for a model with {model.output.out_features} outputs")
+    if not 3 <= max_len <= model.config.max_position:
+        raise ValueError(f"max_len {max_len} for a model with {model.config.max_position} positions")
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -120,21 +129,30 @@ def load_classifier(directory: str | Path) -> SavedClassifier:
 
 
 def _fill(model: BERTClassifier, path: Path) -> None:
-    """Give ``model`` (on the meta device) the tensors in ``path``, after checking names and shapes."""
+    """Give ``model`` (on the meta device) the tensors in ``path``, after checking names, shapes and values."""
     state = read_safetensors(path)
     expected = model.state_dict()
     check_shapes(state, expected, path)
+    check_unexpected(state, expected, ("",), path)
+    check_finite(state, path)
     model.load_state_dict(unshared({key: state[key].float() for key in expected}), assign=True)
 
 
 def _parse(meta: dict[str, Any], source: Path) -> tuple[BertConfig, list[str], int]:
-    labels, max_len = meta.get("labels"), meta.get("max_len")
+    labels, max_len, network = meta.get("labels"), meta.get("max_len"), meta.get("model")
     if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
         raise CheckpointError(source, "labels must be a non-empty list of names")
-    if not isinstance(max_len, int) or max_len < 3:
-        raise CheckpointError(source, f"max_len must be an integer of at least 3, not {max_len!r}")
+    if len(set(labels)) != len(labels):
+        raise CheckpointError(source, f"labels name an output twice: {labels}")
+    if "id2label" in meta and meta["id2label"] != {str(i): label for i, label in enumerate(labels)}:
+        raise CheckpointError(source, f"id2label {meta['id2label']!r} contradicts labels {labels}")
+    if not isinstance(network, dict):
+        raise CheckpointError(source, f"model must be an object of the network's settings, not {network!r}")
     try:
-        cfg = BertConfig.from_dict(meta["model"])
-    except (KeyError, TypeError, ValueError) as exc:
+        cfg = BertConfig.from_dict(network)
+    except ValueError as exc:
         raise CheckpointError(source, f"bad model entry: {exc}") from None
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or not 3 <= max_len <= cfg.max_position:
+        raise CheckpointError(source, f"max_len must be an integer from 3 to the model's {cfg.max_position} "
+                                      f"positions, not {max_len!r}")
     return cfg, labels, max_len
