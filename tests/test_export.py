@@ -223,9 +223,13 @@ def test_cli_export_replaces_an_earlier_export_but_never_a_file_it_would_not_wri
     first = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     assert main(["export", str(wordpiece_model), str(out), "--format", format]) == 0  # replaced
     assert sorted(p.name for p in out.iterdir()) == sorted(first) and str(out) in capsys.readouterr().out
-    (out / ".DS_Store").write_text("a file browser's litter")  # hidden: it goes with the old export
+    (out / ".git").mkdir()  # a clone of a hub repository: its history and settings come along whole
+    (out / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (out / ".gitattributes").write_text("*.safetensors filter=lfs\n")
     assert main(["export", str(wordpiece_model), str(out), "--format", format]) == 0
-    assert not (out / ".DS_Store").exists()
+    assert (out / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
+    assert (out / ".gitattributes").read_text() == "*.safetensors filter=lfs\n"
+    assert sorted(p.name for p in out.iterdir()) == sorted([*first, ".git", ".gitattributes"])
     (out / "NOTES.md").write_text("the user's own notes")
     (out / "eval").mkdir()
     (out / "eval" / "results.json").write_text("{}")

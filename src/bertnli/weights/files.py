@@ -103,34 +103,41 @@ def atomic_directory(directory: Path, replaceable: Callable[[Path], bool],
         for file in staging.rglob("*"):  # some writers (safetensors) make owner-only files
             if file.is_file():
                 os.chmod(file, FILE_MODE)
-        _settle_old_files(directory, staging, model_files)
-        _swap_in(staging, directory, directory.with_name(f".{directory.name}.old-{tag}"))
+        carried = _settle_old_files(directory, staging, model_files)
+        try:
+            _swap_in(staging, directory, directory.with_name(f".{directory.name}.old-{tag}"))
+        except BaseException:
+            for name in carried:  # moved, not copied: they go back before the staging folder goes
+                (staging / name).rename(directory / name)
+            raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
-def _settle_old_files(directory: Path, staging: Path, model_files: Collection[str] | None) -> None:
-    """What becomes of the files of ``directory`` that ``staging`` does not write again. Without
-    ``model_files`` (exports): hidden ones (.DS_Store, .ipynb_checkpoints/) go with the old folder, and any
-    other refuses the swap with a `CheckpointError`. With them (model folders, which training rewrites at
-    every better epoch): those names go (parts of an older model that would mislead a reader), and every
-    other file moves into the new folder."""
+def _settle_old_files(directory: Path, staging: Path, model_files: Collection[str] | None) -> list[str]:
+    """What becomes of the files of ``directory`` that ``staging`` does not write again; returns the names
+    moved into ``staging``. Hidden entries (a hub clone's .git/ and .gitattributes, .DS_Store) move into the
+    new folder whole. Of the others, without ``model_files`` (exports) any refuses the swap with a
+    `CheckpointError`; with them (model folders, which training rewrites at every better epoch) those names
+    go (parts of an older model that would mislead a reader), and every other file is copied over."""
     if not directory.exists():
-        return
-    others = [p.relative_to(directory) for p in directory.rglob("*")
-              if not p.is_dir() and not (staging / p.relative_to(directory)).exists()]
-    if model_files is None:
-        lost = sorted(str(p) for p in others if not any(part.startswith(".") for part in p.parts))
-        if lost:
-            shown = ", ".join(lost[:3]) + (f" and {len(lost) - 3} more" if len(lost) > 3 else "")
-            raise CheckpointError(directory, f"holds {shown}, which the new folder would not keep; move them "
-                                             "out, or write elsewhere")
-        return
+        return []
+    hidden = [p.name for p in directory.iterdir() if p.name.startswith(".") and not (staging / p.name).exists()]
+    others = [p.relative_to(directory) for p in directory.rglob("*") if not p.is_dir()
+              and not p.relative_to(directory).parts[0].startswith(".")
+              and not (staging / p.relative_to(directory)).exists()]
+    if model_files is None and others:
+        shown = ", ".join(map(str, sorted(others)[:3])) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise CheckpointError(directory, f"holds {shown}, which the new folder would not keep; move them "
+                                         "out, or write elsewhere")
     for path in others:
-        if len(path.parts) > 1 or path.name not in model_files:
+        if len(path.parts) > 1 or path.name not in (model_files or ()):
             (staging / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(directory / path, staging / path)
+    for name in hidden:
+        (directory / name).rename(staging / name)
+    return hidden
 
 
 def _is_empty(directory: Path) -> bool:
