@@ -733,8 +733,8 @@ def test_nlimodel_refuses_malformed_input_and_settings(trained):
 
 
 def test_nlimodel_takes_the_pairs_a_notebook_holds(trained):
-    """Tuples, rows of a 2-column array, Examples, a Dataset or a generator: the same pairs, the same answers;
-    `predict_proba` takes what `predict` takes, and `evaluate` a model folder."""
+    """Tuples, rows of a 2-column array, JSON objects, Examples, a Dataset or a generator: the same pairs, the
+    same answers; `predict_proba` takes what `predict` takes, and `evaluate` a model folder."""
     from bertnli import Dataset, Example, NLIModel, evaluate
 
     model = NLIModel.load(trained["run"], device="cpu")
@@ -742,7 +742,7 @@ def test_nlimodel_takes_the_pairs_a_notebook_holds(trained):
     dataset = Dataset("mine", [Example(p, h, "entailment") for p, h in pairs])
     expected = model.predict_proba([p for p, _ in pairs], [h for _, h in pairs])
     for form in (lambda: pairs, lambda: np.array(pairs), lambda: dataset.examples, lambda: dataset,
-                 lambda: (pair for pair in pairs)):
+                 lambda: (pair for pair in pairs), lambda: [{"premise": p, "hypothesis": h} for p, h in pairs]):
         assert [p.label for p in model.predict(form())] == [model.labels[i] for i in expected.argmax(1)]
         assert np.array_equal(model.predict_proba(form()), expected)
     assert evaluate(str(trained["run"]), dataset).report.accuracy == evaluate(model, dataset).report.accuracy

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +21,7 @@ from bertnli.weights import load_classifier, save_classifier
 from bertnli.weights.native import resolve_model_dir
 
 #: What `NLIModel.predict` takes: (premise, hypothesis) pairs, `Example`s, or a `Dataset`.
-Pairs = Iterable[tuple[str, str]] | Iterable[Example] | Dataset
+Pairs = Iterable[tuple[str, str]] | Iterable[Mapping[str, str]] | Iterable[Example] | Dataset
 
 
 @dataclass(frozen=True)
@@ -203,9 +203,11 @@ def _split_pairs(pairs: Pairs, tokenised: bool) -> tuple[list[str], list[str], b
     for i, pair in enumerate(pairs):
         if isinstance(pair, Example):
             pair = (pair.premise, pair.hypothesis)
-        elif isinstance(pair, str) or not hasattr(pair, "__len__") or len(pair) != 2:
+        elif isinstance(pair, Mapping) and {"premise", "hypothesis"} <= pair.keys():  # a JSON object's
+            pair = (pair["premise"], pair["hypothesis"])
+        elif isinstance(pair, (str, Mapping)) or not hasattr(pair, "__len__") or len(pair) != 2:
             raise TypeError(f"predict takes (premise, hypothesis) pairs, e.g. [('A man sleeps.', 'A person "
-                            f"rests.')]; item {i} is {_shown(pair)}")
+                            f"rests.')] or [{{'premise': ..., 'hypothesis': ...}}]; item {i} is {_shown(pair)}")
         premises.append(pair[0])
         hypotheses.append(pair[1])
     return premises, hypotheses, tokenised
