@@ -25,6 +25,7 @@ from synthetic import synthetic_dataset, tiny_d2l_checkpoint
 from test_training import child_env
 
 from bertnli.cli import COMMANDS, main
+from bertnli.data import Dataset
 from bertnli.data.download import DATASETS
 from bertnli.training import RunDir
 
@@ -533,6 +534,17 @@ def test_progress_in_a_log_file_is_whole_lines(trained, tiny, tmp_path, capsys, 
     bars = [line for line in err.splitlines() if line.startswith("epoch 1/1:")]
     counts = [bar.split("|")[-1].split()[0] for bar in bars]  # also redrawn when the loss shown changes
     assert list(dict.fromkeys(counts)) == [f"{n}/5" for n in range(6)]  # 270 pairs: 5 batches
+
+
+def test_validating_on_training_pairs_warns(trained, tiny, tmp_path, capsys):
+    unique = {(e.premise, e.hypothesis): e for e in synthetic_dataset(600, 3).examples}
+    data = jsonl(tmp_path / "unique.jsonl", Dataset("unique", list(unique.values())))
+    args = ["train", "--model", tiny, "--num-heads", "4", "--train", str(data), "--epochs", "1", "--no-progress"]
+    assert main([*args, "--eval", str(data), "--out", str(tmp_path / "same")]) == 0
+    assert f"warning: {len(unique)} of the {len(unique)} validation pairs are also training pairs" in \
+        capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "held_out")]) == 0  # a held-out slice shares none
+    assert "also training pairs" not in capsys.readouterr().err
 
 
 def test_evaluating_on_the_training_file_warns(trained, capsys):

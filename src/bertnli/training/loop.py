@@ -120,6 +120,18 @@ def _warn_about_missing_labels(dataset: Dataset, labels: list[str]) -> None:
                       f"learn never to predict {missing}", BertnliWarning, stacklevel=4)
 
 
+def _warn_about_shared_pairs(train_set: Dataset, eval_set: Dataset | None) -> None:
+    """Validation pairs that are also training pairs (the same file given twice, overlapping files) make the
+    validation accuracy flatter the model: say so when they are more than a few."""
+    if eval_set is None or not len(eval_set):
+        return
+    seen = {(e.premise, e.hypothesis) for e in train_set.examples}
+    shared = sum((e.premise, e.hypothesis) in seen for e in eval_set.examples)
+    if shared > len(eval_set) / 100:
+        warnings.warn(f"{shared:,} of the {len(eval_set):,} validation pairs are also training pairs: the validation "
+                      "accuracy will flatter the model", BertnliWarning, stacklevel=4)
+
+
 def _warn_about_ignored_settings(given: TrainConfig, saved: TrainConfig) -> None:
     """A resumed run keeps the settings it started with: say so when the caller passed others."""
     if given == TrainConfig():  # the command line, or a caller who set nothing
@@ -201,6 +213,7 @@ class Trainer:
                 self.run.truncate_metrics(self.progress.step)
         elif self.rank == 0:
             _warn_about_missing_labels(train_set, self.labels)
+            _warn_about_shared_pairs(train_set, eval_set)
             data = {"train": describe_dataset(train_set), "eval": describe_dataset(eval_set) if eval_set else None,
                     "source": source}
             hardware = {"device": device_name(self.device), "processes": self.world,
