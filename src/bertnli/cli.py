@@ -453,8 +453,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from bertnli.evaluation import evaluate, write_reports
     from bertnli.inference import NLIModel
 
-    if args.report and args.report.exists() and not args.report.is_dir():
-        raise BertnliError(f"--report {args.report} is a file; name a folder")
+    if args.report:
+        _check_report(args.report)
+    datasets = [_read(spec, args) for spec in args.data]  # every file read before any is scored: errors come first
     model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
                           progress=not args.no_progress)
     top = None if args.mistakes < 0 else args.mistakes
@@ -463,7 +464,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if _absolute(spec) in trained_on:
             _note(f"warning: {spec} is what {args.model} was trained on: its scores include the training pairs "
                   f"(the run's own held-out pairs were scored in its evaluation.md)")
-    results = [evaluate(model, _read(spec, args), two_class=args.two_class, top_errors=top) for spec in args.data]
+    results = [evaluate(model, dataset, two_class=args.two_class, top_errors=top) for dataset in datasets]
     for spec, result in zip(args.data, results):  # what was scored, for whoever reads the report later
         limit = f" (its first {args.limit:,} labelled pairs)" if args.limit else ""
         result.notes.insert(0, f"Model {args.model}, data {_absolute(spec)}{limit}.")
@@ -580,6 +581,15 @@ def _check_output(path: Path, source: Path | None = None) -> None:
         raise BertnliError(f"--output {path} cannot be written ({folder} is not a writable folder)")
 
 
+def _check_report(path: Path) -> None:
+    """Refuse, before any work, a report folder that cannot be made or written."""
+    if path.exists() and not path.is_dir():
+        raise BertnliError(f"--report {path} is a file; name a folder")
+    folder = next(p for p in [path.absolute(), *path.absolute().parents] if p.exists())
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise BertnliError(f"--report {path} cannot be written ({folder} is not a writable folder)")
+
+
 def cmd_data(args: argparse.Namespace) -> None:
     if args.action == "download":
         from bertnli.data import download
@@ -654,9 +664,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         python_show = warnings.showwarning
 
         def show(message, category, filename, lineno, file=None, line=None) -> None:
-            """bertnli's own warnings as one line; others as Python shows them."""
+            """bertnli's own warnings as one line (from the first process only); others as Python shows them."""
             if issubclass(category, BertnliWarning):
-                print(f"warning: {message}", file=file or sys.stderr)
+                _note(f"warning: {message}")
             else:
                 python_show(message, category, filename, lineno, file, line)
 
