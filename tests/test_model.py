@@ -167,7 +167,8 @@ def test_bf16_cpu_attention_matches_sdpa_with_padding_and_packing_masks():
     slots = torch.randint(-1, 3, (6, 20)).sort(dim=1).values
     for mask in (padding_mask(torch.tensor([20, 3, 17, 9, 12, 20]), 20), block_diagonal_mask(slots), None):
         expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        got = kernels.attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, 0.0)
+        bias = None if mask is None else kernels.attention_bias(mask, q.bfloat16())
+        got = kernels.attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), bias, 0.0)
         assert got.dtype == torch.bfloat16
         torch.testing.assert_close(got.float(), expected, atol=3e-2, rtol=3e-2)
     wrong = kernels.attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), None, 0.0).float()
@@ -222,7 +223,7 @@ def test_cpu_attention_with_dropout_matches_sdpa_forward_and_backward_when_nothi
     for mask in (padding_mask(torch.tensor([20, 3, 17, 9, 12, 20]), 20), block_diagonal_mask(slots)):
         ours = [torch.randn(6, 4, 20, 16, requires_grad=True) for _ in range(3)]
         reference = [t.detach().clone().requires_grad_() for t in ours]
-        got = kernels.attention(*ours, mask, 1e-12)
+        got = kernels.attention(*ours, kernels.attention_bias(mask, ours[0]), 1e-12)
         expected = sdpa(*reference, attn_mask=mask)
         grad = torch.randn_like(expected)
         got.backward(grad)
@@ -290,3 +291,14 @@ def test_automatic_precision_is_bf16_on_gpus_with_bf16_units_fp16_on_older_ones_
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, units=bf16_units: units)
         assert autocast_dtype(torch.device("cuda")) is expected
     assert autocast_dtype(torch.device("cuda"), "fp32") is None  # asked for, never overridden
+
+
+def test_the_attention_bias_is_zero_or_minus_infinity_in_the_dtype_the_products_run_in():
+    from bertnli.model.bert import padding_mask
+
+    keep = padding_mask(torch.tensor([3, 1]), 4)
+    bias = kernels.attention_bias(keep, torch.zeros(1))
+    assert bias.dtype == torch.float32 and torch.equal(bias == 0, keep) and bool(torch.isneginf(bias[~keep]).all())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # SDPA would otherwise cast it in every block
+        assert kernels.attention_bias(keep, torch.zeros(1)).dtype == torch.bfloat16
+

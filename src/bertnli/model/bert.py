@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
-from bertnli.model.kernels import Dropout, Linear, attention, linear
+from bertnli.model.kernels import Dropout, Linear, attention, attention_bias
 
 Activation = Literal["relu", "gelu", "gelu_tanh"]
 ACTIVATIONS: tuple[Activation, ...] = get_args(Activation)
@@ -130,22 +130,18 @@ class SelfAttention(nn.Module):
         self.dropout_p = cfg.attention_dropout
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None, query_rows: torch.Tensor | None = None,
+        self, x: torch.Tensor, bias: torch.Tensor | None, query_rows: slice | None = None,
         tokens: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The output at every position; at ``query_rows`` (time steps) of every row only, (batch, rows,
         hidden); or at ``tokens`` (flat batch * time indices) only, (tokens, hidden)."""
         batch, time, hidden = x.shape
-        if query_rows is None:
-            q, k, v = self.qkv(x).view(batch, time, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        else:  # only some query positions are needed (the last block of a classifier): project just those
-            w, b = self.qkv.weight, self.qkv.bias
-            q = linear(x[:, query_rows], w[:hidden], b[:hidden])
-            q = q.view(batch, len(query_rows), self.num_heads, -1).transpose(1, 2)
-            k, v = linear(x, w[hidden:], b[hidden:]).view(batch, time, 2, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-            if mask is not None and mask.shape[-2] != 1:
-                mask = mask[:, :, query_rows]
-        y = attention(q, k, v, mask, self.dropout_p if self.training else 0.0)
+        q, k, v = self.qkv(x).view(batch, time, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        if query_rows is not None:  # only some query positions are needed (the last block of a classifier)
+            q = q[:, :, query_rows]
+            if bias is not None and bias.shape[-2] != 1:
+                bias = bias[:, :, query_rows]
+        y = attention(q, k, v, bias, self.dropout_p if self.training else 0.0)
         y = y.transpose(1, 2).reshape(batch, -1, hidden)
         return self.out(y if tokens is None else y.reshape(-1, hidden)[tokens])
 
@@ -173,7 +169,7 @@ class EncoderBlock(nn.Module):
         self.dropout = Dropout(cfg.dropout)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None, query_rows: torch.Tensor | None = None,
+        self, x: torch.Tensor, bias: torch.Tensor | None, query_rows: slice | None = None,
         tokens: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """As `SelfAttention.forward`: ``query_rows`` or ``tokens`` keep only those outputs."""
@@ -182,7 +178,7 @@ class EncoderBlock(nn.Module):
             residual = x[:, query_rows]
         elif tokens is not None:
             residual = x.reshape(-1, x.shape[-1])[tokens]
-        x = self.norm1(residual + self.dropout(self.attention(x, mask, query_rows, tokens)))
+        x = self.norm1(residual + self.dropout(self.attention(x, bias, query_rows, tokens)))
         return self.norm2(x + self.dropout(self.ffn(x)))
 
 
@@ -203,7 +199,7 @@ class BertEncoder(nn.Module):
         *,
         attn_mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
-        last_query_rows: torch.Tensor | None = None,
+        last_query_rows: slice | None = None,
         last_tokens: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(batch, time, hidden). The last block can compute less: only the time steps ``last_query_rows`` of
@@ -213,9 +209,10 @@ class BertEncoder(nn.Module):
         if mask is None and valid_lens is not None:
             mask = padding_mask(valid_lens, token_ids.shape[1])
         x = self.embeddings(token_ids, segments, positions)
+        bias = None if mask is None else attention_bias(mask, x)
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x = block(x, mask, last_query_rows, last_tokens) if i == last else block(x, mask)
+            x = block(x, bias, last_query_rows, last_tokens) if i == last else block(x, bias)
         return x
 
 
@@ -320,10 +317,9 @@ class BERTClassifier(nn.Module):
         """Logits (pairs, labels). Unpacked rows read the <cls> at column 0. Packed rows pass
         ``cls_index``: the flat (row * time + column) index of every pair's <cls>. Either way the last block
         computes its output for the <cls> positions only."""
-        if cls_index is None:
-            first = torch.zeros(1, dtype=torch.long, device=token_ids.device)
+        if cls_index is None:  # a slice, not an index tensor: views, and no scatter in the backward pass
             cls = self.encoder(token_ids, segments, valid_lens, attn_mask=attn_mask, positions=positions,
-                               last_query_rows=first)[:, 0]
+                               last_query_rows=slice(0, 1))[:, 0]
         else:
             cls = self.encoder(token_ids, segments, valid_lens, attn_mask=attn_mask, positions=positions,
                                last_tokens=cls_index)
