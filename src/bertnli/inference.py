@@ -72,8 +72,8 @@ def batched_logits(
             chunks.append((index, run(*args, **kwargs)[: len(index)].float().clone()))
             bar.update(len(index))
     out = np.empty((len(pairs), network.output.out_features), dtype=np.float32)
-    for index, logits in chunks:
-        out[index] = logits.cpu().numpy()
+    if chunks:  # one copy from the device for all batches
+        out[np.concatenate([index for index, _ in chunks])] = torch.cat([logits for _, logits in chunks]).cpu().numpy()
     network.train(was_training)
     return out
 
