@@ -62,13 +62,13 @@ def assert_ratios_to_first_row(rows: dict[str, dict[str, float]]) -> None:
         assert low - 0.005 <= row["ratio"] <= high + 0.005, name
 
 
-def test_training_benchmark_runs_both_sides_on_the_same_pairs(shared_data, tmp_path):
+def test_training_benchmark_runs_every_side_on_the_same_pairs(shared_data, tmp_path):
     output = run_benchmark("train_throughput.py", shared_data, "--pairs", "24", "--batch-size", "8",
-                           "--precision", "fp32", "--scratch", str(tmp_path))
+                           "--precision", "fp32", "--sides", "trainer,plain,bertnli", "--scratch", str(tmp_path))
     rows = table(output)
-    assert list(rows) == ["transformers Trainer", "bertnli"]
+    assert list(rows) == ["transformers Trainer", "plain PyTorch loop", "bertnli"]
     assert_ratios_to_first_row(rows)
-    assert "transformers Trainer: 24 pairs" in output and "bertnli: 24 pairs" in output
+    assert all(f"{name}: 24 pairs" in output for name in rows)
 
 
 def test_prediction_benchmark_runs_every_side(shared_data, tmp_path):
