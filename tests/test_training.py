@@ -131,7 +131,7 @@ def interrupt_after_step(trainer: Trainer, step: int, signum: int = signal.SIGIN
 
     def step_then_interrupt(group):
         sums = original_step(group)
-        if trainer.progress.step == step - 1:  # counted once this step returns
+        if trainer.state.step == step - 1:  # counted once this step returns
             os.kill(os.getpid(), signum)
         return sums
 
@@ -329,7 +329,7 @@ def test_the_model_folder_keeps_the_epoch_of_best_validation_accuracy(task, tmp_
     from bertnli.training.metrics import ClassificationReport
 
     right = iter([5, 9, 7])  # of 10 validation pairs
-    monkeypatch.setattr(Trainer, "evaluate", lambda self: ClassificationReport(
+    monkeypatch.setattr(Trainer, "validate", lambda self: ClassificationReport(
         self.labels, np.array([[(k := next(right)), 0, 0], [0, 0, 0], [10 - k, 0, 0]])))
     cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=3, batch_size=64)
     trainer = Trainer(cfg, synthetic_dataset(128, 1), synthetic_dataset(32, 2), tmp_path / "run", progress=False)
@@ -472,7 +472,7 @@ def test_the_linear_schedule_ends_at_the_last_step_when_token_budgets_vary_the_b
     trainer.fit()
     rates = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
              if r["kind"] == "step"]
-    assert len(rates) == trainer.progress.step
+    assert len(rates) == trainer.state.step
     assert rates[-1] == 0.0 and min(rates[:-1]) > 0.0
 
 
@@ -625,7 +625,7 @@ step = Trainer.optimizer_step
 
 def step_then_interrupt_rank_1(self, batch):
     sums = step(self, batch)
-    if self.rank == 1 and self.progress.step == 2:  # the step about to be counted as the third
+    if self.rank == 1 and self.state.step == 2:  # the step about to be counted as the third
         os.kill(os.getpid(), signal.SIGINT)
     return sums
 

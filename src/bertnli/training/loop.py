@@ -73,7 +73,7 @@ class TrainResult:
 
 
 @dataclass
-class Progress:
+class RunState:
     """Where the run stands, and the running sums of the epoch in progress."""
 
     epoch: int = 0
@@ -114,10 +114,10 @@ def _warn_about_missing_labels(dataset: Dataset, labels: list[str]) -> None:
     missing = " or ".join(label for label in labels if label not in present)
     if len(present) == 1:
         warnings.warn(f"every training pair is {present[0]}; the model will learn nothing else", BertnliWarning,
-                      stacklevel=4)
+                      stacklevel=5)
     elif missing:
         warnings.warn(f"no training pair is {missing}; the model keeps the labels {', '.join(labels)} but will "
-                      f"learn never to predict {missing}", BertnliWarning, stacklevel=4)
+                      f"learn never to predict {missing}", BertnliWarning, stacklevel=5)
 
 
 def _warn_about_shared_pairs(train_set: Dataset, eval_set: Dataset | None) -> None:
@@ -129,7 +129,7 @@ def _warn_about_shared_pairs(train_set: Dataset, eval_set: Dataset | None) -> No
     shared = sum((e.premise, e.hypothesis) in seen for e in eval_set.examples)
     if shared > len(eval_set) / 20:
         warnings.warn(f"{shared:,} of the {len(eval_set):,} validation pairs are also training pairs: the validation "
-                      "accuracy will flatter the model", BertnliWarning, stacklevel=4)
+                      "accuracy will flatter the model", BertnliWarning, stacklevel=5)
 
 
 def _warn_about_ignored_settings(given: TrainConfig, saved: TrainConfig) -> None:
@@ -197,31 +197,39 @@ class Trainer:
         # fp16 gradients underflow without loss scaling; for other precisions the scaler passes through.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
         self.schedule = build_schedule(self.optimizer, cfg, self.total_steps)
-        self.progress = Progress()
+        self.state = RunState()
         self.stop_requested, self.stop_signal = False, signal.SIGINT
         self.board = None
         if resume:
-            if self.rank == 0:
-                self.run.remove_leftovers()
-            state = self.run.load_checkpoint()
-            if state is None:  # stopped before its first checkpoint (a model saved then is made again)
-                warnings.warn(f"{self.run.path} stopped before its first checkpoint: it starts again from its "
-                              "first step", BertnliWarning, stacklevel=3)
-            else:
-                self.load_state_dict(state)
-            if self.rank == 0:
-                self.run.truncate_metrics(self.progress.step)
+            self._go_on()
         elif self.rank == 0:
-            _warn_about_missing_labels(train_set, self.labels)
-            _warn_about_shared_pairs(train_set, eval_set)
-            data = {"train": describe_dataset(train_set), "eval": describe_dataset(eval_set) if eval_set else None,
-                    "source": source}
-            hardware = {"device": device_name(self.device), "processes": self.world,
-                        "precision": precision_name(self.dtype)}
-            rule = {"split_punctuation": self.tokenizer.split_punctuation} \
-                if isinstance(self.tokenizer, WordTokenizer) else {}
-            self.run.start({**cfg.to_dict(), "labels": self.labels, **rule, "max_tokens_per": "process"}, data,
-                           hardware, overwrite=overwrite)
+            self._start(train_set, eval_set, overwrite)
+
+    def _start(self, train_set: Dataset, eval_set: Dataset | None, overwrite: bool) -> None:
+        """Record a new run: its settings, labels, data, hardware (config.json)."""
+        _warn_about_missing_labels(train_set, self.labels)
+        _warn_about_shared_pairs(train_set, eval_set)
+        data = {"train": describe_dataset(train_set), "eval": describe_dataset(eval_set) if eval_set else None,
+                "source": self.source}
+        hardware = {"device": device_name(self.device), "processes": self.world,
+                    "precision": precision_name(self.dtype)}
+        rule = {"split_punctuation": self.tokenizer.split_punctuation} \
+            if isinstance(self.tokenizer, WordTokenizer) else {}
+        self.run.start({**self.cfg.to_dict(), "labels": self.labels, **rule, "max_tokens_per": "process"}, data,
+                       hardware, overwrite=overwrite)
+
+    def _go_on(self) -> None:
+        """Take up a stopped run from its checkpoint; a run stopped before its first starts again."""
+        if self.rank == 0:
+            self.run.remove_leftovers()
+        checkpoint = self.run.load_checkpoint()
+        if checkpoint is None:  # a model saved before the first checkpoint is made again
+            warnings.warn(f"{self.run.path} stopped before its first checkpoint: it starts again from its first "
+                          "step", BertnliWarning, stacklevel=4)
+        else:
+            self.load_state_dict(checkpoint)
+        if self.rank == 0:
+            self.run.truncate_metrics(self.state.step)
 
     def _build_model(self, train_set: Dataset) -> None:
         """The classifier on the pretrained encoder; ``wrapped`` for DDP, ``step_model`` as trained."""
@@ -286,7 +294,7 @@ class Trainer:
 
     # ---- the method ---------------------------------------------------------------------------
     def fit(self) -> TrainResult:
-        p = self.progress
+        p = self.state
         with self._stop_on_signals():
             while p.epoch < self.cfg.epochs:
                 # Checked first, so that a run resumed after its last evaluation stops as it would have.
@@ -313,7 +321,7 @@ class Trainer:
             write_report(evaluate(best, self.eval_set), self.run.path)
 
     def train_epoch(self) -> None:
-        p, cfg = self.progress, self.cfg
+        p, cfg = self.state, self.cfg
         batches = self._epoch_batches(p.epoch)
         self.model.train()
         bar = progress_bar(enabled=self.show_progress and self.rank == 0, total=len(batches), initial=p.batch,
@@ -380,7 +388,7 @@ class Trainer:
         return DeviceBatch.from_packed(packed, self.device, gold, pairs=self.micro_batch_pairs)
 
     def end_epoch(self) -> dict[str, Any]:
-        p = self.progress
+        p = self.state
         record: dict[str, Any] = {
             "kind": "epoch", "epoch": p.epoch + 1, "step": p.step,
             "train_loss": p.loss_sum / max(p.seen, 1), "train_accuracy": p.correct / max(p.seen, 1),
@@ -388,7 +396,7 @@ class Trainer:
         }
         if self.eval_pairs is not None:
             started = time.perf_counter()
-            report = self.evaluate()
+            report = self.validate()
             record.update(eval_accuracy=report.accuracy, eval_macro_f1=report.macro_f1(),
                           eval_seconds=time.perf_counter() - started)
         accuracy = record.get("eval_accuracy", record["train_accuracy"])
@@ -408,7 +416,7 @@ class Trainer:
         self.save_checkpoint()
         return record
 
-    def evaluate(self) -> ClassificationReport:
+    def validate(self) -> ClassificationReport:
         """Validation scores. Under DDP each rank scores every world-th pair and the counts are summed."""
         index = np.arange(self.rank, len(self.eval_pairs), self.world)
         logits = batched_logits(self.model, self.eval_pairs.take(index), self.device, self.dtype, self.eval_plan)
@@ -470,7 +478,7 @@ class Trainer:
             dist.all_reduce(totals)
             running, seen = totals[:2], int(totals[2].item())
         loss_sum, correct = running.tolist()
-        p = self.progress
+        p = self.state
         if not math.isfinite(loss_sum):
             self._diverged(loss_sum)
         p.loss_sum, p.correct, p.seen = p.loss_sum + loss_sum, p.correct + int(correct), p.seen + int(seen)
@@ -481,7 +489,7 @@ class Trainer:
 
     def _diverged(self, loss_sum: float) -> None:
         """Stop, before a checkpoint or model holds the overflowed weights."""
-        p, cfg = self.progress, self.cfg
+        p, cfg = self.state, self.cfg
         kept = f"; the best model so far stays in {self.run.model_dir}" if p.best_accuracy is not None else ""
         fp16 = "; or train in bf16 or fp32 (--precision)" if self.dtype == torch.float16 else ""
         raise TrainingDiverged(f"the training loss became {loss_sum} by step {p.step} (epoch {p.epoch + 1}): the "
@@ -515,7 +523,10 @@ class Trainer:
             dist.barrier()
 
     def state_dict(self) -> dict[str, Any]:
-        p = self.progress
+        """The checkpoint: the weights, the optimizer's, schedule's and loss scaler's states, where the run
+        stands ("progress", a `RunState`), the number of processes, and every rank's random state (gathered
+        to rank 0, which writes it)."""
+        p = self.state
         rng = {"cpu": torch.get_rng_state(),
                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
         ranks_rng = [rng]
@@ -532,28 +543,29 @@ class Trainer:
             "rng": ranks_rng,  # one per rank: each draws its own dropout masks
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        processes = state.get("processes") or self.started_processes or self.world
+    def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        """Go on from ``checkpoint`` (see `state_dict`), in as many processes as it was saved by."""
+        processes = checkpoint.get("processes") or self.started_processes or self.world
         if processes != self.world:
             raise ConfigError(f"{self.run.path} was trained by {processes} process{'es' * (processes > 1)} and "
                               f"cuts its batches for as many; resume it with {processes}, not {self.world}")
         try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.model.load_state_dict(checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
         except (RuntimeError, ValueError) as exc:
             lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             first = lines[min(1, len(lines) - 1)][:200]  # past torch's "Error(s) in loading state_dict for ..."
             raise CheckpointError(self.run.checkpoint_path, f"does not fit this model or optimizer ({first}); to go "
                                   f"on from its weights, fine-tune --model {self.run.path} in a new run") from None
-        self.schedule.load_state_dict(state["schedule"])
-        if state.get("scaler"):  # absent from checkpoints of runs without fp16, and from older ones
-            self.scaler.load_state_dict(state["scaler"])
-        self.progress = Progress(**state["progress"])
-        if isinstance(state["rng"], torch.Tensor):  # checkpoints from before one state per rank: rank 0's
-            cuda = state.get("cuda_rng") or []
+        self.schedule.load_state_dict(checkpoint["schedule"])
+        if checkpoint.get("scaler"):  # absent from checkpoints of runs without fp16, and from older ones
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        self.state = RunState(**checkpoint["progress"])
+        if isinstance(checkpoint["rng"], torch.Tensor):  # checkpoints from before one state per rank: rank 0's
+            cuda = checkpoint.get("cuda_rng") or []
             mine = cuda[self.device.index or 0] if self.device.type == "cuda" and cuda else None
-            state["rng"] = [{"cpu": state["rng"], "cuda": mine}] * self.world
-        rng = state["rng"][self.rank]
+            checkpoint["rng"] = [{"cpu": checkpoint["rng"], "cuda": mine}] * self.world
+        rng = checkpoint["rng"][self.rank]
         torch.set_rng_state(rng["cpu"])
         if rng["cuda"] is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
