@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bertnli.text import WordTokenizer, encode_pairs, pack_token_ids, truncated_lengths
+from bertnli.text import WordTokenizer, encode_pairs, lay_out_pairs, truncated_lengths
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_random_pairs_agree_with_the_reference_rule():
     tok = WordTokenizer(VOCAB)
     premises = [[int(x) for x in rng.integers(5, len(VOCAB), rng.integers(0, 30))] for _ in range(300)]
     hypotheses = [[int(x) for x in rng.integers(5, len(VOCAB), rng.integers(0, 30))] for _ in range(300)]
-    enc = pack_token_ids(premises, hypotheses, tok, max_len=24)
+    enc = lay_out_pairs(premises, hypotheses, tok, max_len=24)
     assert enc.truncated.tolist() == [len(p) + len(h) > 21 for p, h in zip(premises, hypotheses)]
     assert 50 < enc.truncated.sum() < 250  # both kinds are met
     for i, (p, h) in enumerate(zip(premises, hypotheses)):

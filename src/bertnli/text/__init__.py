@@ -1,6 +1,6 @@
-"""Vocabularies, tokenizers and pair packing."""
+"""Vocabularies, tokenizers, the layout of pairs (one a row, or several packed in a row), the encoded-data cache."""
 
-from bertnli.text.pairs import EncodedPairs, encode_pairs, pack_token_ids, truncated_lengths
+from bertnli.text.pairs import EncodedPairs, encode_pairs, lay_out_pairs, truncated_lengths
 from bertnli.text.tokenizers import Tokenizer, WordPieceTokenizer, WordTokenizer, load_tokenizer
 
 __all__ = [
@@ -9,7 +9,7 @@ __all__ = [
     "WordPieceTokenizer",
     "WordTokenizer",
     "encode_pairs",
+    "lay_out_pairs",
     "load_tokenizer",
-    "pack_token_ids",
     "truncated_lengths",
 ]

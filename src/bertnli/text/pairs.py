@@ -1,4 +1,5 @@
-"""Pack premise–hypothesis pairs as ``<cls> premise <sep> hypothesis <sep>`` — vectorised over all pairs.
+"""Lay out premise–hypothesis pairs as ``<cls> premise <sep> hypothesis <sep>``, one pair a row — vectorised
+over all pairs. (Several pairs a row is `bertnli.text.packing`.)
 
 Truncation follows d2l: while ``len(p) + len(h) > max_len - 3``, drop the last token of the longer one
 (the hypothesis when equal). Segment 0 covers <cls>, the premise and the first <sep>; segment 1 the
@@ -19,7 +20,7 @@ from bertnli.text.tokenizers import Tokenizer
 
 @dataclass
 class EncodedPairs:
-    """Packed pairs: ``token_ids`` and ``segments`` (pairs, width) padded to the longest pair,
+    """Encoded pairs, one a row: ``token_ids`` and ``segments`` (pairs, width) padded to the longest pair,
     ``valid_lens`` (pairs,) the length of each pair with its special tokens, and ``truncated`` (pairs,)
     whether a pair lost tokens to ``max_len`` (None where unknown: pairs read back from the cache)."""
 
@@ -65,13 +66,13 @@ def _scatter(out: np.ndarray, flat: np.ndarray, lens: np.ndarray, keep: np.ndarr
     out[rows[kept], start[rows[kept]] + pos[kept]] = flat[kept]
 
 
-def pack_token_ids(
+def lay_out_pairs(
     premise_ids: list[list[int]],
     hypothesis_ids: list[list[int]],
     tokenizer: Tokenizer,
     max_len: int = 128,
 ) -> EncodedPairs:
-    """Pack already tokenised pairs (see module docstring for the layout and the truncation rule)."""
+    """Lay out already tokenised pairs (see the module docstring for the layout and the truncation rule)."""
     if max_len < 5:
         raise ValueError(f"max_len must be at least 5, got {max_len}")
     if len(premise_ids) != len(hypothesis_ids):
@@ -97,7 +98,7 @@ def encode_pairs(
     tokenizer: Tokenizer, premises: Sequence[str], hypotheses: Sequence[str], max_len: int = 128,
     tokenised: bool = False,
 ) -> EncodedPairs:
-    """Tokenise and pack pairs of texts (``tokenised``: see `Tokenizer.encode_batch`). One tokenizer call covers
+    """Tokenise and lay out pairs of texts (``tokenised``: see `Tokenizer.encode_batch`). One tokenizer call covers
     premises and hypotheses together, and each distinct text is tokenised once (SNLI pairs every premise with
     three hypotheses)."""
     texts = [*premises, *hypotheses]
@@ -107,4 +108,4 @@ def encode_pairs(
     else:
         by_text = dict(zip(unique, tokenizer.encode_batch(unique, tokenised)))
         ids = [by_text[t] for t in texts]
-    return pack_token_ids(ids[: len(premises)], ids[len(premises) :], tokenizer, max_len)
+    return lay_out_pairs(ids[: len(premises)], ids[len(premises) :], tokenizer, max_len)
