@@ -326,7 +326,7 @@ def test_early_stopping_ends_a_run_that_stops_improving(task, tmp_path):
 
 def test_the_model_folder_keeps_the_epoch_of_best_validation_accuracy(task, tmp_path, monkeypatch):
     """Validation accuracies 0.5, 0.9, 0.7 by script: model/ must hold the weights of epoch 2, not of the last."""
-    from bertnli.training.metrics import ClassificationReport
+    from bertnli.metrics import ClassificationReport
 
     right = iter([5, 9, 7])  # of 10 validation pairs
     monkeypatch.setattr(Trainer, "validate", lambda self: ClassificationReport(

@@ -15,8 +15,8 @@ from bertnli.data.example import Dataset, Example
 from bertnli.data.labels import TWO_CLASS_LABELS, TWO_CLASS_MAP, merge_to_two_classes
 from bertnli.errors import CheckpointError, DataError
 from bertnli.inference import NLIModel
+from bertnli.metrics import ClassificationReport
 from bertnli.paths import write_text
-from bertnli.training.metrics import ClassificationReport
 from bertnli.weights.files import read_json_object
 
 LENGTH_EDGES = (16, 24, 32, 48, 64, 96, 128)

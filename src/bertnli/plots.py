@@ -13,8 +13,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from bertnli.metrics import ClassificationReport
 from bertnli.paths import atomic_write
-from bertnli.training.metrics import ClassificationReport
 from bertnli.training.run import RunDir
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Training: settings, the loop, metrics and the run directory."""
+"""Training: settings, the loop, optimizers, data parallelism and the run directory."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ _EXPORTS = {
     "Trainer": "bertnli.training.loop",
     "TrainResult": "bertnli.training.loop",
     "train": "bertnli.training.loop",
-    "ClassificationReport": "bertnli.training.metrics",
     "RunDir": "bertnli.training.run",
     "TrainingInterrupted": "bertnli.errors",
 }

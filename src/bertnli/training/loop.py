@@ -38,6 +38,7 @@ from bertnli.errors import (
     TrainingInterrupted,
 )
 from bertnli.inference import batched_logits
+from bertnli.metrics import ClassificationReport
 from bertnli.model import BERTClassifier
 from bertnli.progress import progress_bar
 from bertnli.runtime import (
@@ -53,7 +54,6 @@ from bertnli.text.cache import encode_cached
 from bertnli.text.packing import fit_rows, pack_rows
 from bertnli.training.config import TrainConfig
 from bertnli.training.distributed import StopVote, place_process, process_group_scope
-from bertnli.training.metrics import ClassificationReport
 from bertnli.training.optim import build_optimizer, build_schedule
 from bertnli.training.run import RunDir, describe_dataset
 from bertnli.weights import load_pretrained, save_classifier
