@@ -237,6 +237,7 @@ def _log_config() -> dict[str, Any]:
 
 def serve(
     model_path: str | Path,
+    *,
     host: str = "127.0.0.1",
     port: int = 8000,
     device: str = "auto",
