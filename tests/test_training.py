@@ -297,6 +297,18 @@ def test_resuming_with_other_settings_says_they_are_not_used(task, tmp_path):
     assert len(result.epochs) == 1 and caught[0].filename == __file__  # pointed at the caller's line
 
 
+def test_a_label_beside_nlis_names_is_told(task, tmp_path):
+    """Files are read by known label names; a Dataset built in Python may hold any, a typo included."""
+    from bertnli.errors import BertnliWarning
+
+    data = synthetic_dataset(64, 1)
+    data = Dataset(data.name, [*data.examples, Example("a dog", "an animal", "entailmnet")])
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=32)
+    with pytest.warns(BertnliWarning, match=r"labels 'entailmnet' \(1 pair\) stand beside NLI's names: the model "
+                                            r"gets 4 classes \(contradiction, entailment, entailmnet, neutral\)"):
+        train(cfg, data, None, tmp_path / "run", progress=False)
+
+
 def test_adam_decays_the_weights_it_should_and_adamw_the_same_ones(task):
     from bertnli.training.optim import build_optimizer
 

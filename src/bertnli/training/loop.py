@@ -107,6 +107,17 @@ def choose_labels(dataset: Dataset, recipe: str) -> list[str]:
     return sorted(found)
 
 
+def _warn_about_odd_labels(dataset: Dataset, labels: list[str]) -> None:
+    """NLI's label names beside others (a typo, "maybe"): the model gets a class for each, so say so."""
+    others = sorted(set(labels) - set(NLI_LABELS) - set(TWO_CLASS_LABELS))
+    if others and set(labels) & set(NLI_LABELS):
+        counts = dataset.label_counts()
+        shown = ", ".join(f"{label!r} ({counts[label]:,} pair{'s' * (counts[label] != 1)})" for label in others)
+        warnings.warn(f"labels {shown} stand beside NLI's names: the model gets {len(labels)} classes "
+                      f"({', '.join(labels)}); correct them if they are mistakes",
+                      BertnliWarning, stacklevel=5)
+
+
 def _warn_about_missing_labels(dataset: Dataset, labels: list[str]) -> None:
     """A model label that no training pair has is one the model learns never to predict: say so."""
     counts = dataset.label_counts()
@@ -207,6 +218,7 @@ class Trainer:
 
     def _start(self, train_set: Dataset, eval_set: Dataset | None, overwrite: bool) -> None:
         """Record a new run: its settings, labels, data, hardware (config.json)."""
+        _warn_about_odd_labels(train_set, self.labels)
         _warn_about_missing_labels(train_set, self.labels)
         _warn_about_shared_pairs(train_set, eval_set)
         data = {"train": describe_dataset(train_set), "eval": describe_dataset(eval_set) if eval_set else None,
