@@ -7,6 +7,7 @@ Getting it right needs attention across the two segments, so a model that learns
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -45,3 +46,15 @@ def tiny_d2l_checkpoint(directory: Path, hidden: int = 64, layers: int = 2, seed
                      ffn_size=2 * hidden, max_position=128, dropout=0.0, attention_dropout=0.0)
     save_d2l(BERTModel(cfg), tokenizer, directory)
     return directory
+
+
+def dead_owner() -> str:
+    """The `bertnli.paths.owner` mark of a process of this machine that has ended, as a killed writer leaves it."""
+    import subprocess
+    import sys
+
+    from bertnli.paths import owner
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    return owner().replace(f"~{os.getpid()}@", f"~{done.stdout.strip()}@")

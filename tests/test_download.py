@@ -10,16 +10,16 @@ import hashlib
 import json
 import os
 import socket
-import subprocess
-import sys
 import zipfile
 from io import BytesIO
 
 import pytest
+from synthetic import dead_owner
 
 from bertnli.data import Example, cached_path, dataset_splits, download, read_dataset
 from bertnli.data.download import DATASETS
 from bertnli.errors import BertnliWarning, DataError, DownloadError
+from bertnli.paths import owner
 
 ROWS = {
     "train": [("entailment", "A dog runs.", "An animal moves."), ("-", "A cat.", "A pet.")],
@@ -118,10 +118,8 @@ def test_without_published_checksum_the_recorded_sha256_guards_reuse(server, tmp
 
 
 def test_downloads_of_processes_that_died_are_cleared(server, tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    host = socket.gethostname().replace(".", "_")
-    dead_part = tmp_path / f"multinli_1.0.zip.{host}-{dead.stdout.strip()}.x1.part"
-    live_part = tmp_path / f"multinli_1.0.zip.{host}-{os.getppid()}.x2.part"  # pytest's parent: alive
+    dead_part = tmp_path / f"multinli_1.0.zip.{dead_owner()}.x1.part"
+    live_part = tmp_path / f"multinli_1.0.zip.{owner()}.x2.part"
     dead_part.write_bytes(b"half")
     live_part.write_bytes(b"half")
     server.files["/multinli_1.0.zip"] = b"mnli archive bytes"

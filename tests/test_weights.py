@@ -840,3 +840,35 @@ def test_an_empty_checkpoint_says_so(tmp_path: Path) -> None:
     (tmp_path / "pretrained.params").write_bytes(b"")
     (tmp_path / "vocab.json").write_text(json.dumps(_d2l_vocab(10)))
     _refused(load_pretrained, tmp_path, r"pretrained\.params: cannot read: the file is empty or cut off")
+
+
+def test_a_folder_replacement_killed_between_its_renames_is_undone_by_the_next_writer(tmp_path: Path) -> None:
+    from synthetic import dead_owner
+
+    from bertnli.paths import owner
+    from bertnli.weights.files import atomic_directory
+
+    aside = tmp_path / f".model.old-{dead_owner()}x1"  # the old folder, set aside; the new one never came
+    aside.mkdir()
+    (aside / "weights").write_text("old")
+    staging = tmp_path / f".model.tmp-{dead_owner()}x2"
+    staging.mkdir()
+    working = tmp_path / f".model.tmp-{owner()}x3"  # a writer still at work: left alone
+    working.mkdir()
+    with pytest.raises(RuntimeError), atomic_directory(tmp_path / "model", lambda path: True):
+        raise RuntimeError("this write fails: only the clearing before it is under test")
+    assert (tmp_path / "model" / "weights").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model", working.name])
+
+
+def test_files_a_killed_writer_left_are_cleared_by_the_next_writer_of_the_same_path(tmp_path: Path) -> None:
+    from synthetic import dead_owner
+
+    from bertnli.paths import owner, write_text
+
+    dead, working, elsewhere = (tmp_path / f".tmp-{name}.{mark}.x1" for name, mark in
+                                (("out.json", dead_owner()), ("out.json", owner()), ("other.json", dead_owner())))
+    for path in (dead, working, elsewhere):
+        path.write_text("half")
+    write_text(tmp_path / "out.json", "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.json", working.name, elsewhere.name])

@@ -15,7 +15,6 @@ import glob
 import hashlib
 import http.client
 import os
-import socket
 import tempfile
 import urllib.error
 import urllib.request
@@ -27,7 +26,7 @@ from typing import Any
 
 from bertnli import __version__
 from bertnli.errors import BertnliWarning, DownloadError
-from bertnli.paths import FILE_MODE, write_text
+from bertnli.paths import FILE_MODE, owner, remove_dead_leftovers, write_text
 from bertnli.progress import progress_bar
 
 #: Seconds to wait for the server to connect or send more data.
@@ -56,9 +55,9 @@ def fetch(url: str, dest: Path, *, checksum: Checksum | None, fallback: str, pro
         if dest.is_file() and _still_valid(dest, checksum):  # fetched by another process while this one waited
             return dest
         if held:
-            _remove_dead_parts(dest)
+            remove_dead_leftovers(dest.parent, f"{glob.escape(dest.name)}.*.part")
         # A file of this process's own, even so: where no lock can be taken, several may fetch at once.
-        fd, name = tempfile.mkstemp(prefix=f"{dest.name}.{_OWNER}.", suffix=".part", dir=dest.parent)
+        fd, name = tempfile.mkstemp(prefix=f"{dest.name}.{owner()}.", suffix=".part", dir=dest.parent)
         os.close(fd)
         part = Path(name)
         try:
@@ -95,30 +94,6 @@ def _one_at_a_time(dest: Path) -> Iterator[bool]:
         with contextlib.suppress(OSError):
             lock.unlink()  # while still held: a process that waits on it finds the file, one that comes later too
         os.close(fd)
-
-
-#: Who writes a ``.part``: its name tells the downloads of processes that died (killed, stopped by SIGTERM).
-_HOST = socket.gethostname().replace(".", "_")
-_OWNER = f"{_HOST}-{os.getpid()}"
-
-
-def _remove_dead_parts(dest: Path) -> None:
-    """Delete the ``.part`` files of ``dest`` left by processes of this machine that are gone."""
-    for part in dest.parent.glob(f"{glob.escape(dest.name)}.*.part"):
-        owner = part.name[len(dest.name) + 1:].split(".")[0]
-        part_host, _, pid = owner.rpartition("-")
-        if part_host == _HOST and pid.isdigit() and not _alive(int(pid)):
-            part.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        return True
-    return True
 
 
 def _sidecar(path: Path) -> Path:

@@ -4,7 +4,11 @@ it writes files: whole or not at all."""
 from __future__ import annotations
 
 import errno
+import glob
 import os
+import re
+import shutil
+import socket
 import stat
 import tempfile
 from collections.abc import Callable
@@ -12,6 +16,14 @@ from pathlib import Path
 
 #: Files being written start with this; one left behind was cut off by a crash.
 TEMPORARY_PREFIX = ".tmp-"
+_HOST = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())
+_OWNER_IN_NAME = re.compile(r"@([A-Za-z0-9_]+)~(\d+)@")
+
+
+def owner() -> str:
+    """This process, as the names of the temporary files and folders it writes carry it (``@host~pid@``):
+    what a process that is gone left behind, the next writer of the same path clears (`remove_dead_leftovers`)."""
+    return f"@{_HOST}~{os.getpid()}@"
 
 
 def cache_root() -> Path:
@@ -49,7 +61,8 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     except FileExistsError:  # a file stands where the folder should be
         raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent)) from None
     mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else FILE_MODE
-    fd, tmp = tempfile.mkstemp(prefix=f"{TEMPORARY_PREFIX}{path.name}.", dir=path.parent)
+    remove_dead_leftovers(path.parent, f"{TEMPORARY_PREFIX}{glob.escape(path.name)}.*")
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMPORARY_PREFIX}{path.name}.{owner()}.", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -58,6 +71,32 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_dead_leftovers(folder: Path, pattern: str) -> list[Path]:
+    """Delete what matches ``pattern`` (a glob) in ``folder`` and was written by a process of this machine
+    that is gone; returns what went."""
+    gone = [path for path in folder.glob(pattern) if left_by_dead_process(path.name)]
+    for path in gone:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return gone
+
+
+def left_by_dead_process(name: str) -> bool:
+    """Whether ``name`` carries the `owner` of a process of this machine that no longer runs."""
+    found = _OWNER_IN_NAME.search(name)
+    if found is None or found[1] != _HOST:
+        return False
+    try:
+        os.kill(int(found[2]), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
 
 
 def write_text(path: Path, text: str) -> None:

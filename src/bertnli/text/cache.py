@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bertnli.paths import DIR_MODE, cache_root
+from bertnli.paths import DIR_MODE, cache_root, owner, remove_dead_leftovers
 from bertnli.text.pairs import EncodedPairs, encode_pairs
 from bertnli.text.tokenizers import Tokenizer
 
@@ -56,7 +56,8 @@ def encode_cached(
     staging = None
     try:
         root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
+        remove_dead_leftovers(root, ".staging-*")
+        staging = Path(tempfile.mkdtemp(prefix=f".staging-{owner()}", dir=root))
         os.chmod(staging, DIR_MODE)  # readable by every user of a shared cache, as a plain mkdir would be
         for name in ARRAYS:
             np.save(staging / f"{name}.npy", getattr(pairs, name))

@@ -153,10 +153,14 @@ class RunDir:
                               "in Python), train elsewhere, or start over (--overwrite; overwrite=True)")
 
     def remove_leftovers(self) -> None:
-        """Delete what a process killed while writing left in the folder: temporary files, and the staging
-        and set-aside copies of the model folder. Only for the holder of the folder (`lock`)."""
+        """Clear what a process killed while writing left in the folder: temporary files and half-written
+        model folders go; a model folder set aside to be replaced comes back if the new one had not yet taken
+        its place, and goes otherwise. Only for the holder of the folder (`lock`): no other writer is left."""
         for leftover in self.path.glob(f"{TEMPORARY_PREFIX}*"):
             leftover.unlink(missing_ok=True)
+        for aside in self.path.glob(f".{self.model_dir.name}.old-*"):
+            if not self.model_dir.exists():
+                aside.rename(self.model_dir)
         for leftover in self.path.glob(f".{self.model_dir.name}.*-*"):
             shutil.rmtree(leftover, ignore_errors=True)
 

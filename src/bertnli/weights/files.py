@@ -6,6 +6,7 @@ naming the file; no traceback from torch, safetensors or json reaches the user.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -19,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from bertnli.errors import CheckpointError
-from bertnli.paths import FILE_MODE
+from bertnli.paths import FILE_MODE, left_by_dead_process, owner, remove_dead_leftovers
 
 StateDict = dict[str, torch.Tensor]
 
@@ -92,10 +93,11 @@ def atomic_directory(directory: Path, replaceable: Callable[[Path], bool],
     ``directory`` is left as it was.
     """
     directory = Path(directory)
+    _clear_dead_swaps(directory)
     if directory.exists() and not (directory.is_dir() and (_is_empty(directory) or replaceable(directory))):
         raise CheckpointError(directory, "exists and is not a model folder of this kind; refusing to replace it")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:8]
+    tag = f"{owner()}{uuid.uuid4().hex[:8]}"
     staging = directory.with_name(f".{directory.name}.tmp-{tag}")
     staging.mkdir()
     try:
@@ -113,6 +115,19 @@ def atomic_directory(directory: Path, replaceable: Callable[[Path], bool],
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _clear_dead_swaps(directory: Path) -> None:
+    """What a process killed while replacing ``directory`` left beside it: its half-written folder goes, and
+    the old folder it had set aside comes back if it was killed before the new one took its place."""
+    if not directory.parent.is_dir():
+        return
+    name = glob.escape(directory.name)
+    for aside in directory.parent.glob(f".{name}.old-*"):
+        if not directory.exists() and left_by_dead_process(aside.name):
+            aside.rename(directory)
+    remove_dead_leftovers(directory.parent, f".{name}.old-*")
+    remove_dead_leftovers(directory.parent, f".{name}.tmp-*")
 
 
 def _settle_old_files(directory: Path, staging: Path, model_files: Collection[str] | None) -> list[str]:
