@@ -147,3 +147,15 @@ def test_repeated_texts_encode_exactly_as_distinct_ones():
         assert together.valid_lens[i] == n
         assert together.token_ids[i, :n].tolist() == alone.token_ids[0, :n].tolist()
         assert together.segments[i, :n].tolist() == alone.segments[0, :n].tolist()
+
+
+def test_a_vocab_txt_token_holding_a_unicode_line_separator_keeps_every_id_in_place(tmp_path):
+    """transformers ends vocab.txt lines at line feeds alone; so must we, or every later id shifts by one."""
+    from bertnli.text import WordPieceTokenizer
+
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a\u2028b", "c\x85d", "dog", "runs"]
+    (tmp_path / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    tok = WordPieceTokenizer.from_vocab(tmp_path / "vocab.txt")
+    assert tok.vocab_size == len(tokens)
+    assert tok.encode_batch(["dog runs"]) == [[tokens.index("dog"), tokens.index("runs")]]
+

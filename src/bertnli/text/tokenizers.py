@@ -192,13 +192,16 @@ class WordPieceTokenizer(Tokenizer):
 
     @classmethod
     def from_vocab(cls, path: Path, lowercase: bool = True) -> WordPieceTokenizer:
-        """Build BERT's WordPiece pipeline from a ``vocab.txt`` (one token a line)."""
+        """Build BERT's WordPiece pipeline from a ``vocab.txt`` (one token a line, as `transformers` reads it:
+        lines end at line feeds only, so a token holding U+0085 or U+2028 keeps its place)."""
         try:
-            lines = Path(path).read_text(encoding="utf-8").splitlines()
+            lines = Path(path).read_text(encoding="utf-8").split("\n")
         except OSError as exc:
             raise CheckpointError(path, f"cannot read vocabulary: {exc}") from None
         except UnicodeDecodeError as exc:
             raise CheckpointError(path, f"not UTF-8 text (at byte {exc.start:,}); save it as UTF-8") from None
+        if lines[-1] == "":  # after the last line feed
+            lines.pop()
         vocab = {token: i for i, token in enumerate(lines)}
         tok = HFTokenizer(models.WordPiece(vocab, unk_token=WORDPIECE_SPECIALS["unk"]))
         tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=None)
