@@ -466,12 +466,16 @@ def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start(traine
     assert main(["train", *args, "--out", str(tmp_path / "whole")]) == 0
     run = tmp_path / "stopped"
     assert main(["train", *args, "--out", str(run)]) == 0
-    # As a kill leaves it after the first model was saved, in the middle of writing the first checkpoint.
-    (run / "checkpoint.pt").rename(run / ".tmp-checkpoint.pt.x1y2")
-    (run / ".model.tmp-x1y2").mkdir()
+    # As a kill on another machine leaves it after the first model was saved, in the middle of writing the
+    # first checkpoint; beside the user's own hidden files, which stay.
+    killed = "@another_machine~12345@"
+    (run / "checkpoint.pt").rename(run / f".tmp-checkpoint.pt.{killed}.x1y2")
+    (run / f".model.tmp-{killed}x1y2").mkdir()
+    (run / ".tmp-notes.txt").write_text("mine")
+    (run / ".model.backup-v1").mkdir()
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
     assert "stopped before its first checkpoint: it starts again from its first step" in capsys.readouterr().err
-    assert not list(run.glob(".*"))
+    assert sorted(p.name for p in run.glob(".*")) == [".model.backup-v1", ".tmp-notes.txt"]
     timings = {"train_seconds": ANY, "eval_seconds": ANY, "pairs_per_second": ANY}
     assert [r for r in RunDir(run).metrics() if r["kind"] == "epoch"] == \
         [{**r, **timings} for r in RunDir(tmp_path / "whole").metrics() if r["kind"] == "epoch"]

@@ -872,3 +872,22 @@ def test_files_a_killed_writer_left_are_cleared_by_the_next_writer_of_the_same_p
         path.write_text("half")
     write_text(tmp_path / "out.json", "{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.json", working.name, elsewhere.name])
+
+
+def test_hidden_entries_of_a_folder_set_aside_by_a_killed_writer_reach_the_new_folder(tmp_path: Path) -> None:
+    """Killed after the new folder took the old one's place, before the old one's .git moved over."""
+    from synthetic import dead_owner
+
+    from bertnli.weights.files import atomic_directory
+
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "weights").write_text("new")
+    aside = tmp_path / f".export.old-{dead_owner()}x1"
+    (aside / ".git").mkdir(parents=True)
+    (aside / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (aside / "weights").write_text("old")
+    with atomic_directory(tmp_path / "export", lambda path: True) as staging:
+        (staging / "weights").write_text("newer")
+    assert (tmp_path / "export" / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
+    assert (tmp_path / "export" / "weights").read_text() == "newer" and [p.name for p in tmp_path.iterdir()] == [
+        "export"]

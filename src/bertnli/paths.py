@@ -73,10 +73,12 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         raise
 
 
-def remove_dead_leftovers(folder: Path, pattern: str) -> list[Path]:
+def remove_dead_leftovers(folder: Path, pattern: str, *, any_owner: bool = False) -> list[Path]:
     """Delete what matches ``pattern`` (a glob) in ``folder`` and was written by a process of this machine
-    that is gone; returns what went."""
-    gone = [path for path in folder.glob(pattern) if left_by_dead_process(path.name)]
+    that is gone (``any_owner``: by any process, for a caller that knows them all gone); names without an
+    `owner` mark are never touched. Returns what went."""
+    gone = [path for path in folder.glob(pattern)
+            if left_by_dead_process(path.name) or (any_owner and _OWNER_IN_NAME.search(path.name))]
     for path in gone:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

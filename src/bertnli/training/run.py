@@ -25,9 +25,9 @@ import torch
 
 from bertnli.data.example import Dataset
 from bertnli.errors import CheckpointError, ConfigError
-from bertnli.paths import TEMPORARY_PREFIX, atomic_write, write_text
+from bertnli.paths import TEMPORARY_PREFIX, atomic_write, remove_dead_leftovers, write_text
 from bertnli.training.config import TrainConfig
-from bertnli.weights.files import reason
+from bertnli.weights.files import clear_dead_swaps, reason
 
 
 def dataset_fingerprint(dataset: Dataset) -> str:
@@ -153,16 +153,11 @@ class RunDir:
                               "in Python), train elsewhere, or start over (--overwrite; overwrite=True)")
 
     def remove_leftovers(self) -> None:
-        """Clear what a process killed while writing left in the folder: temporary files and half-written
+        """Clear what a process killed while writing left in the folder: its temporary files and half-written
         model folders go; a model folder set aside to be replaced comes back if the new one had not yet taken
-        its place, and goes otherwise. Only for the holder of the folder (`lock`): no other writer is left."""
-        for leftover in self.path.glob(f"{TEMPORARY_PREFIX}*"):
-            leftover.unlink(missing_ok=True)
-        for aside in self.path.glob(f".{self.model_dir.name}.old-*"):
-            if not self.model_dir.exists():
-                aside.rename(self.model_dir)
-        for leftover in self.path.glob(f".{self.model_dir.name}.*-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+        its place. Only for the holder of the folder (`lock`): no other writer is left, on any machine."""
+        remove_dead_leftovers(self.path, f"{TEMPORARY_PREFIX}*", any_owner=True)
+        clear_dead_swaps(self.model_dir, any_owner=True)
 
     def _holds_run_record(self) -> bool:
         """Whether config.json is a run's record (left by a run stopped before its first checkpoint)."""

@@ -88,12 +88,12 @@ def atomic_directory(directory: Path, replaceable: Callable[[Path], bool],
     """Yield a temporary sibling folder to fill; on success it takes ``directory``'s place.
 
     An existing ``directory`` is replaced only if it is empty or ``replaceable(directory)`` says it holds a
-    model of the same kind: a mistyped path is never deleted. Its other files (notes beside a model) are
-    never lost either: see `_settle_old_files`. On failure the temporary folder is removed and any existing
-    ``directory`` is left as it was.
+    model of the same kind: a mistyped path is never deleted. Its other files (notes beside a model, a hub
+    clone's .git) are never lost either: see `_settle_old_files` and `_retire`. On failure the temporary
+    folder is removed and any existing ``directory`` is left as it was.
     """
     directory = Path(directory)
-    _clear_dead_swaps(directory)
+    clear_dead_swaps(directory)
     if directory.exists() and not (directory.is_dir() and (_is_empty(directory) or replaceable(directory))):
         raise CheckpointError(directory, "exists and is not a model folder of this kind; refusing to replace it")
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -105,40 +105,38 @@ def atomic_directory(directory: Path, replaceable: Callable[[Path], bool],
         for file in staging.rglob("*"):  # some writers (safetensors) make owner-only files
             if file.is_file():
                 os.chmod(file, FILE_MODE)
-        carried = _settle_old_files(directory, staging, model_files)
-        try:
-            _swap_in(staging, directory, directory.with_name(f".{directory.name}.old-{tag}"))
-        except BaseException:
-            for name in carried:  # moved, not copied: they go back before the staging folder goes
-                (staging / name).rename(directory / name)
-            raise
+        _settle_old_files(directory, staging, model_files)
+        _swap_in(staging, directory, directory.with_name(f".{directory.name}.old-{tag}"))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
-def _clear_dead_swaps(directory: Path) -> None:
-    """What a process killed while replacing ``directory`` left beside it: its half-written folder goes, and
-    the old folder it had set aside comes back if it was killed before the new one took its place."""
+def clear_dead_swaps(directory: Path, *, any_owner: bool = False) -> None:
+    """What a process killed while replacing ``directory`` left beside it (``any_owner``: any process, for a
+    caller that knows them all gone): its half-written folder goes; the old folder it had set aside comes
+    back if the new one had not yet taken its place, and is retired (`_retire`) otherwise."""
     if not directory.parent.is_dir():
         return
     name = glob.escape(directory.name)
-    for aside in directory.parent.glob(f".{name}.old-*"):
-        if not directory.exists() and left_by_dead_process(aside.name):
-            aside.rename(directory)
-    remove_dead_leftovers(directory.parent, f".{name}.old-*")
-    remove_dead_leftovers(directory.parent, f".{name}.tmp-*")
+    for aside in directory.parent.glob(f".{name}.old-@*"):
+        if left_by_dead_process(aside.name) or any_owner:
+            if directory.exists():
+                _retire(aside, directory)
+            else:
+                aside.rename(directory)
+    remove_dead_leftovers(directory.parent, f".{name}.tmp-*", any_owner=any_owner)
+    remove_dead_leftovers(directory.parent, f".{name}.del-*", any_owner=any_owner)
 
 
-def _settle_old_files(directory: Path, staging: Path, model_files: Collection[str] | None) -> list[str]:
-    """What becomes of the files of ``directory`` that ``staging`` does not write again; returns the names
-    moved into ``staging``. Hidden entries (a hub clone's .git/ and .gitattributes, .DS_Store) move into the
-    new folder whole. Of the others, without ``model_files`` (exports) any refuses the swap with a
+def _settle_old_files(directory: Path, staging: Path, model_files: Collection[str] | None) -> None:
+    """What becomes of the files of ``directory`` that ``staging`` does not write again. Hidden entries (a hub
+    clone's .git/ and .gitattributes, .DS_Store) stay, moved into the new folder once it is in place
+    (`_retire`). Of the others, without ``model_files`` (exports) any refuses the swap with a
     `CheckpointError`; with them (model folders, which training rewrites at every better epoch) those names
     go (parts of an older model that would mislead a reader), and every other file is copied over."""
     if not directory.exists():
-        return []
-    hidden = [p.name for p in directory.iterdir() if p.name.startswith(".") and not (staging / p.name).exists()]
+        return
     others = [p.relative_to(directory) for p in directory.rglob("*") if not p.is_dir()
               and not p.relative_to(directory).parts[0].startswith(".")
               and not (staging / p.relative_to(directory)).exists()]
@@ -150,9 +148,6 @@ def _settle_old_files(directory: Path, staging: Path, model_files: Collection[st
         if len(path.parts) > 1 or path.name not in (model_files or ()):
             (staging / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(directory / path, staging / path)
-    for name in hidden:
-        (directory / name).rename(staging / name)
-    return hidden
 
 
 def _is_empty(directory: Path) -> bool:
@@ -160,7 +155,7 @@ def _is_empty(directory: Path) -> bool:
 
 
 def _swap_in(staging: Path, directory: Path, aside: Path) -> None:
-    """Rename ``staging`` to ``directory``; an existing one is moved aside first and deleted last."""
+    """Rename ``staging`` to ``directory``; an existing one is set aside first, and retired last."""
     if not directory.exists():
         staging.rename(directory)
         return
@@ -170,4 +165,16 @@ def _swap_in(staging: Path, directory: Path, aside: Path) -> None:
     except BaseException:
         aside.rename(directory)
         raise
-    shutil.rmtree(aside, ignore_errors=True)
+    _retire(aside, directory)
+
+
+def _retire(aside: Path, directory: Path) -> None:
+    """The old folder set aside, once ``directory`` has taken its place: its hidden entries move into
+    ``directory`` (unless it has its own), then it is renamed ``.del-`` (never brought back) and deleted.
+    A move that fails leaves it whole, for the next writer to try again."""
+    for entry in aside.iterdir():
+        if entry.name.startswith(".") and not (directory / entry.name).exists():
+            entry.rename(directory / entry.name)
+    doomed = aside.with_name(aside.name.replace(".old-", ".del-", 1))
+    aside.rename(doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
