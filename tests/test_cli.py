@@ -253,6 +253,12 @@ def test_an_output_written_anew_keeps_its_permissions_its_link_and_its_kind(trai
     private.write_text("old")
     assert main([*predict, str(link)]) == 0
     assert link.is_symlink() and '"label"' in private.read_text()
+    log = tmp_path / "all.jsonl"  # --output /dev/stdout with standard output appended to a file
+    log.write_text("earlier\n")
+    with log.open("a") as stdout:
+        subprocess.run([sys.executable, "-m", "bertnli", *predict, "/dev/stdout"], stdout=stdout, env=child_env(),
+                       check=True, timeout=120)
+    assert log.read_text().startswith("earlier\n{") and '"label"' in log.read_text()
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE, text=True)

@@ -576,6 +576,10 @@ def _check_output(path: Path, source: Path | None = None) -> None:
         raise BertnliError(f"--output {path} is a folder; name a file")
     if source is not None and path.exists() and path.resolve() == source.resolve():
         raise BertnliError(f"--output {path} is the --input file; writing there would destroy the input")
+    from bertnli.paths import is_stream
+
+    if is_stream(path):  # /dev/stdout, a pipe: written as it is
+        return
     folder = next(p for p in path.absolute().parents if p.exists())
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise BertnliError(f"--output {path} cannot be written ({folder} is not a writable folder)")

@@ -48,14 +48,14 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp_path)`` then rename the result over ``path``: readers never see half a file, and a
     crash or Ctrl-C leaves the previous version in place. A file written anew keeps the permissions of the
     one it replaces; a new one gets the usual ones (0644 under the common umask), not the owner-only ones of
-    a temporary file. A symbolic link stays one: the file it points to is replaced. A pipe or a device
-    (``/dev/stdout``) is written directly, as it cannot be replaced."""
+    a temporary file. A symbolic link stays one: the file it points to is replaced. A stream (`is_stream`:
+    a pipe, a device, ``/dev/stdout``) is written directly, as it cannot be replaced."""
+    if is_stream(path):
+        write(path)
+        return
     path = path.resolve() if path.is_symlink() else path
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    if path.exists() and not path.is_file():
-        write(path)
-        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError:  # a file stands where the folder should be
@@ -101,6 +101,19 @@ def left_by_dead_process(name: str) -> bool:
     return False
 
 
+def is_stream(path: Path) -> bool:
+    """Whether ``path`` is written as a stream rather than replaced: anything under /dev or /proc
+    (``/dev/stdout`` leads to whatever standard output is, a file included), a pipe, a device."""
+    if Path(os.path.abspath(path)).parts[1:2] in (("dev",), ("proc",)):
+        return True
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
 def write_text(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    """Write ``text`` (UTF-8) to ``path`` atomically; to a stream (`is_stream`), appended as it comes, so that
+    ``--output /dev/stdout`` with standard output sent to a file (``>> log``) keeps what the file held."""
+    if is_stream(path):
+        with path.open("a", encoding="utf-8") as stream:
+            stream.write(text)
+        return
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
