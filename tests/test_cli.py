@@ -459,9 +459,14 @@ def test_a_run_folder_is_told_apart_from_its_model_and_from_other_folders(traine
             "--no-progress", "--out", str(project)]
     (project / "model").mkdir()  # a model of the user's own, where a run keeps its model
     (project / "model" / "pytorch_model.bin").write_text("weights")
+    logged = tmp_path / "logged"  # a folder holding only the job's own log, as Slurm writes it: fine
+    logged.mkdir()
+    (logged / "slurm-1.out").write_text("the job's log")
+    assert main([*args[:-1], str(logged)]) == 0
+    assert (logged / "slurm-1.out").read_text() == "the job's log" and (logged / "model").is_dir()
     for overwrite in ([], ["--overwrite"]):  # --overwrite starts a run over, but never writes over other files
         assert main(args + overwrite) == 1
-        assert "holds other files and no run" in capsys.readouterr().err
+        assert "holds config.json, model but no run, which a run would write over" in capsys.readouterr().err
         assert (project / "config.json").read_text() == '{"name": "my project"}'
         assert (project / "model" / "pytorch_model.bin").read_text() == "weights"
 

@@ -139,15 +139,18 @@ class RunDir:
             os.close(folder)
 
     def refuse_existing(self, overwrite: bool = False) -> None:
-        """A `ConfigError` unless a new run can start here: the folder is new, empty, or holds a run that has
-        no checkpoint or model yet (or, with ``overwrite``, any run). A folder of other files is never
-        written over: a run would replace or delete files of the same names (config.json, model/, ...)."""
+        """A `ConfigError` unless a new run can start here: nothing in the folder bears a name that a run
+        writes, or it holds a run that has no checkpoint or model yet (or, with ``overwrite``, any run). Files
+        of other names (a job's log, notes) stay as they are; files a run would replace or delete (a
+        config.json of another kind, model/, ...) are never written over."""
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"{self.path} is a file; a run goes in a folder (--out)")
-        if not self.path.is_dir() or not any(self.path.iterdir()):
+        taken = sorted(name for name in ("config.json", *RUN_FILES, "tensorboard") if (self.path / name).exists())
+        if not taken:
             return
         if not self._holds_run_record():
-            raise ConfigError(f"{self.path} holds other files and no run; train into a new or empty folder")
+            raise ConfigError(f"{self.path} holds {', '.join(taken)} but no run, which a run would write over; "
+                              "train into another folder")
         if not overwrite and (self.checkpoint_path.exists() or self.model_dir.exists()):
             raise ConfigError(f"{self.path} already holds a run; resume it (--resume {self.path}; resume=True "
                               "in Python), train elsewhere, or start over (--overwrite; overwrite=True)")
