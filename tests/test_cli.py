@@ -520,19 +520,30 @@ def test_a_label_missing_from_the_training_data_is_one_warning_line(trained, tin
 
 
 def test_under_torchrun_only_the_first_process_prints(trained, tiny, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("RANK", "1")  # what torchrun tells the second process (alone here, it still trains)
+    # What torchrun tells the second process of a machine (alone here, it still trains).
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
     assert main(["train", "--model", tiny, "--num-heads", "4", "--train", str(trained["dev"]),
                  "--out", str(tmp_path / "run"), "--epochs", "1", "--no-progress"]) == 0
     out = capsys.readouterr()
     assert "pairs" not in out.err and "best model" not in out.out
-    # Bad input, which every process meets alike, is told once, by the first; a file that one process alone
-    # cannot write is told by that process, named.
+    # Bad settings and files, which every process of a machine meets alike, are told once, by the first.
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"sentence1": \n')
-    assert main(["train", "--model", tiny, "--train", str(bad), "--out", str(tmp_path / "bad")]) == 1
+    bad_file = ["train", "--model", tiny, "--train", str(bad), "--out", str(tmp_path / "bad")]
+    for args in (bad_file, [*bad_file, "--lr", "0"]):
+        assert main(args) == 1
+        assert capsys.readouterr().err == ""
+    # The first process of another machine tells what it alone may meet (its files), naming its rank.
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert main(bad_file) == 1
+    assert capsys.readouterr().err.startswith(f"bertnli train: error: (process 1) {bad}:1:")
+    assert main([*bad_file, "--lr", "0"]) == 1
     assert capsys.readouterr().err == ""
-    assert main(["data", "inspect", "/proc/self/mem"]) == 1  # a file the reading of which fails midway
-    assert capsys.readouterr().err == "bertnli data: error: (process 1) Input/output error\n"
+    # A RANK without torchrun's LOCAL_RANK is some scheduler's: every error is told.
+    monkeypatch.delenv("LOCAL_RANK")
+    assert main(["predict", "--model", str(tmp_path / "nowhere"), "a", "b"]) == 1
+    assert "nowhere" in capsys.readouterr().err
 
 
 def test_progress_in_a_log_file_is_whole_lines(trained, tiny, tmp_path, capsys, monkeypatch):

@@ -12,7 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bertnli.errors import BertnliError, BertnliWarning, TrainingInterrupted
+from bertnli.errors import (
+    BertnliError,
+    BertnliWarning,
+    CheckpointError,
+    DataError,
+    DownloadError,
+    TrainingInterrupted,
+)
 
 if TYPE_CHECKING:  # imported where used, so that `bertnli --help` starts at once
     from bertnli.data import Dataset
@@ -432,8 +439,19 @@ def _print_epoch(record: dict) -> None:
 
 
 def _first_process() -> bool:
-    """True but in the second and later processes that torchrun starts."""
-    return os.environ.get("RANK", "0") == "0"
+    """True but in the second and later processes that torchrun starts (it sets LOCAL_RANK as well as RANK;
+    a RANK alone, as some job schedulers set it, is not torchrun's)."""
+    return os.environ.get("RANK", "0") == "0" or "LOCAL_RANK" not in os.environ
+
+
+def _error(args: argparse.Namespace, message: str, storage: bool) -> None:
+    """The error line. Under torchrun every process meets bad settings alike, and the first says so; errors
+    of reading or writing files (``storage``) may be one machine's own, so each machine's first process
+    says them too, naming its rank."""
+    if _first_process():
+        print(f"bertnli {args.command}: error: {message}", file=sys.stderr)
+    elif storage and os.environ.get("LOCAL_RANK") == "0":
+        print(f"bertnli {args.command}: error: (process {os.environ['RANK']}) {message}", file=sys.stderr)
 
 
 def _note(text: str) -> None:
@@ -684,13 +702,12 @@ def _run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as exc:
         _note(f"bertnli {args.command}: {exc}")
         return 128 + exc.signum  # as a shell reports a process ended by that signal
-    except BertnliError as exc:  # bad input or settings: every process under torchrun meets the same
-        _note(f"bertnli {args.command}: error: {exc}")
+    except BertnliError as exc:
+        _error(args, str(exc), storage=isinstance(exc, (DataError, CheckpointError, DownloadError)))
         return 1
     except OSError as exc:  # a file that cannot be read or written: the path and the reason, no traceback
         where = f"{exc.filename}: " if exc.filename else ""
-        rank = "" if _first_process() else f"(process {os.environ['RANK']}) "  # storage may differ by machine
-        print(f"bertnli {args.command}: error: {rank}{where}{exc.strerror or exc}", file=sys.stderr)
+        _error(args, f"{where}{exc.strerror or exc}", storage=True)
         return 1
     except KeyboardInterrupt:
         print(f"bertnli {args.command}: interrupted", file=sys.stderr)
