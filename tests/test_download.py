@@ -90,13 +90,18 @@ def test_a_damaged_cached_file_is_set_aside_and_fetched_again(server, tmp_path):
     body = server.files["/snli_1.0.zip"]
     path = download("snli", tmp_path, url=server.url + "/snli_1.0.zip", md5=md5(body), progress=False)
     path.write_bytes(body[:100])
-    with pytest.warns(BertnliWarning, match="its published checksum: set aside as snli_1.0.zip.rejected"):
+    with pytest.warns(BertnliWarning, match="its published md5 checksum: set aside as snli_1.0.zip.rejected,"):
         download("snli", tmp_path, url=server.url + "/snli_1.0.zip", md5=md5(body), progress=False)
     assert path.read_bytes() == body and len(server.requests) == 2
     assert (tmp_path / "snli_1.0.zip.rejected").read_bytes() == body[:100]
+    path.write_bytes(body[:50])  # a second bad copy does not take the first one's place
+    with pytest.warns(BertnliWarning, match="set aside as snli_1.0.zip.rejected.2,"):
+        download("snli", tmp_path, url=server.url + "/snli_1.0.zip", md5=md5(body), progress=False)
+    assert (tmp_path / "snli_1.0.zip.rejected").read_bytes() == body[:100]
+    assert (tmp_path / "snli_1.0.zip.rejected.2").read_bytes() == body[:50]
 
 
-def test_without_published_checksum_the_recorded_sha256_guards_reuse(server, tmp_path):
+def test_without_published_checksum_the_cached_copy_is_used_as_it_is_and_recorded(server, tmp_path):
     server.files["/multinli_1.0.zip"] = b"mnli archive bytes"
     url = server.url + "/multinli_1.0.zip"
     path = download("mnli", tmp_path, url=url, progress=False)
@@ -104,17 +109,17 @@ def test_without_published_checksum_the_recorded_sha256_guards_reuse(server, tmp
     assert sidecar.read_text() == f"{hashlib.sha256(b'mnli archive bytes').hexdigest()}  multinli_1.0.zip\n"
     download("mnli", tmp_path, url=url, progress=False)
     assert len(server.requests) == 1
-    path.write_bytes(b"damaged")
-    os.utime(path, (0, 0))  # changed, yet no newer than its record: not a copy put there by hand
-    with pytest.warns(BertnliWarning, match="does not match the sha256 recorded when it was fetched"):
-        download("mnli", tmp_path, url=url, progress=False)
-    assert path.read_bytes() == b"mnli archive bytes" and len(server.requests) == 2
-    path.write_bytes(b"my own copy, put over the cached one")  # newer than the record: the user's, kept
-    assert download("mnli", tmp_path, url=url, progress=False).read_bytes() == b"my own copy, put over the cached one"
+    # Without a published checksum, a copy put over the cached one is the user's: used as it is, and recorded,
+    # whatever its time (cp -p and rsync keep an older one).
+    path.write_bytes(b"my own copy, put over the cached one")
+    os.utime(path, (0, 0))
+    with pytest.warns(BertnliWarning, match="is not the copy fetched earlier .*: using it as it is"):
+        assert download("mnli", tmp_path, url=url, progress=False).read_bytes() == \
+            b"my own copy, put over the cached one"
     assert sidecar.read_text().split()[0] == hashlib.sha256(b"my own copy, put over the cached one").hexdigest()
-    assert len(server.requests) == 2
+    assert len(server.requests) == 1
     sidecar.write_text("")  # a record left empty by a full disk: as if there were none
-    assert download("mnli", tmp_path, url=url, progress=False) == path and len(server.requests) == 2
+    assert download("mnli", tmp_path, url=url, progress=False) == path and len(server.requests) == 1
 
 
 def test_downloads_of_processes_that_died_are_cleared(server, tmp_path):

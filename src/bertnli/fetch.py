@@ -3,8 +3,10 @@
 Processes fetching one file at once take turns, so it is downloaded once. A download streams to a
 ``<file>.*.part`` of its own with a progress bar, is checked against the checksum its publisher
 gives where there is one, and is renamed into place only then. Next to each file goes ``<file>.sha256``
-(``sha256sum`` format): where no checksum is published it is what later reuses are checked against.
-Every failure is one `DownloadError` line that ends with how to do without the download.
+(``sha256sum`` format), the record of what was fetched: where no checksum is published, a cached file that
+differs from it (a copy put there by hand) is used as it is, named in a warning. Nothing in the cache is
+ever deleted: a file that fails its published checksum is set aside. Every failure is one `DownloadError`
+line that ends with how to do without the download.
 """
 
 from __future__ import annotations
@@ -45,16 +47,18 @@ class Checksum:
 def fetch(url: str, dest: Path, *, checksum: Checksum | None, fallback: str, progress: bool = True) -> Path:
     """``dest``, downloaded from ``url`` unless a copy that passes its check is already there.
     ``fallback`` ends every error message: how to do without the download."""
-    if dest.is_file() and _still_valid(dest, checksum):
+    if dest.is_file() and _passes(dest, checksum):  # read only: several processes may look at once
         return dest
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DownloadError(f"cannot create the cache folder {dest.parent} ({e.strerror})") from None
     with _one_at_a_time(dest) as held:
-        if dest.is_file() and _still_valid(dest, checksum):  # fetched by another process while this one waited
+        if dest.is_file() and _passes(dest, checksum):  # fetched by another process while this one waited
             return dest
         if held:
+            if dest.is_file() and checksum:  # it failed the check above
+                _set_aside(dest, checksum)
             remove_dead_leftovers(dest.parent, f"{glob.escape(dest.name)}.*.part")
         # A file of this process's own, even so: where no lock can be taken, several may fetch at once.
         fd, name = tempfile.mkstemp(prefix=f"{dest.name}.{owner()}.", suffix=".part", dir=dest.parent)
@@ -122,27 +126,34 @@ def _digests(path: Path, checksum: Checksum | None) -> dict[str, str]:
     return {name: hasher.hexdigest() for name, hasher in hashers.items()}
 
 
-def _still_valid(path: Path, checksum: Checksum | None) -> bool:
-    """Check a cached file against its published checksum, else against its recorded sha256. A file put in
-    the cache by hand (no record, or newer than its record) is accepted, and its sha256 recorded. One that
-    fails is not deleted but set aside, as ``<file>.rejected``, with a warning, to be fetched again."""
+def _passes(path: Path, checksum: Checksum | None) -> bool:
+    """Whether a cached file may be used: it matches its published checksum; without one, any file does (a
+    copy put there by hand included). A file whose sha256 is not the one recorded when it was fetched (or
+    that has no record) is recorded anew, and one that replaced the fetched copy is named in a warning."""
     digests = _digests(path, checksum)
-    sidecar = _sidecar(path)
-    recorded = _recorded(sidecar)
     if checksum:
-        ok = digests[checksum.algorithm] == checksum.hexdigest.lower()
-    else:
-        ok = recorded in (None, digests["sha256"]) or path.stat().st_mtime > sidecar.stat().st_mtime
-    if not ok:
-        aside = path.with_name(path.name + ".rejected")
-        os.replace(path, aside)
-        sidecar.unlink(missing_ok=True)
-        what = "its published checksum" if checksum else "the sha256 recorded when it was fetched"
-        warnings.warn(f"{path} does not match {what}: set aside as {aside.name}, to be fetched again",
-                      BertnliWarning, stacklevel=3)
-    elif recorded != digests["sha256"]:
+        return digests[checksum.algorithm] == checksum.hexdigest.lower()
+    recorded = _recorded(_sidecar(path))
+    if recorded != digests["sha256"]:
+        if recorded is not None:
+            warnings.warn(f"{path} is not the copy fetched earlier (its sha256 differs): using it as it is",
+                          BertnliWarning, stacklevel=3)
         _record(path, digests["sha256"])
-    return ok
+    return True
+
+
+def _set_aside(path: Path, checksum: Checksum) -> None:
+    """Keep a cached file that fails its published checksum under a name of its own, ``<file>.rejected``
+    (``.rejected.2``, ...), with a warning: it is fetched again, and nothing is deleted."""
+    aside = path.with_name(path.name + ".rejected")
+    number = 1
+    while aside.exists():
+        number += 1
+        aside = path.with_name(f"{path.name}.rejected.{number}")
+    os.replace(path, aside)
+    _sidecar(path).unlink(missing_ok=True)
+    warnings.warn(f"{path} does not match its published {checksum.algorithm} checksum: set aside as {aside.name}, "
+                  "to be fetched again", BertnliWarning, stacklevel=3)
 
 
 def _recorded(sidecar: Path) -> str | None:
