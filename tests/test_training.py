@@ -21,7 +21,7 @@ from synthetic import synthetic_dataset, tiny_d2l_checkpoint
 
 from bertnli.cli import main
 from bertnli.data import Dataset, Example, read_dataset
-from bertnli.errors import ConfigError, DataError, TrainingInterrupted
+from bertnli.errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted
 from bertnli.paths import DIR_MODE
 from bertnli.text import WordTokenizer
 from bertnli.text.cache import encode_cached
@@ -716,4 +716,33 @@ except CheckpointError as exc:
     assert done.stdout.rstrip().endswith("is the disk full?") and "Traceback" not in done.stderr
     assert list(torch.load(tmp_path / "checkpoint.pt")) == ["small"] and [p.name for p in tmp_path.iterdir()] == [
         "checkpoint.pt"]
+
+
+def test_fp16_steps_the_loss_scaler_skips_do_not_stop_training_but_broken_weights_do(task, tmp_path):
+    """In fp16 a loss that overflows is a step the scaler skips (the weights stay as they were): training goes
+    on. Weights that are no longer numbers stop it, as a loss does in other precisions."""
+    from bertnli.training.loop import Trainer
+
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=16, log_every=1,
+                                  precision="fp16", device="cpu", checkpoint_every=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fp16 on a CPU is slow, and says so
+        trainer = Trainer(cfg, synthetic_dataset(96, 1), None, tmp_path / "run", progress=False)
+    real, calls = trainer.step_model, []
+
+    def overflowing(*args, **kwargs):
+        calls.append(1)
+        logits = real(*args, **kwargs)
+        return logits * float("inf") if len(calls) == 2 else logits
+
+    trainer.step_model = overflowing
+    result = trainer.fit()
+    assert len(calls) == 6 and len(result.epochs) == 1
+    assert all(bool(w.isfinite().all()) for w in trainer.model.parameters())
+    with torch.no_grad():
+        next(trainer.model.parameters()).fill_(float("nan"))
+    trainer.state = type(trainer.state)()
+    calls.clear()
+    with pytest.raises(TrainingDiverged, match="the weights overflowed"):
+        trainer.fit()
 

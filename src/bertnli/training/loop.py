@@ -338,7 +338,7 @@ class Trainer:
         self.model.train()
         bar = progress_bar(enabled=self.show_progress and self.rank == 0, total=len(batches), initial=p.batch,
                            desc=f"epoch {p.epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
-        running = torch.zeros(2, device=self.device, dtype=torch.float64)  # loss sum, correct
+        running = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss sum, correct, overflows
         seen, started = 0, time.perf_counter()
         while p.batch < len(batches):
             running += self.optimizer_step(batches[p.batch])
@@ -366,11 +366,11 @@ class Trainer:
 
     def optimizer_step(self, global_batch: np.ndarray) -> torch.Tensor:
         """One update from one global batch: this rank's share of it, in ``grad_accum`` micro-batches whose
-        gradients add up to the gradient of the whole. Returns (loss sum, correct) on the device: nothing
-        here waits for the GPU."""
+        gradients add up to the gradient of the whole. Returns (loss sum, correct, fp16 micro-batches whose loss
+        overflowed) on the device: nothing here waits for the GPU."""
         scale = self.world / len(global_batch)  # DDP averages over ranks: the result is the global mean
         micro_batches = self._micro_batches(global_batch)
-        sums = torch.zeros(2, device=self.device, dtype=torch.float64)
+        sums = torch.zeros(3, device=self.device, dtype=torch.float64)
         for i, index in enumerate(micro_batches):
             batch = self._device_batch(index)
             with self._maybe_no_sync(i == len(micro_batches) - 1), autocast(self.device, self.dtype):
@@ -378,7 +378,12 @@ class Trainer:
                 logits = self.step_model(*args, **kwargs)
                 loss_sum = F.cross_entropy(logits.float(), batch.labels, reduction="sum")
             self.scaler.scale(loss_sum * scale).backward()
-            sums += torch.stack([loss_sum.detach().double(), (logits.argmax(-1) == batch.labels).sum().double()])
+            loss_value = loss_sum.detach().double()
+            if self.scaler.is_enabled():  # fp16: a loss that overflows is a step the scaler skips; counted apart
+                overflowed = ~torch.isfinite(loss_value)
+                sums[2] += overflowed.double()
+                loss_value = torch.where(overflowed, torch.zeros_like(loss_value), loss_value)
+            sums[:2] += torch.stack([loss_value, (logits.argmax(-1) == batch.labels).sum().double()])
         if self.cfg.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
@@ -484,15 +489,18 @@ class Trainer:
                 signal.signal(signum, handler)
 
     def _absorb(self, running: torch.Tensor, seen: int, seconds: float) -> None:
-        """Fold the running sums (read from the device here, every ``log_every`` steps) into the epoch."""
+        """Fold the running sums (read from the device here, every ``log_every`` steps) into the epoch; stop
+        when the loss is no longer a number, or, in fp16 (whose scaler skips the steps that overflow), when
+        the weights are not."""
         if self.world > 1:
             totals = torch.cat([running, torch.tensor([float(seen)], dtype=torch.float64, device=self.device)])
             dist.all_reduce(totals)
-            running, seen = totals[:2], int(totals[2].item())
-        loss_sum, correct = running.tolist()
+            running, seen = totals[:3], int(totals[3].item())
+        loss_sum, correct, overflows = running.tolist()
         p = self.state
-        if not math.isfinite(loss_sum):
-            self._diverged(loss_sum)
+        if not math.isfinite(loss_sum) or (overflows and not all(bool(w.isfinite().all()) for w in
+                                                                 self.model.parameters())):
+            self._diverged(loss_sum if not overflows else math.nan)
         p.loss_sum, p.correct, p.seen = p.loss_sum + loss_sum, p.correct + int(correct), p.seen + int(seen)
         p.train_seconds += seconds
         self.log({"kind": "step", "epoch": p.epoch + 1, "step": p.step, "loss": loss_sum / max(seen, 1),
