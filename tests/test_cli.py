@@ -479,7 +479,7 @@ def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_start(traine
     assert main(["train", *args, "--out", str(run)]) == 0
     # As a kill on another machine leaves it after the first model was saved, in the middle of writing the
     # first checkpoint; beside the user's own hidden files, which stay.
-    killed = "@another_machine~12345@"
+    killed = "@another_machine~1~12345@"
     (run / "checkpoint.pt").rename(run / f".tmp-checkpoint.pt.{killed}.x1y2")
     (run / f".model.tmp-{killed}x1y2").mkdir()
     (run / ".tmp-notes.txt").write_text("mine")

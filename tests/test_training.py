@@ -537,7 +537,7 @@ def test_a_resume_survives_a_cut_off_metrics_line_and_a_part_written_checkpoint(
     trainer.save_checkpoint()
     with (run / "metrics.jsonl").open("a") as f:
         f.write('{"kind": "step", "ep')  # killed in the middle of a line
-    leftover = run / ".tmp-checkpoint.pt.@host~12345@.x1y2z3"  # killed in the middle of a save
+    leftover = run / ".tmp-checkpoint.pt.@host~1~12345@.x1y2z3"  # killed in the middle of a save
     leftover.write_bytes(b"\0" * 100)
     result = train(cfg, synthetic_dataset(64, 1), None, run, resume=True, progress=False)
     assert [e["epoch"] for e in result.epochs] == [1, 2]

@@ -17,13 +17,22 @@ from pathlib import Path
 #: Files being written start with this; one left behind was cut off by a crash.
 TEMPORARY_PREFIX = ".tmp-"
 _HOST = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())
-_OWNER_IN_NAME = re.compile(r"@([A-Za-z0-9_]+)~(\d+)@")
+_OWNER_IN_NAME = re.compile(r"@([A-Za-z0-9_]+)~(\d+)~(\d+)@")
+
+
+def _pid_namespace() -> int:
+    """Which process ids this process sees (containers on one host may share its name, not their ids)."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
 
 
 def owner() -> str:
-    """This process, as the names of the temporary files and folders it writes carry it (``@host~pid@``):
-    what a process that is gone left behind, the next writer of the same path clears (`remove_dead_leftovers`)."""
-    return f"@{_HOST}~{os.getpid()}@"
+    """This process, as the names of the temporary files and folders it writes carry it
+    (``@host~pid-namespace~pid@``): what a process that is gone left behind, the next writer of the same
+    path clears (`remove_dead_leftovers`)."""
+    return f"@{_HOST}~{_pid_namespace()}~{os.getpid()}@"
 
 
 def cache_root() -> Path:
@@ -90,10 +99,10 @@ def remove_dead_leftovers(folder: Path, pattern: str, *, any_owner: bool = False
 def left_by_dead_process(name: str) -> bool:
     """Whether ``name`` carries the `owner` of a process of this machine that no longer runs."""
     found = _OWNER_IN_NAME.search(name)
-    if found is None or found[1] != _HOST:
-        return False
+    if found is None or (found[1], int(found[2])) != (_HOST, _pid_namespace()):
+        return False  # another machine's or container's: whether it runs cannot be told from here
     try:
-        os.kill(int(found[2]), 0)
+        os.kill(int(found[3]), 0)
     except ProcessLookupError:
         return True
     except OSError:  # alive, another user's
