@@ -596,20 +596,22 @@ def _check_output(path: Path, source: Path | None = None) -> None:
         raise BertnliError(f"--output {path} is the --input file; writing there would destroy the input")
     from bertnli.paths import is_stream
 
-    if is_stream(path):  # /dev/stdout, a pipe: written as it is
-        return
-    folder = next(p for p in path.absolute().parents if p.exists())
-    if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise BertnliError(f"--output {path} cannot be written ({folder} is not a writable folder)")
+    if not is_stream(path):  # /dev/stdout, a pipe: written as it is
+        _check_writable("--output", path, path.absolute().parents)
 
 
 def _check_report(path: Path) -> None:
     """Refuse, before any work, a report folder that cannot be made or written."""
     if path.exists() and not path.is_dir():
         raise BertnliError(f"--report {path} is a file; name a folder")
-    folder = next(p for p in [path.absolute(), *path.absolute().parents] if p.exists())
+    _check_writable("--report", path, [path.absolute(), *path.absolute().parents])
+
+
+def _check_writable(flag: str, path: Path, folders: Sequence[Path]) -> None:
+    """Refuse ``path`` when the first of ``folders`` that exists is no folder this process may write in."""
+    folder = next(p for p in folders if p.exists())
     if not folder.is_dir() or not os.access(folder, os.W_OK):
-        raise BertnliError(f"--report {path} cannot be written ({folder} is not a writable folder)")
+        raise BertnliError(f"{flag} {path} cannot be written ({folder} is not a writable folder)")
 
 
 def cmd_data(args: argparse.Namespace) -> None:

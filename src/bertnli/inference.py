@@ -136,10 +136,14 @@ class NLIModel:
         saved = load_classifier(resolve_model_dir(path))
         return cls(saved.model, saved.tokenizer, saved.labels, saved.max_len, device, precision, **options)
 
+    @property
+    def parameter_count(self) -> int:
+        """Number of parameters of the network."""
+        return sum(p.numel() for p in self.network.parameters())
+
     def __repr__(self) -> str:
-        parameters = sum(p.numel() for p in self.network.parameters())
         return (f"NLIModel(labels={self.labels}, max_len={self.max_len}, device={str(self.device)!r}, "
-                f"precision={precision_name(self.dtype)!r}, parameters={parameters / 1e6:.1f}M)")
+                f"precision={precision_name(self.dtype)!r}, parameters={self.parameter_count / 1e6:.1f}M)")
 
     def save(self, directory: str | Path) -> None:
         """Write the model folder that `NLIModel.load` reads (atomically)."""

@@ -182,7 +182,7 @@ def _model_info(model: NLIModel, name: str, limits: Limits) -> ModelInfo:
         name=name,
         labels=model.labels,
         max_len=model.max_len,
-        parameters=sum(p.numel() for p in model.network.parameters()),
+        parameters=model.parameter_count,
         device=str(model.device),
         precision=precision_name(model.dtype),
         version=__version__,
