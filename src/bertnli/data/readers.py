@@ -389,7 +389,7 @@ def _examples(
             seen_parts.add(part)
             if part not in parts:
                 continue
-        label = _label_column(record, fields, options)
+        label = _row_column("label", record, fields, options)
         if label is not None and fields.label is None:  # the first labelled row: the file is labelled after all
             fields = replace(fields, label=label)
             if examples:
@@ -457,14 +457,15 @@ def _column(role: str, available: list[str], options: _Options, display: str, li
     return next((c for c in DEFAULT_COLUMNS[role] if c in available), None)
 
 
-def _label_column(record: Mapping[str, Any], fields: _Fields, options: _Options) -> str | None:
-    """The column holding the row's label; None for a row without one (JSON lines may mix rows with and
-    without a label, as they do genres)."""
-    if fields.label in record:
-        return fields.label
-    if "label" in options.columns:
+def _row_column(role: str, record: Mapping[str, Any], fields: _Fields, options: _Options) -> str | None:
+    """The column holding the row's label or genre; None for a row without one (JSON lines may mix rows with
+    and without either: SNLI's rows and MultiNLI's, unlabelled rows and labelled ones)."""
+    column = getattr(fields, role)
+    if column in record:
+        return column
+    if role in options.columns:
         return None
-    return next((c for c in DEFAULT_COLUMNS["label"] if c in record), None)
+    return next((c for c in DEFAULT_COLUMNS[role] if c in record), None)
 
 
 def _no_gold_label(record: Mapping[str, Any], column: str | None, display: str, n: int) -> str:
@@ -493,10 +494,8 @@ def _example(
         except ValueError as e:
             raise DataError(display, str(e), n) from None
     # A genre is optional row by row: JSON lines may mix rows with and without one (SNLI's and MultiNLI's).
-    column = fields.genre
-    if column not in record and "genre" not in options.columns:
-        column = next((c for c in DEFAULT_COLUMNS["genre"] if c in record), None)
-    genre = _text(record, column, display, n) if column in record else None
+    column = _row_column("genre", record, fields, options)
+    genre = _text(record, column, display, n) if column is not None else None
     return Example(texts[0], texts[1], label, genre or None, n)
 
 
