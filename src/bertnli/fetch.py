@@ -47,7 +47,7 @@ class Checksum:
 def fetch(url: str, dest: Path, *, checksum: Checksum | None, fallback: str, progress: bool = True) -> Path:
     """``dest``, downloaded from ``url`` unless a copy that passes its check is already there.
     ``fallback`` ends every error message: how to do without the download."""
-    if dest.is_file() and _passes(dest, checksum):  # read only: several processes may look at once
+    if dest.is_file() and _passes(dest, checksum):  # moves nothing: several processes may look at once
         return dest
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
