@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks behind the README's GPU table, and a profile of one training step, in one go
-# (about 8 minutes on an H100/H200).
+# (about 9 minutes on an H100/H200).
 #   MODEL   a Hugging Face folder or `minilm` (default)          OUT   where the log goes (default .)
 #   BERTNLI_SHARED_DATA   the folder holding snli/snli_1.0_dev.jsonl (default ../shared/data)
 set -u
