@@ -75,13 +75,15 @@ def print_table(title: str, rows: list[dict], ratio_key: str) -> None:
 def run_sides(script: str, sides: list[str], timeout: float, repeat: int = 1) -> list[dict]:
     """Run ``script --side NAME`` for each side in its own process, ``repeat`` rounds with the sides
     interleaved (so a slow spell on a shared machine hits every side alike); each side's row is its
-    median round. A failed or slow side is reported, not fatal."""
+    median round. A failed or slow side is reported, not fatal; each side's figure is printed (to stderr)
+    as it comes, so a run cut short still leaves what it measured."""
     runs: dict[str, list[dict]] = {side: [] for side in sides}
     for _ in range(repeat):
         for side in sides:
             row = _run_side(script, side, timeout)
             if row is not None:
                 runs[side].append(row)
+                print(f"{side}: {json.dumps(row)}", file=sys.stderr, flush=True)
     rows = [_median_row(side_runs) for side_runs in runs.values() if side_runs]
     if not rows:
         sys.exit("no side finished")
