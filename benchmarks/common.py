@@ -122,9 +122,10 @@ def hf_rows(tokenizer, examples: list[Example]) -> list[dict]:
                                   examples)]
 
 
-def hf_trainer(folder: str, examples: list[Example], batch_size: int, cpu: bool, precision: str, out: str):
+def hf_trainer(folder: str, examples: list[Example], batch_size: int, cpu: bool, precision: str, out: str,
+               epochs: int = 1):
     """The peer: `AutoModelForSequenceClassification` + `Trainer` with dynamic padding, set up with the
-    usual fine-tuning recipe (AdamW 5e-5, weight decay 0.01, 10% warm-up then linear decay, one epoch)."""
+    usual fine-tuning recipe (AdamW 5e-5, weight decay 0.01, 10% warm-up then linear decay)."""
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -138,7 +139,8 @@ def hf_trainer(folder: str, examples: list[Example], batch_size: int, cpu: bool,
     model = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=len(HF_LABELS))
     arguments = TrainingArguments(
         output_dir=out, per_device_train_batch_size=batch_size, per_device_eval_batch_size=batch_size,
-        num_train_epochs=1, learning_rate=5e-5, weight_decay=0.01, warmup_steps=len(rows) // batch_size // 10,
+        num_train_epochs=epochs, learning_rate=5e-5, weight_decay=0.01,
+        warmup_steps=len(rows) * epochs // batch_size // 10,
         logging_steps=10**9, save_strategy="no", report_to=[], bf16=precision == "bf16", fp16=precision == "fp16",
         use_cpu=cpu,
         disable_tqdm=True, seed=0,
