@@ -87,8 +87,10 @@ def main() -> None:
     print(f"  wall {1e3 * wall / args.steps:.2f} ms per step ({pairs / wall:,.0f} pairs/s), "
           f"host {1e3 * host / args.steps:.2f} ms per step")
     if on_gpu:
-        busy = sum(e.self_device_time_total for e in events) / 1e3 / args.steps
-        kernels = sum(e.count for e in events if e.device_type.name == "CUDA") / args.steps
+        # Kernels only: an operator's row repeats the device time of the kernels it launched.
+        launched = [e for e in events if e.device_type.name == "CUDA" and not e.is_user_annotation]
+        busy = sum(e.self_device_time_total for e in launched) / 1e3 / args.steps
+        kernels = sum(e.count for e in launched) / args.steps
         print(f"  device busy {busy:.2f} ms per step (profiled), {kernels:,.0f} kernels per step")
     print(events.table(sort_by=sort_key, row_limit=args.top, max_name_column_width=60))
     if args.trace:
