@@ -239,6 +239,31 @@ def test_predictions_written_as_tsv_read_back_with_the_same_texts(trained, tmp_p
     assert [e.hypothesis for e in back.examples] == ["dog"] * 3 and not back.skipped
 
 
+def test_evaluate_refuses_predictions_as_gold_labels_which_training_may_read(trained, tmp_path, capsys):
+    """A predictions file's labels are the model's own answers: scoring them would report a perfect model."""
+    from bertnli import evaluate, read_dataset
+    from bertnli.errors import DataError
+
+    for suffix in (".jsonl", ".csv", ".tsv"):
+        out = tmp_path / f"predictions{suffix}"
+        assert main(["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--limit", "20",
+                     "--output", str(out), "--no-progress"]) == 0
+        capsys.readouterr()
+        assert main(["evaluate", "--model", str(trained["run"]), "--data", str(out), "--no-progress"]) == 1
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert line.startswith(f"bertnli evaluate: error: {out}: holds predictions written by bertnli"), line
+        assert main(["evaluate", "--model", str(tmp_path / "nowhere"), "--data", str(out)]) == 1  # data first
+        assert "holds predictions written by bertnli" in capsys.readouterr().err
+        predictions = read_dataset(out)  # as training data (pseudo-labels) it reads as any labelled file
+        assert predictions.predicted and len(predictions) == 20
+        with pytest.raises(DataError, match="holds predictions written by bertnli"):
+            evaluate(trained["run"], predictions)
+    gold = tmp_path / "gold.csv"  # a column named truncated alone is no mark of predictions
+    gold.write_text("premise,hypothesis,label,truncated\nred dog runs,dog,entailment,false\n")
+    assert not read_dataset(gold).predicted
+    assert not read_dataset(trained["dev"]).predicted
+
+
 def test_an_output_written_anew_keeps_its_permissions_its_link_and_its_kind(trained, tmp_path):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"premise": "red dog", "hypothesis": "dog"}\n')

@@ -468,12 +468,14 @@ def _print_result(result: TrainResult) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from bertnli.evaluation import evaluate, write_reports
+    from bertnli.evaluation import evaluate, require_gold_labels, write_reports
     from bertnli.inference import NLIModel
 
     if args.report:
         _check_report(args.report)
     datasets = [_read(spec, args) for spec in args.data]  # every file read before any is scored: errors come first
+    for spec, dataset in zip(args.data, datasets):
+        require_gold_labels(dataset, spec)
     model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
                           progress=not args.no_progress)
     top = None if args.mistakes < 0 else args.mistakes

@@ -138,6 +138,15 @@ def _merge_to_two_classes(labels: list[str], probs: np.ndarray) -> np.ndarray:
     return merged
 
 
+def require_gold_labels(dataset: Dataset, source: str | Path | None = None) -> None:
+    """Refuse predictions bertnli wrote (``source``: the file as the user named it): their labels are the
+    model's own answers, and scoring them would measure nothing."""
+    if dataset.predicted:
+        raise DataError(source or dataset.name, "holds predictions written by bertnli (its columns include the "
+                        "probabilities and 'truncated'): its labels are a model's answers, not gold labels; "
+                        "evaluate the file the predictions were made from")
+
+
 def evaluate(model: NLIModel | str | Path, dataset: Dataset, *, two_class: bool = False,
              top_errors: int | None = 10) -> Evaluation:
     """Score ``model`` (an `NLIModel`, or a run or model folder to load) on the labelled pairs of ``dataset``
@@ -148,6 +157,7 @@ def evaluate(model: NLIModel | str | Path, dataset: Dataset, *, two_class: bool 
     if not isinstance(dataset, Dataset):
         raise TypeError(f"evaluate scores a bertnli Dataset (read_dataset(path), or Dataset(name, [Example(premise, "
                         f"hypothesis, label), ...])), not a {type(dataset).__name__}")
+    require_gold_labels(dataset)
     if not isinstance(model, NLIModel):
         model = NLIModel.load(model)
     if two_class:

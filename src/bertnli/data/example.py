@@ -55,6 +55,7 @@ class Dataset:
     skipped: Counter[str] = field(default_factory=Counter)
     columns: dict[str, str] = field(default_factory=dict)  # read from a file: the column of each role
     tokenised: bool = False  # the texts are d2l's tokenised parses (read with d2l_text), punctuation apart
+    predicted: bool = False  # read from predictions bertnli wrote: the labels are a model's answers
 
     def __post_init__(self) -> None:
         """Every item an `Example` with texts and a label name (or None): a pandas missing value (NaN) or a

@@ -25,6 +25,7 @@ from typing import IO, Any, BinaryIO
 from bertnli.data.download import DATASETS, cached_path, data_cache_dir, remote_dataset
 from bertnli.data.example import Dataset, Example, is_blank, surrogate_problem
 from bertnli.data.labels import parse_label, resolve_label_map
+from bertnli.data.writers import holds_predictions
 from bertnli.errors import ConfigError, DataError
 
 FORMATS = ("jsonl", "csv", "tsv")
@@ -270,7 +271,16 @@ def _read_one(
     if parts:
         name += f"[{'+'.join(parts)}]"
     return Dataset(name, examples, skipped, {role: column for role, column in vars(fields).items() if column},
-                   tokenised=options.d2l_text)
+                   tokenised=options.d2l_text, predicted=holds_predictions(header or _json_keys(first)))
+
+
+def _json_keys(line: str) -> list[str]:
+    """The keys of a JSON line's object; none for anything else."""
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return []
+    return list(record) if isinstance(record, dict) else []
 
 
 def _decode(stream: IO[bytes], display: str) -> Iterator[str]:

@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 TABLE_DELIMITERS = {".csv": ",", ".tsv": "\t"}
 
 
+def holds_predictions(columns: Sequence[str]) -> bool:
+    """Whether a file with these columns (a table's header, a JSON line's keys) looks like predictions this
+    module wrote: a ``truncated`` flag beside the probabilities."""
+    return "truncated" in columns and ("probabilities" in columns or any(c.startswith("p_") for c in columns))
+
+
 def format_predictions(examples: Sequence[Example], predictions: Sequence[Prediction], labels: Sequence[str],
                        path: Path | None = None) -> str:
     """The predictions as ``path``'s suffix asks (CSV, TSV, else JSON lines): the input line of each pair (skipped
