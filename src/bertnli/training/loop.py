@@ -178,6 +178,9 @@ def encode_dataset(dataset: Dataset, tokenizer: Tokenizer, max_len: int, cache: 
 class Trainer:
     """Holds the model, data and optimizer of one run. `fit()` trains; files go to ``run``."""
 
+    #: fp16 micro-batches in a row whose loss overflowed (so no step changed the weights) that stop a run.
+    OVERFLOW_PATIENCE = 100
+
     def __init__(self, cfg: TrainConfig, train_set: Dataset, eval_set: Dataset | None, run_dir: str | Path,
                  *, resume: bool = False, overwrite: bool = False, progress: bool = True,
                  source: dict[str, Any] | None = None,
@@ -186,6 +189,7 @@ class Trainer:
         self.on_epoch = on_epoch
         self.source = source  # how the command line chose the data; None for runs started from Python
         self.started_processes: int | None = None  # as recorded by a resumed run (older checkpoints lack it)
+        self._overflowed_in_a_row = 0.0  # see OVERFLOW_PATIENCE
         if resume:
             saved = self.run.read_config()
             given, cfg = cfg, self.run.recorded_settings(saved)
@@ -338,7 +342,7 @@ class Trainer:
         self.model.train()
         bar = progress_bar(enabled=self.show_progress and self.rank == 0, total=len(batches), initial=p.batch,
                            desc=f"epoch {p.epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
-        running = torch.zeros(3, device=self.device, dtype=torch.float64)  # loss sum, correct, overflows
+        running = torch.zeros(4, device=self.device, dtype=torch.float64)  # see `optimizer_step`
         seen, started = 0, time.perf_counter()
         while p.batch < len(batches):
             running += self.optimizer_step(batches[p.batch])
@@ -367,10 +371,11 @@ class Trainer:
     def optimizer_step(self, global_batch: np.ndarray) -> torch.Tensor:
         """One update from one global batch: this rank's share of it, in ``grad_accum`` micro-batches whose
         gradients add up to the gradient of the whole. Returns (loss sum, correct, fp16 micro-batches whose loss
-        overflowed) on the device: nothing here waits for the GPU."""
+        overflowed, micro-batches) on the device: nothing here waits for the GPU."""
         scale = self.world / len(global_batch)  # DDP averages over ranks: the result is the global mean
         micro_batches = self._micro_batches(global_batch)
-        sums = torch.zeros(3, device=self.device, dtype=torch.float64)
+        sums = torch.zeros(4, device=self.device, dtype=torch.float64)
+        sums[3] = len(micro_batches)
         for i, index in enumerate(micro_batches):
             batch = self._device_batch(index)
             with self._maybe_no_sync(i == len(micro_batches) - 1), autocast(self.device, self.dtype):
@@ -495,12 +500,18 @@ class Trainer:
         if self.world > 1:
             totals = torch.cat([running, torch.tensor([float(seen)], dtype=torch.float64, device=self.device)])
             dist.all_reduce(totals)
-            running, seen = totals[:3], int(totals[3].item())
-        loss_sum, correct, overflows = running.tolist()
+            running, seen = totals[:4], int(totals[4].item())
+        loss_sum, correct, overflows, micro_batches = running.tolist()
         p = self.state
         if not math.isfinite(loss_sum) or (overflows and not all(bool(w.isfinite().all()) for w in
                                                                  self.model.parameters())):
             self._diverged(loss_sum if not overflows else math.nan)
+        self._overflowed_in_a_row = self._overflowed_in_a_row + overflows if overflows == micro_batches else 0
+        if self._overflowed_in_a_row >= self.OVERFLOW_PATIENCE:
+            raise TrainingDiverged(f"the loss of every micro-batch overflowed in fp16 for the last "
+                                   f"{int(self._overflowed_in_a_row)} (by step {p.step}): no step changed the "
+                                   f"weights. Train in bf16 or fp32 (--precision), or lower the learning rate "
+                                   f"(lr={self.cfg.lr:g}, --lr)")
         p.loss_sum, p.correct, p.seen = p.loss_sum + loss_sum, p.correct + int(correct), p.seen + int(seen)
         p.train_seconds += seconds
         self.log({"kind": "step", "epoch": p.epoch + 1, "step": p.step, "loss": loss_sum / max(seen, 1),
