@@ -749,27 +749,27 @@ def test_fp16_steps_the_loss_scaler_skips_do_not_stop_training_but_broken_weight
 
 def test_fp16_stops_when_every_loss_overflows_for_long(task, tmp_path, monkeypatch):
     """A model whose every fp16 loss overflows never changes its weights (each step is skipped): that stops the
-    run, where the odd overflowed step did not (above)."""
+    run, where the odd overflowed step did not (above). Steps count, not micro-batches."""
     from bertnli.training.loop import Trainer
 
     monkeypatch.setattr(Trainer, "OVERFLOW_PATIENCE", 4)
-    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=2, batch_size=16, log_every=1,
-                                  precision="fp16", device="cpu", checkpoint_every=0)
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=2, batch_size=16, grad_accum=2,
+                                  log_every=1, precision="fp16", device="cpu", checkpoint_every=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fp16 on a CPU is slow, and says so
         trainer = Trainer(cfg, synthetic_dataset(96, 1), None, tmp_path / "run", progress=False)
     real, calls = trainer.step_model, []
 
-    def overflowing(*args, **kwargs):
+    def overflowing(*args, **kwargs):  # two micro-batches a step; the second step is good: the count starts again
         calls.append(1)
         logits = real(*args, **kwargs)
-        return logits * float("inf") if len(calls) != 3 else logits  # one good step: the count starts again
+        return logits * float("inf") if len(calls) not in (3, 4) else logits
 
     trainer.step_model = overflowing
     before = [w.detach().clone() for w in trainer.model.parameters()]
-    with pytest.raises(TrainingDiverged, match=r"every micro-batch overflowed in fp16 for the last 4 \(by step 7\)"):
+    with pytest.raises(TrainingDiverged, match=r"overflowed in each of the last 4 steps by step 6 \(epoch 2\)"):
         trainer.fit()
-    assert len(calls) == 7
+    assert len(calls) == 12
     changed = [not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters())]
-    assert any(changed)  # the third step, the only one not skipped
+    assert any(changed)  # the second step, the only one not skipped
 

@@ -178,7 +178,8 @@ def encode_dataset(dataset: Dataset, tokenizer: Tokenizer, max_len: int, cache: 
 class Trainer:
     """Holds the model, data and optimizer of one run. `fit()` trains; files go to ``run``."""
 
-    #: fp16 micro-batches in a row whose loss overflowed (so no step changed the weights) that stop a run.
+    #: Steps in a row whose fp16 loss overflowed in every micro-batch (so none changed the weights) that stop
+    #: a run.
     OVERFLOW_PATIENCE = 100
 
     def __init__(self, cfg: TrainConfig, train_set: Dataset, eval_set: Dataset | None, run_dir: str | Path,
@@ -189,7 +190,7 @@ class Trainer:
         self.on_epoch = on_epoch
         self.source = source  # how the command line chose the data; None for runs started from Python
         self.started_processes: int | None = None  # as recorded by a resumed run (older checkpoints lack it)
-        self._overflowed_in_a_row = 0.0  # see OVERFLOW_PATIENCE
+        self._overflowed_steps = 0  # see OVERFLOW_PATIENCE
         if resume:
             saved = self.run.read_config()
             given, cfg = cfg, self.run.recorded_settings(saved)
@@ -343,10 +344,11 @@ class Trainer:
         bar = progress_bar(enabled=self.show_progress and self.rank == 0, total=len(batches), initial=p.batch,
                            desc=f"epoch {p.epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
         running = torch.zeros(4, device=self.device, dtype=torch.float64)  # see `optimizer_step`
-        seen, started = 0, time.perf_counter()
+        seen, steps, started = 0, 0, time.perf_counter()
         while p.batch < len(batches):
             running += self.optimizer_step(batches[p.batch])
             seen += len(shard(batches[p.batch], self.rank, self.world))
+            steps += 1
             p.batch += 1
             p.step += 1
             bar.update(1)
@@ -354,9 +356,9 @@ class Trainer:
             boundary = periodic or p.step % cfg.log_every == 0 or p.batch == len(batches)
             stop = self._stop_now(end_of_epoch=p.batch == len(batches))
             if boundary or stop:
-                self._absorb(running, seen, time.perf_counter() - started)
+                self._absorb(running, seen, steps, time.perf_counter() - started)
                 running.zero_()
-                seen = 0
+                seen = steps = 0
                 bar.set_postfix(loss=f"{p.loss_sum / max(p.seen, 1):.4f}", acc=f"{p.correct / max(p.seen, 1):.3f}")
             # The checkpoint at the end of an epoch comes after its evaluation (`end_epoch`), unless the run stops here.
             if (periodic and p.batch < len(batches)) or stop:
@@ -493,10 +495,11 @@ class Trainer:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
-    def _absorb(self, running: torch.Tensor, seen: int, seconds: float) -> None:
-        """Fold the running sums (read from the device here, every ``log_every`` steps) into the epoch; stop
-        when the loss is no longer a number, or, in fp16 (whose scaler skips the steps that overflow), when
-        the weights are not."""
+    def _absorb(self, running: torch.Tensor, seen: int, steps: int, seconds: float) -> None:
+        """Fold the running sums of the last ``steps`` steps (read from the device here, every ``log_every``
+        steps) into the epoch. Stop when the loss is no longer a number; in fp16 (whose scaler skips the steps
+        that overflow), when the weights are not, or when no step has changed them for `OVERFLOW_PATIENCE`
+        steps (counted a log interval at a time)."""
         if self.world > 1:
             totals = torch.cat([running, torch.tensor([float(seen)], dtype=torch.float64, device=self.device)])
             dist.all_reduce(totals)
@@ -505,27 +508,26 @@ class Trainer:
         p = self.state
         if not math.isfinite(loss_sum) or (overflows and not all(bool(w.isfinite().all()) for w in
                                                                  self.model.parameters())):
-            self._diverged(loss_sum if not overflows else math.nan)
-        self._overflowed_in_a_row = self._overflowed_in_a_row + overflows if overflows == micro_batches else 0
-        if self._overflowed_in_a_row >= self.OVERFLOW_PATIENCE:
-            raise TrainingDiverged(f"the loss of every micro-batch overflowed in fp16 for the last "
-                                   f"{int(self._overflowed_in_a_row)} (by step {p.step}): no step changed the "
-                                   f"weights. Train in bf16 or fp32 (--precision), or lower the learning rate "
-                                   f"(lr={self.cfg.lr:g}, --lr)")
+            self._diverged(f"the training loss became {loss_sum if not overflows else math.nan}",
+                           "the weights overflowed. Lower the learning rate (lr={lr}, --lr) or clip the gradients "
+                           "(--grad-clip)" + ("; or train in bf16 or fp32 (--precision)" if overflows else ""))
+        self._overflowed_steps = self._overflowed_steps + steps if overflows == micro_batches else 0
+        if self._overflowed_steps >= self.OVERFLOW_PATIENCE:
+            self._diverged(f"the fp16 loss overflowed in each of the last {self._overflowed_steps} steps",
+                           "the loss scaler skipped them all, so no step changed the weights. Train in bf16 or "
+                           "fp32 (--precision), or lower the learning rate (lr={lr}, --lr)")
         p.loss_sum, p.correct, p.seen = p.loss_sum + loss_sum, p.correct + int(correct), p.seen + int(seen)
         p.train_seconds += seconds
         self.log({"kind": "step", "epoch": p.epoch + 1, "step": p.step, "loss": loss_sum / max(seen, 1),
                   "accuracy": correct / max(seen, 1), "lr": self.schedule.get_last_lr()[0],
                   "pairs_per_second": seen / max(seconds, 1e-9)})
 
-    def _diverged(self, loss_sum: float) -> None:
-        """Stop, before a checkpoint or model holds the overflowed weights."""
-        p, cfg = self.state, self.cfg
+    def _diverged(self, what: str, advice: str) -> None:
+        """Stop, before a checkpoint or model holds the overflowed weights. ``advice`` may name ``{lr}``."""
+        p = self.state
         kept = f"; the best model so far stays in {self.run.model_dir}" if p.best_accuracy is not None else ""
-        fp16 = "; or train in bf16 or fp32 (--precision)" if self.dtype == torch.float16 else ""
-        raise TrainingDiverged(f"the training loss became {loss_sum} by step {p.step} (epoch {p.epoch + 1}): the "
-                               f"weights overflowed. Lower the learning rate (lr={cfg.lr:g}, --lr) or clip the "
-                               f"gradients (--grad-clip){fp16}{kept}")
+        raise TrainingDiverged(f"{what} by step {p.step} (epoch {p.epoch + 1}): "
+                               f"{advice.format(lr=f'{self.cfg.lr:g}')}{kept}")
 
     def _maybe_no_sync(self, sync: bool) -> contextlib.AbstractContextManager:
         if sync or self.world == 1:
