@@ -241,8 +241,10 @@ def test_predictions_written_as_tsv_read_back_with_the_same_texts(trained, tmp_p
 
 def test_evaluate_refuses_predictions_as_gold_labels_which_training_may_read(trained, tmp_path, capsys):
     """A predictions file's labels are the model's own answers: scoring them would report a perfect model."""
-    from bertnli import evaluate, read_dataset
+    from bertnli import evaluate, read_dataset, train, train_validation_split
+    from bertnli.data import merge_to_two_classes
     from bertnli.errors import DataError
+    from bertnli.training import TrainConfig
 
     for suffix in (".jsonl", ".csv", ".tsv"):
         out = tmp_path / f"predictions{suffix}"
@@ -258,6 +260,21 @@ def test_evaluate_refuses_predictions_as_gold_labels_which_training_may_read(tra
         assert predictions.predicted and len(predictions) == 20
         with pytest.raises(DataError, match="holds predictions written by bertnli"):
             evaluate(trained["run"], predictions)
+    blank_first = tmp_path / "blank_first.jsonl"
+    blank_first.write_text("\n" + (tmp_path / "predictions.jsonl").read_text())
+    predictions = read_dataset(blank_first)
+    assert predictions.predicted
+    assert merge_to_two_classes(predictions).predicted  # what is made of them is marked too
+    assert all(part.predicted for part in train_validation_split(predictions, 0.25))
+    with pytest.raises(DataError, match="holds predictions written by bertnli"):  # before any training
+        train(TrainConfig.from_recipe("d2l", model=str(trained["run"] / "model"), epochs=1), predictions,
+              predictions, tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+    assert main(["train", "--model", str(trained["run"] / "model"), "--train", str(out), "--eval",
+                 str(trained["dev"]), "--eval", str(out), "--out", str(tmp_path / "never")]) == 1
+    err = capsys.readouterr().err
+    assert "holds predictions written by bertnli" in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert not (tmp_path / "never").exists()
     gold = tmp_path / "gold.csv"  # a column named truncated alone is no mark of predictions
     gold.write_text("premise,hypothesis,label,truncated\nred dog runs,dog,entailment,false\n")
     assert not read_dataset(gold).predicted

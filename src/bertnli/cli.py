@@ -320,7 +320,8 @@ def _read(spec: str | Path, args: argparse.Namespace, split: str | None = None) 
 def _combine(name: str, parts: list[Dataset]) -> Dataset:
     from bertnli.data import Dataset
 
-    combined = Dataset(name, [e for part in parts for e in part.examples], tokenised=parts[0].tokenised)
+    combined = Dataset(name, [e for part in parts for e in part.examples], tokenised=parts[0].tokenised,
+                       predicted=any(part.predicted for part in parts))
     for part in parts:
         combined.skipped.update(part.skipped)
     return combined

@@ -90,4 +90,5 @@ def merge_to_two_classes(dataset: Dataset) -> Dataset:
     if unknown:
         raise DataError(dataset.name, f"labels {sorted(unknown)} have no two-class counterpart")
     examples = [replace(e, label=TWO_CLASS_MAP[e.label] if e.label else None) for e in dataset.examples]
-    return Dataset(f"{dataset.name}[2-class]", examples, dataset.skipped.copy(), tokenised=dataset.tokenised)
+    return Dataset(f"{dataset.name}[2-class]", examples, dataset.skipped.copy(), tokenised=dataset.tokenised,
+                   predicted=dataset.predicted)

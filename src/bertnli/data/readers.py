@@ -267,20 +267,14 @@ def _read_one(
                                      "or CRLF line endings", 1)
         fmt = options.format or _detect(display, first)
         header, rows = _ROW_READERS[fmt](chain([first], lines), display)
+        first_row = next(rows, None)
+        columns = header if header is not None else list(first_row[1]) if first_row else []  # JSON: the first keys
+        rows = chain([first_row] if first_row else [], rows)
         examples, skipped, fields = _examples(header, rows, display, options, parts)
     if parts:
         name += f"[{'+'.join(parts)}]"
     return Dataset(name, examples, skipped, {role: column for role, column in vars(fields).items() if column},
-                   tokenised=options.d2l_text, predicted=holds_predictions(header or _json_keys(first)))
-
-
-def _json_keys(line: str) -> list[str]:
-    """The keys of a JSON line's object; none for anything else."""
-    try:
-        record = json.loads(line)
-    except (ValueError, RecursionError):
-        return []
-    return list(record) if isinstance(record, dict) else []
+                   tokenised=options.d2l_text, predicted=holds_predictions(columns))
 
 
 def _decode(stream: IO[bytes], display: str) -> Iterator[str]:

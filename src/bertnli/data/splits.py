@@ -40,7 +40,8 @@ def train_validation_split(
     parts = ([], [])
     for i, example in enumerate(dataset.examples):
         parts[i in held].append(example)
-    train, validation = (Dataset(f"{dataset.name}[{tag}]", examples, tokenised=dataset.tokenised)
+    train, validation = (Dataset(f"{dataset.name}[{tag}]", examples, tokenised=dataset.tokenised,
+                                 predicted=dataset.predicted)
                          for tag, examples in zip(tags, parts))
     return train, validation
 

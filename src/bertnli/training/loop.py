@@ -632,6 +632,10 @@ def train(
                             f"hypothesis, label), ...]), not {type(dataset).__name__}")
     if len(train_set) == 0:
         raise ConfigError(f"the training data {train_set.name} is empty")
+    if eval_set is not None:
+        from bertnli.evaluation import require_gold_labels
+
+        require_gold_labels(eval_set)  # its scores would measure nothing, and its report would fail at the end
     if not resume:
         cfg = cfg.validated()
     # Rank 0 alone writes the run's files, and holds its folder (a group the caller started, or torchrun's).
