@@ -175,6 +175,16 @@ def test_bf16_cpu_attention_matches_sdpa_with_padding_and_packing_masks():
     assert (wrong - F.scaled_dot_product_attention(q, k, v, attn_mask=block_diagonal_mask(slots))).abs().max() > 0.1
 
 
+def test_gpu_attention_leaves_out_cudnn_and_keeps_what_the_user_turned_off():
+    """On GPUs, eager attention may use every SDPA kernel the user left on except cuDNN's (a plan per shape)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+        assert kernels._shape_free_backends() == [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+        assert kernels._shape_free_backends() == []  # then attention takes what the user chose
+
+
 @pytest.mark.skipif(not kernels._ONEDNN, reason="this torch build has no oneDNN")
 @pytest.mark.parametrize("bias", [True, False])
 def test_float32_cpu_linear_runs_on_onednn_and_matches_float64_forward_and_backward(bias):

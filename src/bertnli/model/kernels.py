@@ -119,10 +119,15 @@ def attention_bias(keep: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return bias.masked_fill_(~keep, float("-inf"))
 
 
-#: SDPA's kernels for batches of varying shapes: all but cuDNN's, whose per-shape plans cost more than they
-#: win. On an H200 (bf16, MiniLM, batch 1024, SNLI pairs) a first epoch of 200,000 pairs took 12.1 s with
-#: cuDNN and 5.0 s without; the second, with every shape met once already, 4.3 s and 4.6 s.
-_SHAPE_FREE_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+def _shape_free_backends() -> list[SDPBackend]:
+    """The SDPA kernels enabled (`torch.backends.cuda`, `sdpa_kernel`) less cuDNN's, for batches of varying
+    shapes: cuDNN's per-shape plans cost more than they win. On an H200 (bf16, MiniLM, batch 1024, SNLI pairs)
+    a first epoch of 200,000 pairs took 12.1 s with cuDNN and 5.0 s without; the second, with every shape met
+    once already, 4.3 s and 4.6 s."""
+    enabled = {SDPBackend.FLASH_ATTENTION: torch.backends.cuda.flash_sdp_enabled(),
+               SDPBackend.EFFICIENT_ATTENTION: torch.backends.cuda.mem_efficient_sdp_enabled(),
+               SDPBackend.MATH: torch.backends.cuda.math_sdp_enabled()}
+    return [backend for backend, on in enabled.items() if on]
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, dropout_p: float
@@ -134,8 +139,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Ten
     batch 32, attention about 3 times faster, prediction about 9%). With dropout it draws its mask from
     PyTorch's generator: 7.9 ms against 6.1 ms here for attention forward and backward in fp32 (32 pairs of
     28 tokens, 12 heads)."""
-    if q.device.type == "cuda" and not _tracing():
-        with sdpa_kernel(_SHAPE_FREE_BACKENDS):
+    if q.device.type == "cuda" and not _tracing() and (backends := _shape_free_backends()):
+        with sdpa_kernel(backends):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
     if q.device.type != "cpu" or (q.dtype != torch.bfloat16 and not dropout_p):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p)
