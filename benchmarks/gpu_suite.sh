@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU benchmarks behind the README's GPU table, and a profile of one training step, in one go, most
-# telling first, each line cut short at the suite's deadline (SUITE_SECONDS, default 540: 9 minutes).
+# The GPU benchmarks behind the README's GPU table in one go, most telling first, each line cut short at the
+# suite's deadline (SUITE_SECONDS, default 540: 9 minutes); then, with what time is left, a profile of one
+# training step.
 #   MODEL   a Hugging Face folder or `minilm` (default)          OUT   where the log goes (default .)
 #   BERTNLI_SHARED_DATA   the folder holding snli/snli_1.0_dev.jsonl (default ../shared/data)
 set -u

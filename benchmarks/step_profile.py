@@ -88,7 +88,7 @@ def main() -> None:
           f"host {1e3 * host / args.steps:.2f} ms per step")
     if on_gpu:
         # Kernels only: an operator's row repeats the device time of the kernels it launched.
-        launched = [e for e in events if e.device_type.name == "CUDA" and not e.is_user_annotation]
+        launched = [e for e in events if e.device_type.name == "CUDA" and not getattr(e, "is_user_annotation", 0)]
         busy = sum(e.self_device_time_total for e in launched) / 1e3 / args.steps
         kernels = sum(e.count for e in launched) / args.steps
         print(f"  device busy {busy:.2f} ms per step (profiled), {kernels:,.0f} kernels per step")

@@ -1,7 +1,7 @@
 """Training throughput: bertnli against the Hugging Face Trainer, same model, data, batch size, precision.
 
-Each side runs in its own process (clean peak-memory figures) for one pass over the same real pairs
-(SNLI dev, repeated to reach --pairs). Tokens/s counts real tokens, specials included, not padding.
+Each side runs in its own process (clean peak-memory figures) over the same real pairs (SNLI dev,
+repeated to reach --pairs). Tokens/s counts real tokens, specials included, not padding.
 With --epochs N, every side trains N epochs and reports the last one: the speed of a run past its start-up
 (compilation for `bertnli-compiled`, kernel choices for each new shape for all); the first epoch's time is
 printed too.
@@ -183,7 +183,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=1280, help="training pairs for bertnli")
     parser.add_argument("--trainer-pairs", type=int, help="training pairs for the Trainer (default: --pairs)")
     parser.add_argument("--max-tokens", type=int, help="bertnli's token budget per batch")
-    parser.add_argument("--epochs", type=int, default=1, help="bertnli's epochs; the last one is reported")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs of every side; the last one is reported")
     parser.add_argument("--sides", default="trainer,bertnli",
                         help="any of trainer, plain (a hand-written loop), bertnli, bertnli-compiled")
     args = parser.parse_args()
