@@ -106,6 +106,23 @@ def test_evaluate_prints_json_and_writes_reports(trained, capsys, tmp_path):
     assert first["total"] == second["total"] == 300
     comparison = (report / "comparison.md").read_text().splitlines()
     assert [line.split(" | ")[1] for line in comparison[4:]] == ["300", "3,000", "300"]
+    # The same folder again for one dataset: the earlier files stay (they may be kept on purpose), named.
+    assert main(["evaluate", "--model", str(trained["run"]), "--data", str(trained["dev"]), "--report",
+                 str(report)]) == 0
+    warning = next(line for line in capsys.readouterr().err.splitlines() if "earlier evaluation" in line)
+    assert f"{report} also holds report files from an earlier evaluation, left as they are: comparison.md, " \
+           f"{folder}_dev_2_accuracy.png" in warning and "and 12 more" in warning
+    assert (report / "evaluation.md").is_file() and (report / "comparison.md").is_file()
+
+
+def test_evaluate_never_writes_its_report_over_a_runs_own(trained, capsys):
+    """A run's evaluation.md is its held-out evaluation: an evaluation of other data must not replace it."""
+    before = (trained["run"] / "evaluation.md").read_bytes()
+    assert main(["evaluate", "--model", str(trained["run"]), "--data", str(trained["dev"]), "--limit", "30",
+                 "--report", str(trained["run"])]) == 1
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "is a training run: its evaluation.md and figures are the run's own held-out evaluation" in line
+    assert (trained["run"] / "evaluation.md").read_bytes() == before
 
 
 def test_evaluate_breaks_accuracy_down_by_genre_and_names_the_line_of_each_confident_error(trained, capsys,

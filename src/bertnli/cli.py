@@ -605,8 +605,13 @@ def _check_output(path: Path, source: Path | None = None) -> None:
 
 def _check_report(path: Path) -> None:
     """Refuse, before any work, a report folder that cannot be made or written."""
+    from bertnli.training import RunDir
+
     if path.exists() and not path.is_dir():
         raise BertnliError(f"--report {path} is a file; name a folder")
+    if RunDir(path).holds_run_record():
+        raise BertnliError(f"--report {path} is a training run: its evaluation.md and figures are the run's own "
+                           f"held-out evaluation; name another folder, such as {path / 'eval'}")
     _check_writable("--report", path, [path.absolute(), *path.absolute().parents])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 
 from bertnli.data.example import Dataset, Example
 from bertnli.data.labels import TWO_CLASS_LABELS, TWO_CLASS_MAP, merge_to_two_classes
-from bertnli.errors import CheckpointError, DataError
+from bertnli.errors import BertnliWarning, CheckpointError, DataError
 from bertnli.inference import NLIModel
 from bertnli.metrics import ClassificationReport
 from bertnli.paths import write_text
@@ -95,7 +96,23 @@ def write_reports(evaluations: Sequence[Evaluation], directory: str | Path) -> l
                   for e in evaluations]
         write_text(directory / "comparison.md", "\n".join(lines) + "\n")
         paths.append(directory / "comparison.md")
+    _note_older_reports(directory, paths)
     return paths
+
+
+#: The ends of the names of the files a report writes (see `write_report`, `plot_evaluation`).
+_REPORT_FILE_ENDS = ("evaluation.md", "evaluation.json", "confusion.png", "class_scores.png", "accuracy.png",
+                    "comparison.md")
+
+
+def _note_older_reports(directory: Path, written: list[Path]) -> None:
+    """Warn of report files in ``directory`` that this report did not write: an earlier report's, left as they
+    are (they may be the user's), but not to be read as this one's."""
+    older = sorted(p.name for p in directory.iterdir() if p.name.endswith(_REPORT_FILE_ENDS) and p not in written)
+    if older:
+        shown = ", ".join(older[:4]) + (f" and {len(older) - 4} more" if len(older) > 4 else "")
+        warnings.warn(f"{directory} also holds report files from an earlier evaluation, left as they are: {shown}",
+                      BertnliWarning, stacklevel=3)
 
 
 def _report_stems(names: list[str]) -> list[str]:

@@ -148,7 +148,7 @@ class RunDir:
         taken = sorted(name for name in ("config.json", *RUN_FILES, "tensorboard") if (self.path / name).exists())
         if not taken:
             return
-        if not self._holds_run_record():
+        if not self.holds_run_record():
             raise ConfigError(f"{self.path} holds {', '.join(taken)} but no run, which a run would write over; "
                               "train into another folder")
         if not overwrite and (self.checkpoint_path.exists() or self.model_dir.exists()):
@@ -162,8 +162,8 @@ class RunDir:
         remove_dead_leftovers(self.path, f"{TEMPORARY_PREFIX}*", any_owner=True)
         clear_dead_swaps(self.model_dir, any_owner=True)
 
-    def _holds_run_record(self) -> bool:
-        """Whether config.json is a run's record (left by a run stopped before its first checkpoint)."""
+    def holds_run_record(self) -> bool:
+        """Whether config.json is a run's record (of a run, or one stopped before its first checkpoint)."""
         try:
             self.read_config()
         except (ConfigError, CheckpointError, OSError):
