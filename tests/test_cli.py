@@ -110,8 +110,11 @@ def test_evaluate_prints_json_and_writes_reports(trained, capsys, tmp_path):
     assert main(["evaluate", "--model", str(trained["run"]), "--data", str(trained["dev"]), "--report",
                  str(report)]) == 0
     warning = next(line for line in capsys.readouterr().err.splitlines() if "earlier evaluation" in line)
-    assert f"{report} also holds report files from an earlier evaluation, left as they are: comparison.md, " \
-           f"{folder}_dev_2_accuracy.png" in warning and "and 12 more" in warning
+    shown = warning.split(f"{report} also holds report files from an earlier evaluation, left as they are: ")[1]
+    assert shown.endswith(" and 12 more")  # 3 datasets' 5 files and comparison.md, less the 4 named
+    assert set(shown.removesuffix(" and 12 more").split(", ")) <= {
+        "comparison.md", *(f"{folder}_{name}_{end}" for name in ("dev", "train", "dev_2") for end in (
+            "evaluation.md", "evaluation.json", "confusion.png", "class_scores.png", "accuracy.png"))}
     assert (report / "evaluation.md").is_file() and (report / "comparison.md").is_file()
 
 
