@@ -142,7 +142,7 @@ def test_http_error_is_one_clear_line(server, tmp_path):
     with pytest.raises(DownloadError) as caught:
         download("snli", tmp_path, url=server.url + "/missing.zip", progress=False)
     message = str(caught.value)
-    assert "HTTP 404" in message and "--train path/to/snli_1.0_train.jsonl" in message
+    assert "HTTP 404" in message and "pass local files instead, such as path/to/snli_1.0_train.jsonl" in message
     assert "\n" not in message
     assert list(tmp_path.iterdir()) == []
 

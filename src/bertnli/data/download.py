@@ -34,7 +34,7 @@ DATASETS: dict[str, RemoteDataset] = {
         "snli_1.0.zip",
         {s: f"snli_1.0/snli_1.0_{s}.jsonl" for s in ("train", "dev", "test")},
         "dev",
-        "--train path/to/snli_1.0_train.jsonl",
+        "path/to/snli_1.0_train.jsonl",
         md5="981c3df556bbaea3f17f752456d0088c",
     ),
     "mnli": RemoteDataset(
@@ -42,14 +42,14 @@ DATASETS: dict[str, RemoteDataset] = {
         "multinli_1.0.zip",
         {s: f"multinli_1.0/multinli_1.0_{s}.jsonl" for s in ("train", "dev_matched", "dev_mismatched")},
         "dev_matched",
-        "--train path/to/multinli_1.0_train.jsonl",
+        "path/to/multinli_1.0_train.jsonl",
     ),
     "rte": RemoteDataset(
         "https://dl.fbaipublicfiles.com/glue/data/RTE.zip",
         "RTE.zip",
         {s: f"RTE/{s}.tsv" for s in ("train", "dev", "test")},
         "dev",
-        "--train path/to/RTE/train.tsv",
+        "path/to/RTE/train.tsv",
     ),
     # One file; its SemEval_set column (TRAIN / TRIAL / TEST) tells the splits apart.
     "sick": RemoteDataset(
@@ -57,7 +57,7 @@ DATASETS: dict[str, RemoteDataset] = {
         "SICK.zip",
         {s: "SICK.txt" for s in ("train", "trial", "test")},
         "trial",
-        "--train path/to/SICK.txt",
+        "path/to/SICK.txt",
     ),
 }
 
@@ -105,7 +105,7 @@ def download(
     expected = md5 or entry.md5
     fallback = (
         f"Download it yourself and put {entry.filename} in {folder}, "
-        f"or pass local files instead ({entry.local_example})."
+        f"or pass local files instead, such as {entry.local_example}."
     )
     return fetch(url or entry.url, folder / entry.filename, checksum=Checksum("md5", expected) if expected else None,
                  fallback=fallback, progress=progress)

@@ -173,7 +173,7 @@ def _locate(source: str | Path, split: str | None) -> tuple[Path, str | None]:
             raise DataError(
                 data_cache_dir() / entry.filename,
                 f"{text} is not downloaded: run `bertnli data download {text.lower()}`, "
-                f"or pass local files instead ({entry.local_example})",
+                f"or pass local files instead, such as {entry.local_example}",
             )
         return cached, split
     raise DataError(original, "no such file or folder")
