@@ -434,6 +434,7 @@ def test_missing_values_are_skipped_and_counted_like_empty_ones(tmp_path):
     ("name", "content", "line", "problem"),
     [
         ("bad.jsonl", GOOD + GOOD + '{"sentence1": "a",\n', 3, "not valid JSON"),
+        ("bad.jsonl", GOOD + '{"sentence1": "a"\n', 2, "not valid JSON (Expecting ',' delimiter at column 18)"),
         ("bad.jsonl", GOOD + "[1, 2]\n", 2, "expected a JSON object"),
         ("bad.jsonl", GOOD + '{"sentence1": "a", "gold_label": "neutral"}\n', 2, "no 'sentence2' field"),
         ("bad.jsonl", GOOD + '{"sentence1": "a", "sentence2": 7, "gold_label": "neutral"}\n', 2, "is 7, not text"),

@@ -316,7 +316,7 @@ def _jsonl_rows(lines: Iterator[str], display: str) -> tuple[None, _Rows]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                record = json.loads(line.rstrip("\r\n"))  # a line cut short: its column, not "line 2"
             except json.JSONDecodeError as e:
                 raise DataError(display, f"not valid JSON ({e.msg} at column {e.colno})", n) from None
             except ValueError as e:  # a number of more than 4,300 digits
