@@ -619,6 +619,19 @@ def test_progress_in_a_log_file_is_whole_lines(trained, tiny, tmp_path, capsys, 
     assert list(dict.fromkeys(counts)) == [f"{n}/5" for n in range(6)]  # 270 pairs: 5 batches
 
 
+def test_progress_in_a_log_file_of_short_work_is_its_first_and_last_line(trained, tiny, tmp_path, capsys):
+    assert main(["train", "--model", tiny, "--num-heads", "4", "--train", str(trained["dev"]),
+                 "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "64"]) == 0
+    bars = [line.split("|")[-1].split()[0] for line in capsys.readouterr().err.splitlines()
+            if line.startswith("epoch 1/1:")]
+    assert bars == ["0/5", "5/5"]
+    assert main(["predict", "--model", str(tmp_path / "run"), "--input", str(trained["dev"]), "--output",
+                 str(tmp_path / "predictions.jsonl")]) == 0
+    bars = [line.split("|")[-1].split()[0] for line in capsys.readouterr().err.splitlines()
+            if line.startswith("predicting:")]
+    assert bars == ["0/300", "300/300"]
+
+
 def test_validating_on_training_pairs_warns(trained, tiny, tmp_path, capsys):
     unique = {(e.premise, e.hypothesis): e for e in synthetic_dataset(600, 3).examples}
     data = jsonl(tmp_path / "unique.jsonl", Dataset("unique", list(unique.values())))

@@ -19,8 +19,9 @@ def progress_bar(*, enabled: bool = True, **kwargs: Any) -> tqdm:
         return tqdm(disable=True, **kwargs)
     if _redraws_in_place(stream):
         return auto_tqdm(**kwargs)
+    # A log file keeps each bar's last line (``leave``): there is nothing drawn in place to clear.
     return tqdm(file=LineStream(stream), mininterval=LOG_INTERVAL_S, maxinterval=LOG_INTERVAL_S, ncols=100,
-                **kwargs)
+                **{**kwargs, "leave": True})
 
 
 def _redraws_in_place(stream: TextIO) -> bool:

@@ -359,7 +359,8 @@ class Trainer:
                 self._absorb(running, seen, steps, time.perf_counter() - started)
                 running.zero_()
                 seen = steps = 0
-                bar.set_postfix(loss=f"{p.loss_sum / max(p.seen, 1):.4f}", acc=f"{p.correct / max(p.seen, 1):.3f}")
+                bar.set_postfix(loss=f"{p.loss_sum / max(p.seen, 1):.4f}", acc=f"{p.correct / max(p.seen, 1):.3f}",
+                                refresh=False)  # shown at the next redraw: a log file gets no extra line
             # The checkpoint at the end of an epoch comes after its evaluation (`end_epoch`), unless the run stops here.
             if (periodic and p.batch < len(batches)) or stop:
                 self.save_checkpoint()
