@@ -242,11 +242,13 @@ def test_a_config_built_directly_takes_its_recipe_values_and_overrides():
     ({"epochs": 2.5}, "epochs=2.5 (expected an int)"),
     ({"pack": "yes"}, "pack='yes' (expected True or False)"),
     ({"recipe": "bogus"}, "unknown recipe 'bogus'"),
-    ({"warmup_ratio": 1.5}, "warmup_ratio=1.5"),
-    ({"lr": float("inf")}, "lr=inf"),
-    ({"weight_decay": float("inf")}, "weight_decay=inf"),
-    ({"seed": -1}, "seed=-1"),
+    ({"warmup_ratio": 1.5}, "warmup_ratio=1.5 (must be at least 0 and below 1)"),
+    ({"lr": float("inf")}, "lr=inf (must be above 0)"),
+    ({"weight_decay": float("inf")}, "weight_decay=inf (must be 0 or more)"),
+    ({"seed": -1}, "seed=-1 (must be from 0 to 2**32 - 1)"),
     ({"seed": 2**70}, f"seed={2**70}"),
+    ({"epochs": 0, "max_len": 64, "max_tokens": 32},
+     "invalid value for epochs=0 (must be at least 1), max_tokens=32 (must be at least max_len (64))"),
 ])
 def test_a_setting_of_the_wrong_kind_is_refused_before_training(setting, expected):
     with pytest.raises(ConfigError, match=re.escape(expected)):

@@ -100,27 +100,28 @@ class TrainConfig:
                  if not _fits(getattr(self, f.name), hints[f.name])]
         if wrong:
             raise ConfigError("invalid training settings: " + ", ".join(wrong))
-        checks = {
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "lr": 0 < self.lr < math.inf,
-            "max_len": 5 <= self.max_len <= 4096,
-            "grad_accum": self.grad_accum >= 1,
-            "warmup_ratio": 0 <= self.warmup_ratio < 1,
-            "max_tokens": self.max_tokens is None or self.max_tokens >= self.max_len,
-            "weight_decay": 0 <= self.weight_decay < math.inf,
-            "grad_clip": self.grad_clip >= 0,  # 0: no clipping
-            "early_stopping": self.early_stopping is None or self.early_stopping >= 1,
-            "dropout": self.dropout is None or 0 <= self.dropout < 1,
-            "eval_batch_tokens": self.eval_batch_tokens >= self.max_len,
-            "log_every": self.log_every >= 1,
-            "checkpoint_every": self.checkpoint_every >= 0,  # 0: at epoch ends only
-            "seed": 0 <= self.seed < 2**32,
+        rules = {  # name: (holds, what it must be)
+            "epochs": (self.epochs >= 1, "at least 1"),
+            "batch_size": (self.batch_size >= 1, "at least 1"),
+            "lr": (0 < self.lr < math.inf, "above 0"),
+            "max_len": (5 <= self.max_len <= 4096, "from 5 to 4096"),
+            "grad_accum": (self.grad_accum >= 1, "at least 1"),
+            "warmup_ratio": (0 <= self.warmup_ratio < 1, "at least 0 and below 1"),
+            "max_tokens": (self.max_tokens is None or self.max_tokens >= self.max_len,
+                           f"at least max_len ({self.max_len})"),
+            "weight_decay": (0 <= self.weight_decay < math.inf, "0 or more"),
+            "grad_clip": (self.grad_clip >= 0, "0 (no clipping) or more"),
+            "early_stopping": (self.early_stopping is None or self.early_stopping >= 1, "at least 1"),
+            "dropout": (self.dropout is None or 0 <= self.dropout < 1, "at least 0 and below 1"),
+            "eval_batch_tokens": (self.eval_batch_tokens >= self.max_len, f"at least max_len ({self.max_len})"),
+            "log_every": (self.log_every >= 1, "at least 1"),
+            "checkpoint_every": (self.checkpoint_every >= 0, "0 (at epoch ends only) or more"),
+            "seed": (0 <= self.seed < 2**32, "from 0 to 2**32 - 1"),
         }
-        bad = [name for name, ok in checks.items() if not ok]
+        bad = [f"{name}={getattr(self, name)!r} (must be {rule})" for name, (holds, rule) in rules.items()
+               if not holds]
         if bad:
-            raise ConfigError(f"invalid value for {', '.join(bad)}: " + ", ".join(
-                f"{name}={getattr(self, name)!r}" for name in bad))
+            raise ConfigError("invalid value for " + ", ".join(bad))
         return self
 
     def to_dict(self) -> dict[str, Any]:
