@@ -419,6 +419,16 @@ def test_bad_input_is_one_line_naming_file_and_line(tiny, tmp_path, capsys):
     assert f"{bad}:2:" in line
 
 
+def test_predict_says_which_pair_text_is_missing(tmp_path, capsys):
+    model = ["predict", "--model", str(tmp_path)]  # refused before any model is loaded
+    for words, told in ((["only premise"], "give the hypothesis after the premise (quoted), or --input pairs.jsonl"),
+                        ([], "give a premise and a hypothesis (quoted), or --input pairs.jsonl"),
+                        (["a", "b", "--input", "pairs.jsonl"], "or --input pairs.jsonl, not both")):
+        assert main([*model, *words]) == 1
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert line.endswith(told), line
+
+
 def test_missing_model_is_one_line(tmp_path, capsys):
     assert main(["predict", "--model", str(tmp_path / "nowhere"), "a", "b"]) == 1
     [line] = capsys.readouterr().err.strip().splitlines()

@@ -551,9 +551,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from bertnli.data.writers import format_predictions
     from bertnli.inference import NLIModel
 
-    if (args.input is None) == (args.premise is None or args.hypothesis is None) or (
-            args.input is not None and args.premise is not None):
-        raise BertnliError("give a premise and a hypothesis, or --input pairs.jsonl (not both)")
+    if args.input is not None and args.premise is not None:
+        raise BertnliError("give a premise and a hypothesis, or --input pairs.jsonl, not both")
+    if args.input is None and (args.premise is None or args.hypothesis is None):
+        missing = "a premise and a hypothesis" if args.premise is None else "the hypothesis after the premise"
+        raise BertnliError(f"give {missing} (quoted), or --input pairs.jsonl")
     if args.input is None and (is_blank(args.premise) or is_blank(args.hypothesis)):
         raise BertnliError("the premise and the hypothesis must not be empty")
     if args.output:
