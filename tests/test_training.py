@@ -139,7 +139,7 @@ def interrupt_after_step(trainer: Trainer, step: int, signum: int = signal.SIGIN
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
-def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_says_how_to_resume(task, tmp_path, signum):
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_says_how_to_resume(task, tmp_path, signum, capsys):
     train_set, eval_set = synthetic_dataset(400, 1), synthetic_dataset(50, 2)
     cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=8)
     trainer = Trainer(cfg, train_set, eval_set, tmp_path / "run", progress=False)
@@ -154,7 +154,11 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_says_how_to_resume(task, tmp_p
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     assert step_records(tmp_path / "run")[-1]["step"] == 4  # the steps since the last log are logged, not lost
     # Resumed, the run ends as one never stopped: the same epoch and the same weights.
+    capsys.readouterr()
     train(cfg, train_set, eval_set, tmp_path / "run", resume=True, progress=False)
+    assert f"resuming {tmp_path / 'run'} at step 4 (epoch 1 of 1)" in capsys.readouterr().err
+    train(cfg, train_set, eval_set, tmp_path / "run", resume=True, progress=False)  # nothing left to train
+    assert f"{tmp_path / 'run'} finished training already (1 of 1 epochs)" in capsys.readouterr().err
     whole = train(cfg, train_set, eval_set, tmp_path / "whole", progress=False)
     [resumed] = epoch_records(tmp_path / "run")
     assert resumed["train_loss"] == pytest.approx(whole.epochs[0]["train_loss"], rel=1e-12)

@@ -12,6 +12,7 @@ import contextlib
 import math
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -247,6 +248,15 @@ class Trainer:
             self.load_state_dict(checkpoint)
         if self.rank == 0:
             self.run.truncate_metrics(self.state.step)
+            print(self._resume_note(), file=sys.stderr)
+
+    def _resume_note(self) -> str:
+        p, cfg = self.state, self.cfg
+        if p.epoch >= cfg.epochs or (cfg.early_stopping and p.stale_epochs >= cfg.early_stopping):
+            return (f"{self.run.path} finished training already ({p.epoch} of {cfg.epochs} epochs): its reports are "
+                    f"written again. To train further from its model, start a new run with --model "
+                    f"{self.run.model_dir}")
+        return f"resuming {self.run.path} at step {p.step} (epoch {p.epoch + 1} of {cfg.epochs})"
 
     def _build_model(self, train_set: Dataset) -> None:
         """The classifier on the pretrained encoder; ``wrapped`` for DDP, ``step_model`` as trained."""
