@@ -199,8 +199,11 @@ def test_export_refuses_bad_input_and_never_leaves_half_a_folder(wordpiece_model
     precious = tmp_path / "precious"
     precious.mkdir()
     (precious / "notes.txt").write_text("keep me")
-    with pytest.raises(CheckpointError, match="refusing to replace"):
+    with pytest.raises(CheckpointError, match=r"precious: holds notes\.txt, not a model folder of this kind; "
+                                              r"refusing to replace it \(name a new folder\)"):
         export(wordpiece_model, precious, "onnx")
+    with pytest.raises(CheckpointError, match=r"notes\.txt: is a file; name a folder"):
+        export(wordpiece_model, precious / "notes.txt", "onnx")
     assert [p.name for p in precious.iterdir()] == ["notes.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "precious"]
 

@@ -94,8 +94,13 @@ def atomic_directory(directory: Path, replaceable: Callable[[Path], bool],
     """
     directory = Path(directory)
     clear_dead_swaps(directory)
-    if directory.exists() and not (directory.is_dir() and (_is_empty(directory) or replaceable(directory))):
-        raise CheckpointError(directory, "exists and is not a model folder of this kind; refusing to replace it")
+    if directory.exists() and not directory.is_dir():
+        raise CheckpointError(directory, "is a file; name a folder")
+    if directory.exists() and not (_is_empty(directory) or replaceable(directory)):
+        names = sorted(p.name for p in directory.iterdir())
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        raise CheckpointError(directory, f"holds {shown}, not a model folder of this kind; refusing to replace "
+                                         f"it (name a new folder)")
     directory.parent.mkdir(parents=True, exist_ok=True)
     tag = f"{owner()}{uuid.uuid4().hex[:8]}"
     staging = directory.with_name(f".{directory.name}.tmp-{tag}")
