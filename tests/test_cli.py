@@ -420,6 +420,20 @@ def test_bad_input_is_one_line_naming_file_and_line(tiny, tmp_path, capsys):
     assert f"{bad}:2:" in line
 
 
+def test_a_validation_fraction_that_leaves_a_part_empty_is_refused_before_reading(tmp_path, capsys):
+    from bertnli import train_validation_split
+    from bertnli.errors import ConfigError
+
+    for fraction in ("1.5", "0", "1"):
+        assert main(["train", "--train", str(tmp_path / "not_read_yet.jsonl"), "--validation-fraction", fraction,
+                     "--out", str(tmp_path / "run")]) == 1
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert line.endswith(f"validation_fraction (--validation-fraction) must be between 0 and 1, not "
+                             f"{float(fraction)}"), line
+    with pytest.raises(ConfigError, match=r"must be between 0 and 1, not -0\.1"):
+        train_validation_split(Dataset("d", []), -0.1)
+
+
 def test_predict_says_which_pair_text_is_missing(tmp_path, capsys):
     model = ["predict", "--model", str(tmp_path)]  # refused before any model is loaded
     for words, told in ((["only premise"], "give the hypothesis after the premise (quoted), or --input pairs.jsonl"),

@@ -376,6 +376,10 @@ def _check_data_choice(args: argparse.Namespace) -> None:
     if (args.dataset or args.eval) and args.validation_fraction is not None:
         raise BertnliError("--validation-fraction splits --train files that come without --eval; "
                            + ("--dataset brings its own validation split" if args.dataset else "drop one of the two"))
+    if args.validation_fraction is not None:
+        from bertnli.data.splits import check_validation_fraction
+
+        check_validation_fraction(args.validation_fraction)  # before any file is read
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:

@@ -9,6 +9,12 @@ from bertnli.data.example import Dataset
 from bertnli.errors import ConfigError
 
 
+def check_validation_fraction(fraction: float) -> None:
+    """Refuse a share of the data to hold out that leaves either part nothing."""
+    if not 0 < fraction < 1:
+        raise ConfigError(f"validation_fraction (--validation-fraction) must be between 0 and 1, not {fraction}")
+
+
 def train_validation_split(
     dataset: Dataset,
     validation_fraction: float | None = None,
@@ -27,8 +33,7 @@ def train_validation_split(
         raise ConfigError("give validation_fraction or validation_size, not both")
     if validation_size is None:
         fraction = 0.1 if validation_fraction is None else validation_fraction
-        if not 0 < fraction < 1:
-            raise ConfigError(f"validation_fraction must be between 0 and 1, not {fraction}")
+        check_validation_fraction(fraction)
         size = round(n * fraction)
         tags = (f"train {1 - fraction:.0%}", f"validation {fraction:.0%}")
     else:
