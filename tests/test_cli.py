@@ -73,11 +73,11 @@ def test_train_writes_a_complete_run(trained):
     assert config["train"]["recipe"] == "d2l" and config["train"]["epochs"] == 30
     assert config["data"]["train"]["pairs"] == 3000 and len(config["data"]["train"]["sha256"]) == 64
     assert {"torch", "bertnli", "tokenizers"} <= set(config["versions"])
-    from bertnli.plots import _run_description
     from bertnli.runtime import device_name
+    from bertnli.training.run import describe_run
 
     assert config["hardware"] == {"device": device_name(torch.device("cpu")), "processes": 1, "precision": "fp32"}
-    assert _run_description(config) == (f"tiny, d2l recipe · trained on train.jsonl · batch 32, lr 0.001 · fp32 on "
+    assert describe_run(config) == (f"tiny, d2l recipe · trained on train.jsonl · batch 32, lr 0.001 · fp32 on "
                                         f"{config['hardware']['device']}")
     for name in ("metrics.jsonl", "checkpoint.pt", "model/model.safetensors", "curves.png", "confusion.png",
                  "class_scores.png", "accuracy.png", "evaluation.md", "evaluation.json"):
@@ -647,9 +647,11 @@ def test_progress_in_a_log_file_is_whole_lines(trained, tiny, tmp_path, capsys, 
 def test_progress_in_a_log_file_of_short_work_is_its_first_and_last_line(trained, tiny, tmp_path, capsys):
     assert main(["train", "--model", tiny, "--num-heads", "4", "--train", str(trained["dev"]),
                  "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "64"]) == 0
-    bars = [line.split("|")[-1].split()[0] for line in capsys.readouterr().err.splitlines()
-            if line.startswith("epoch 1/1:")]
+    err = capsys.readouterr().err
+    bars = [line.split("|")[-1].split()[0] for line in err.splitlines() if line.startswith("epoch 1/1:")]
     assert bars == ["0/5", "5/5"]
+    assert f"{tmp_path / 'run'}: tiny, finetune recipe · trained on dev.jsonl[train 90%] · batch 64, lr 5e-05 · " \
+           in err  # what the run is, first
     assert main(["predict", "--model", str(tmp_path / "run"), "--input", str(trained["dev"]), "--output",
                  str(tmp_path / "predictions.jsonl")]) == 0
     bars = [line.split("|")[-1].split()[0] for line in capsys.readouterr().err.splitlines()
@@ -743,6 +745,7 @@ def test_resuming_a_run_started_from_python_says_how(tiny, tmp_path, capsys):
 
     cfg = TrainConfig.from_recipe("d2l", model=tiny, num_heads=4, epochs=1, batch_size=32)
     train(cfg, synthetic_dataset(64, 1), None, tmp_path / "run", progress=False)
+    capsys.readouterr()
     assert main(["train", "--resume", str(tmp_path / "run")]) == 1
     [line] = capsys.readouterr().err.strip().splitlines()
     assert "resume=True" in line

@@ -15,7 +15,7 @@ from matplotlib.ticker import MaxNLocator
 
 from bertnli.metrics import ClassificationReport
 from bertnli.paths import atomic_write
-from bertnli.training.run import RunDir
+from bertnli.training.run import RunDir, describe_run
 
 if TYPE_CHECKING:
     from bertnli.evaluation import Evaluation
@@ -50,21 +50,9 @@ def plot_curves(run: RunDir | str | Path, path: str | Path | None = None) -> Pat
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
         if ax.lines:
             ax.legend(fontsize=8)
-    fig.suptitle(f"{run.path.name}\n{_run_description(run.read_config())}", fontsize=10)
+    fig.suptitle(f"{run.path.name}\n{describe_run(run.read_config())}", fontsize=10)
     fig.tight_layout()
     return _save(fig, path or run.path / "curves.png")
-
-
-def _run_description(config: dict) -> str:
-    """Model, data, settings and hardware of a run, in one line."""
-    train, data, hardware = config.get("train", {}), config.get("data", {}), config.get("hardware")
-    parts = [f"{Path(str(train.get('model', '?'))).name}, {train.get('recipe', '?')} recipe",
-             f"trained on {data.get('train', {}).get('name', '?')}",
-             f"batch {train.get('batch_size', '?')}, lr {train.get('lr', '?')}"]
-    if hardware:  # runs started before the hardware was recorded have none
-        processes = f" x{hardware['processes']}" if hardware.get("processes", 1) > 1 else ""
-        parts.append(f"{hardware['precision']} on {hardware['device']}{processes}")
-    return " · ".join(parts)
 
 
 def plot_confusion(report: ClassificationReport, path: str | Path, title: str = "") -> Path:

@@ -56,7 +56,7 @@ from bertnli.text.packing import fit_rows, pack_rows
 from bertnli.training.config import TrainConfig
 from bertnli.training.distributed import StopVote, place_process, process_group_scope
 from bertnli.training.optim import build_optimizer, build_schedule
-from bertnli.training.run import RunDir, describe_dataset
+from bertnli.training.run import RunDir, describe_dataset, describe_run
 from bertnli.weights import load_pretrained, save_classifier
 
 #: Compiled training rounds its packed row counts up to a multiple of this.
@@ -221,6 +221,7 @@ class Trainer:
             self._go_on()
         elif self.rank == 0:
             self._start(train_set, eval_set, overwrite)
+            print(f"{self.run.path}: {describe_run(self.run.read_config())}, {cfg.epochs} epochs", file=sys.stderr)
 
     def _start(self, train_set: Dataset, eval_set: Dataset | None, overwrite: bool) -> None:
         """Record a new run: its settings, labels, data, hardware (config.json)."""

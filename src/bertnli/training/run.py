@@ -30,6 +30,18 @@ from bertnli.training.config import TrainConfig
 from bertnli.weights.files import clear_dead_swaps, reason
 
 
+def describe_run(config: dict) -> str:
+    """Model, data, settings and hardware of a run, in one line."""
+    train, data, hardware = config.get("train", {}), config.get("data", {}), config.get("hardware")
+    parts = [f"{Path(str(train.get('model', '?'))).name}, {train.get('recipe', '?')} recipe",
+             f"trained on {data.get('train', {}).get('name', '?')}",
+             f"batch {train.get('batch_size', '?')}, lr {train.get('lr', '?')}"]
+    if hardware:  # runs started before the hardware was recorded have none
+        processes = f" x{hardware['processes']}" if hardware.get("processes", 1) > 1 else ""
+        parts.append(f"{hardware['precision']} on {hardware['device']}{processes}")
+    return " · ".join(parts)
+
+
 def dataset_fingerprint(dataset: Dataset) -> str:
     """sha256 of the examples' text and labels: the same data gives the same fingerprint."""
     digest = hashlib.sha256()
