@@ -761,6 +761,20 @@ def test_a_run_directory_is_a_pretrained_model_to_fine_tune_further(trained):
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
 
 
+def test_predict_takes_json_objects_under_the_column_names_files_use(trained):
+    from bertnli import NLIModel
+
+    model = NLIModel.load(trained["run"], device="cpu")
+    pairs = [("red dog runs big", "dog"), ("red dog runs big", "cat")]
+    wanted = [p.probabilities for p in model.predict(pairs)]
+    for premise, hypothesis in (("premise", "hypothesis"), ("sentence1", "sentence2"), ("sentence_A", "sentence_B")):
+        got = model.predict([{premise: a, hypothesis: b, "id": n} for n, (a, b) in enumerate(pairs)])
+        assert [p.probabilities for p in got] == wanted
+    with pytest.raises(TypeError, match=r"item 1 has no hypothesis \(its keys: premise\); name it hypothesis or "
+                                        r"sentence2 or sentence_B"):
+        model.predict([{"premise": "a", "hypothesis": "b"}, {"premise": "a"}])
+
+
 def test_nlimodel_save_then_load_predicts_the_same(trained, tmp_path):
     from bertnli import NLIModel
 

@@ -12,6 +12,7 @@ import torch
 
 from bertnli.data.batching import BatchPlan, inference_batches
 from bertnli.data.example import Dataset, Example, is_blank, surrogate_problem
+from bertnli.data.readers import DEFAULT_COLUMNS
 from bertnli.model import BERTClassifier
 from bertnli.progress import progress_bar
 from bertnli.runtime import DeviceBatch, autocast, autocast_dtype, compile_network, pick_device, precision_name
@@ -207,14 +208,26 @@ def _split_pairs(pairs: Pairs, tokenised: bool) -> tuple[list[str], list[str], b
     for i, pair in enumerate(pairs):
         if isinstance(pair, Example):
             pair = (pair.premise, pair.hypothesis)
-        elif isinstance(pair, Mapping) and {"premise", "hypothesis"} <= pair.keys():  # a JSON object's
-            pair = (pair["premise"], pair["hypothesis"])
-        elif isinstance(pair, (str, Mapping)) or not hasattr(pair, "__len__") or len(pair) != 2:
+        elif isinstance(pair, Mapping):  # a JSON object
+            pair = _texts_of(pair, i)
+        elif isinstance(pair, str) or not hasattr(pair, "__len__") or len(pair) != 2:
             raise TypeError(f"predict takes (premise, hypothesis) pairs, e.g. [('A man sleeps.', 'A person "
                             f"rests.')] or [{{'premise': ..., 'hypothesis': ...}}]; item {i} is {_shown(pair)}")
         premises.append(pair[0])
         hypotheses.append(pair[1])
     return premises, hypotheses, tokenised
+
+
+def _texts_of(record: Mapping, i: int) -> tuple[Any, Any]:
+    """A JSON object's premise and hypothesis, under any name the readers know (premise, sentence1, ...)."""
+    texts = []
+    for role in ("premise", "hypothesis"):
+        key = next((k for k in DEFAULT_COLUMNS[role] if k in record), None)
+        if key is None:
+            raise TypeError(f"item {i} has no {role} (its keys: {', '.join(map(str, record)) or 'none'}); "
+                            f"name it {' or '.join(DEFAULT_COLUMNS[role])}")
+        texts.append(record[key])
+    return texts[0], texts[1]
 
 
 def _refuse_blanks(premises: Sequence[str], hypotheses: Sequence[str]) -> tuple[Sequence[str], Sequence[str]]:
