@@ -250,7 +250,8 @@ def test_d2l_text_reproduces_d2l(tmp_path):
 
 def test_d2l_text_needs_the_binary_parse(tmp_path):
     path = write(tmp_path / "snli_1.0_dev.jsonl", snli_jsonl(official=False))
-    with pytest.raises(DataError, match=r"snli_1.0_dev.jsonl:1: d2l_text reads the sentence1_binary_parse"):
+    with pytest.raises(DataError, match=r"snli_1.0_dev.jsonl:1: d2l_text \(--d2l-text\) reads the "
+                                        r"sentence1_binary_parse"):
         read_dataset(path, d2l_text=True)
 
 

@@ -453,7 +453,7 @@ def _column(role: str, available: list[str], options: _Options, display: str, li
         if D2L_COLUMNS[role] not in available:
             raise DataError(
                 display,
-                f"d2l_text reads the {D2L_COLUMNS[role]} column, which this file lacks; the official "
+                f"d2l_text (--d2l-text) reads the {D2L_COLUMNS[role]} column, which this file lacks; the official "
                 "SNLI / MultiNLI files (the .jsonl or .txt in snli_1.0.zip) have it",
                 line,
             )
