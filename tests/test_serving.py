@@ -160,6 +160,19 @@ def test_malformed_requests_give_422_with_a_readable_message(client, content, me
     assert detail.startswith("invalid request: ") and message in detail, detail
 
 
+def test_a_body_that_is_not_utf8_or_is_compressed_is_told_so(client):
+    import gzip
+
+    for content, headers, told in (
+            ('{"pairs": [{"premise": "café", "hypothesis": "b"}]}'.encode("latin-1"), {}, "not UTF-8 text"),
+            (gzip.compress(b'{"pairs": []}'), {"content-encoding": "gzip"},
+             "sent with content-encoding: gzip, which is not read")):
+        response = client.post("/predict", content=content, headers={"content-type": "application/json", **headers})
+        assert response.status_code == 400
+        assert response.json()["detail"] == f"invalid request: body: {told}; send JSON encoded in UTF-8, uncompressed"
+    assert client.get("/nowhere").json() == {"detail": "Not Found"}  # other errors as FastAPI tells them
+
+
 def test_a_model_failure_is_a_generic_500_and_is_logged(model, monkeypatch, caplog):
     def broken(pairs):
         raise RuntimeError("CUDA exploded at 0xdeadbeef")

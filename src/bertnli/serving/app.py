@@ -19,8 +19,10 @@ from typing import Any
 import torch
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.config import LOGGING_CONFIG
 
 from bertnli import __version__
@@ -94,6 +96,7 @@ def create_app(
     )
     app.state.batcher = batcher
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(StarletteHTTPException, _unreadable_body)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes(max_pairs, max_chars))
     info = _model_info(model, name, limits)
 
@@ -202,6 +205,22 @@ def _check_limits(pairs: Sequence[Pair], limits: Limits) -> None:
                 raise HTTPException(
                     413, f"pairs[{i}].{field} has {size} characters; the limit is {limits.max_chars}"
                 )
+
+
+#: What FastAPI says of a body it cannot decode at all (not UTF-8: a compressed or binary body).
+_UNPARSED_BODY = "There was an error parsing the body"
+
+
+async def _unreadable_body(request: Request, exc: Exception) -> Any:
+    """FastAPI's 400 for a body it cannot decode, told in words a client can act on; other HTTP errors as
+    FastAPI tells them."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _UNPARSED_BODY:
+        encoding = request.headers.get("content-encoding")
+        sent = f"sent with content-encoding: {encoding}, which is not read" if encoding else "not UTF-8 text"
+        return JSONResponse({"detail": f"invalid request: body: {sent}; send JSON encoded in UTF-8, uncompressed"},
+                            status_code=400)
+    return await http_exception_handler(request, exc)
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
