@@ -87,6 +87,9 @@ def test_health_model_info_and_docs(client, model):
     schema = client.get("/openapi.json").json()
     assert {"/predict", "/health", "/model"} <= set(schema["paths"])
     assert "examples" in schema["components"]["schemas"]["PredictRequest"]
+    assert schema["components"]["schemas"]["PredictRequest"]["properties"]["pairs"]["maxItems"] == 4  # the limits
+    assert {schema["components"]["schemas"]["Pair"]["properties"][text]["maxLength"]
+            for text in ("premise", "hypothesis")} == {50}
     assert client.get("/docs").status_code == 200
 
 

@@ -125,7 +125,19 @@ def create_app(
     async def model_info() -> ModelInfo:
         return info
 
+    schema_without_limits = app.openapi
+    app.openapi = lambda: _with_limits(schema_without_limits(), limits)  # type: ignore[method-assign]
     return app
+
+
+def _with_limits(schema: dict[str, Any], limits: Limits) -> dict[str, Any]:
+    """The OpenAPI schema stating this server's limits (``maxItems``, ``maxLength``), which clients and
+    generated code can check before sending."""
+    schemas = schema["components"]["schemas"]
+    schemas["PredictRequest"]["properties"]["pairs"]["maxItems"] = limits.max_pairs
+    for text in ("premise", "hypothesis"):
+        schemas["Pair"]["properties"][text]["maxLength"] = limits.max_chars
+    return schema
 
 
 def default_batch_pairs(device: torch.device) -> int:
