@@ -767,11 +767,11 @@ def test_predict_takes_json_objects_under_the_column_names_files_use(trained):
     model = NLIModel.load(trained["run"], device="cpu")
     pairs = [("red dog runs big", "dog"), ("red dog runs big", "cat")]
     wanted = [p.probabilities for p in model.predict(pairs)]
-    for premise, hypothesis in (("premise", "hypothesis"), ("sentence1", "sentence2"), ("sentence_A", "sentence_B")):
+    for premise, hypothesis in (("premise", "hypothesis"), ("sentence1", "sentence2"), ("text_a", "text_b")):
         got = model.predict([{premise: a, hypothesis: b, "id": n} for n, (a, b) in enumerate(pairs)])
         assert [p.probabilities for p in got] == wanted
     with pytest.raises(TypeError, match=r"item 1 has no hypothesis \(its keys: premise\); name it hypothesis or "
-                                        r"sentence2 or sentence_B"):
+                                        r"sentence2 or sentence_B or text_b"):
         model.predict([{"premise": "a", "hypothesis": "b"}, {"premise": "a"}])
 
 

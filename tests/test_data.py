@@ -368,6 +368,9 @@ def test_numeric_labels_without_mapping_are_refused(tmp_path):
 def test_generic_tsv_and_header_detection(tmp_path):
     text = "sentence_A\tsentence_B\tlabel\nA b\tC d\tcontradiction\n"
     assert read_dataset(write(tmp_path / "x.tsv", text)).examples == [Example("A b", "C d", "contradiction")]
+    glue_style = read_dataset(write(tmp_path / "g.csv", "idx,text_a,text_b,label\n0,A b,C d,neutral\n"))
+    assert glue_style.examples == [Example("A b", "C d", "neutral")]
+    assert glue_style.columns == {"premise": "text_a", "hypothesis": "text_b", "label": "label"}
     assert len(read_dataset(write(tmp_path / "x.data", text))) == 1
     assert len(read_dataset(write(tmp_path / "y.txt", "premise,hypothesis\na,b\n"))) == 1
     assert len(read_dataset(write(tmp_path / "z.dat", text.replace("\t", ",")), format="csv")) == 1

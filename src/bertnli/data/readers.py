@@ -32,8 +32,8 @@ FORMATS = ("jsonl", "csv", "tsv")
 ROLES = ("premise", "hypothesis", "label", "genre")
 #: Columns tried, in order, for each role that ``columns`` does not name.
 DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
-    "premise": ("premise", "sentence1", "sentence_A"),
-    "hypothesis": ("hypothesis", "sentence2", "sentence_B"),
+    "premise": ("premise", "sentence1", "sentence_A", "text_a"),
+    "hypothesis": ("hypothesis", "sentence2", "sentence_B", "text_b"),
     "label": ("gold_label", "label", "entailment_label", "entailment_judgment"),
     "genre": ("genre",),
 }
