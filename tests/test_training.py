@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -139,7 +140,7 @@ def interrupt_after_step(trainer: Trainer, step: int, signum: int = signal.SIGIN
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
-def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_says_how_to_resume(task, tmp_path, signum, capsys):
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_says_how_to_resume(task, tmp_path, signum, caplog):
     train_set, eval_set = synthetic_dataset(400, 1), synthetic_dataset(50, 2)
     cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=8)
     trainer = Trainer(cfg, train_set, eval_set, tmp_path / "run", progress=False)
@@ -154,11 +155,11 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_says_how_to_resume(task, tmp_p
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     assert step_records(tmp_path / "run")[-1]["step"] == 4  # the steps since the last log are logged, not lost
     # Resumed, the run ends as one never stopped: the same epoch and the same weights.
-    capsys.readouterr()
-    train(cfg, train_set, eval_set, tmp_path / "run", resume=True, progress=False)
-    assert f"resuming {tmp_path / 'run'} at step 4 (epoch 1 of 1)" in capsys.readouterr().err
-    train(cfg, train_set, eval_set, tmp_path / "run", resume=True, progress=False)  # nothing left to train
-    assert f"{tmp_path / 'run'} finished training already (1 of 1 epochs)" in capsys.readouterr().err
+    with caplog.at_level(logging.INFO, "bertnli.training"):  # logged: the command line shows it
+        train(cfg, train_set, eval_set, tmp_path / "run", resume=True, progress=False)
+        assert f"resuming {tmp_path / 'run'} at step 4 (epoch 1 of 1)" in caplog.text
+        train(cfg, train_set, eval_set, tmp_path / "run", resume=True, progress=False)  # nothing left to train
+        assert f"{tmp_path / 'run'} finished training already (1 of 1 epoch)" in caplog.text
     whole = train(cfg, train_set, eval_set, tmp_path / "whole", progress=False)
     [resumed] = epoch_records(tmp_path / "run")
     assert resumed["train_loss"] == pytest.approx(whole.epochs[0]["train_loss"], rel=1e-12)
@@ -247,8 +248,8 @@ def test_a_config_built_directly_takes_its_recipe_values_and_overrides():
     ({"pack": "yes"}, "pack='yes' (expected True or False)"),
     ({"recipe": "bogus"}, "unknown recipe 'bogus'"),
     ({"warmup_ratio": 1.5}, "warmup_ratio=1.5 (must be at least 0 and below 1)"),
-    ({"lr": float("inf")}, "lr=inf (must be above 0)"),
-    ({"weight_decay": float("inf")}, "weight_decay=inf (must be 0 or more)"),
+    ({"lr": float("inf")}, "lr=inf (must be above 0 and finite)"),
+    ({"weight_decay": float("inf")}, "weight_decay=inf (must be 0 or more, and finite)"),
     ({"seed": -1}, "seed=-1 (must be from 0 to 2**32 - 1)"),
     ({"seed": 2**70}, f"seed={2**70}"),
     ({"epochs": 0, "max_len": 64, "max_tokens": 32},

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -709,7 +710,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 python_show(message, category, filename, lineno, file, line)
 
         warnings.showwarning = show
-        return _run(args)
+        with _library_notes():
+            return _run(args)
+
+
+@contextlib.contextmanager
+def _library_notes() -> Iterator[None]:
+    """What bertnli's library logs at INFO (a run's opening line, where a resumed run takes up) as lines on
+    standard error, for the length of a command; from Python it stays with the caller's logging set-up."""
+    class Notes(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            _note(self.format(record))
+
+    library, notes = logging.getLogger("bertnli.training"), Notes()
+    level = library.level
+    library.addHandler(notes)
+    library.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        library.removeHandler(notes)
+        library.setLevel(level)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -9,10 +9,10 @@ Under `torchrun`, each rank trains on its share of every global batch and rank 0
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -58,6 +58,9 @@ from bertnli.training.distributed import StopVote, place_process, process_group_
 from bertnli.training.optim import build_optimizer, build_schedule
 from bertnli.training.run import RunDir, describe_dataset, describe_run
 from bertnli.weights import load_pretrained, save_classifier
+
+#: A new run's opening line and where a resumed run takes up, at INFO (the command line shows them).
+logger = logging.getLogger(__name__)
 
 #: Compiled training rounds its packed row counts up to a multiple of this.
 ROW_MULTIPLE = 8
@@ -221,7 +224,7 @@ class Trainer:
             self._go_on()
         elif self.rank == 0:
             self._start(train_set, eval_set, overwrite)
-            print(f"{self.run.path}: {describe_run(self.run.read_config())}, {cfg.epochs} epochs", file=sys.stderr)
+            logger.info("%s: %s, %s", self.run.path, describe_run(self.run.read_config()), _epochs(cfg.epochs))
 
     def _start(self, train_set: Dataset, eval_set: Dataset | None, overwrite: bool) -> None:
         """Record a new run: its settings, labels, data, hardware (config.json)."""
@@ -249,14 +252,13 @@ class Trainer:
             self.load_state_dict(checkpoint)
         if self.rank == 0:
             self.run.truncate_metrics(self.state.step)
-            print(self._resume_note(), file=sys.stderr)
+            logger.info(self._resume_note())
 
     def _resume_note(self) -> str:
         p, cfg = self.state, self.cfg
         if p.epoch >= cfg.epochs or (cfg.early_stopping and p.stale_epochs >= cfg.early_stopping):
-            return (f"{self.run.path} finished training already ({p.epoch} of {cfg.epochs} epochs): its reports are "
-                    f"written again. To train further from its model, start a new run with --model "
-                    f"{self.run.model_dir}")
+            return (f"{self.run.path} finished training already ({p.epoch} of {_epochs(cfg.epochs)}): its reports "
+                    f"are written again. To train further, start a new run from its model, {self.run.model_dir}")
         return f"resuming {self.run.path} at step {p.step} (epoch {p.epoch + 1} of {cfg.epochs})"
 
     def _build_model(self, train_set: Dataset) -> None:
@@ -658,3 +660,7 @@ def train(
         # can go before the group is destroyed.
         return Trainer(cfg, train_set, eval_set, run_dir, resume=resume, overwrite=overwrite,
                        progress=progress, source=source, on_epoch=on_epoch).fit()
+
+
+def _epochs(n: int) -> str:
+    return f"{n} epoch" + ("" if n == 1 else "s")
