@@ -167,12 +167,16 @@ def test_a_body_that_is_not_utf8_or_is_compressed_is_told_so(client):
     import gzip
 
     for content, headers, told in (
-            ('{"pairs": [{"premise": "café", "hypothesis": "b"}]}'.encode("latin-1"), {}, "not UTF-8 text"),
+            ('{"pairs": [{"premise": "café", "hypothesis": "b"}]}'.encode("latin-1"), {},
+             "not UTF-8 text; send JSON encoded in UTF-8"),
             (gzip.compress(b'{"pairs": []}'), {"content-encoding": "gzip"},
-             "sent with content-encoding: gzip, which is not read")):
+             "sent with content-encoding: gzip, which is not read; send it uncompressed"),
+            (b'{"pairs": [{"premise": "a", "hypothesis": "b", "id": ' + b"1" * 5000 + b"}]}", {},
+             "not JSON this server can read (Exceeds the limit (4300 digits) for integer string conversion: "
+             "value has 5000 digits)")):
         response = client.post("/predict", content=content, headers={"content-type": "application/json", **headers})
         assert response.status_code == 400
-        assert response.json()["detail"] == f"invalid request: body: {told}; send JSON encoded in UTF-8, uncompressed"
+        assert response.json()["detail"] == f"invalid request: body: {told}"
     assert client.get("/nowhere").json() == {"detail": "Not Found"}  # other errors as FastAPI tells them
 
 

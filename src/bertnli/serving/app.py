@@ -228,10 +228,14 @@ async def _unreadable_body(request: Request, exc: Exception) -> Any:
     FastAPI tells them."""
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400 and exc.detail == _UNPARSED_BODY:
-        encoding = request.headers.get("content-encoding")
-        sent = f"sent with content-encoding: {encoding}, which is not read" if encoding else "not UTF-8 text"
-        return JSONResponse({"detail": f"invalid request: body: {sent}; send JSON encoded in UTF-8, uncompressed"},
-                            status_code=400)
+        encoding, cause = request.headers.get("content-encoding"), exc.__cause__
+        if encoding:
+            problem = f"sent with content-encoding: {encoding}, which is not read; send it uncompressed"
+        elif isinstance(cause, UnicodeDecodeError):
+            problem = "not UTF-8 text; send JSON encoded in UTF-8"
+        else:  # a number of thousands of digits, nesting deeper than Python reads, ...
+            problem = f"not JSON this server can read ({str(cause).partition(';')[0] or type(cause).__name__})"
+        return JSONResponse({"detail": f"invalid request: body: {problem}"}, status_code=400)
     return await http_exception_handler(request, exc)
 
 
