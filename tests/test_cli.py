@@ -116,6 +116,9 @@ def test_evaluate_prints_json_and_writes_reports(trained, capsys, tmp_path):
         "comparison.md", *(f"{folder}_{name}_{end}" for name in ("dev", "train", "dev_2") for end in (
             "evaluation.md", "evaluation.json", "confusion.png", "class_scores.png", "accuracy.png"))}
     assert (report / "evaluation.md").is_file() and (report / "comparison.md").is_file()
+    from bertnli.evaluation import write_reports
+
+    assert write_reports([], tmp_path / "none") == [] and not (tmp_path / "none").exists()
 
 
 def test_evaluate_never_writes_its_report_over_a_runs_own(trained, capsys):
@@ -640,8 +643,8 @@ def test_progress_in_a_log_file_is_whole_lines(trained, tiny, tmp_path, capsys, 
     err = capsys.readouterr().err
     assert "\r" not in err
     bars = [line for line in err.splitlines() if line.startswith("epoch 1/1:")]
-    counts = [bar.split("|")[-1].split()[0] for bar in bars]  # also redrawn when the loss shown changes
-    assert list(dict.fromkeys(counts)) == [f"{n}/5" for n in range(6)]  # 270 pairs: 5 batches
+    counts = [bar.split("|")[-1].split()[0] for bar in bars]
+    assert counts == [f"{n}/5" for n in range(6)]  # 270 pairs: 5 batches, each line once
 
 
 def test_progress_in_a_log_file_of_short_work_is_its_first_and_last_line(trained, tiny, tmp_path, capsys):

@@ -108,6 +108,8 @@ _REPORT_FILE_ENDS = ("evaluation.md", "evaluation.json", "confusion.png", "class
 def _note_older_reports(directory: Path, written: list[Path]) -> None:
     """Warn of report files in ``directory`` that this report did not write: an earlier report's, left as they
     are (they may be the user's), but not to be read as this one's."""
+    if not directory.is_dir():  # no report written, and none there before
+        return
     older = sorted(p.name for p in directory.iterdir() if p.name.endswith(_REPORT_FILE_ENDS) and p not in written)
     if older:
         shown = ", ".join(older[:4]) + (f" and {len(older) - 4} more" if len(older) > 4 else "")

@@ -19,9 +19,18 @@ def progress_bar(*, enabled: bool = True, **kwargs: Any) -> tqdm:
         return tqdm(disable=True, **kwargs)
     if _redraws_in_place(stream):
         return auto_tqdm(**kwargs)
-    # A log file keeps each bar's last line (``leave``): there is nothing drawn in place to clear.
-    return tqdm(file=LineStream(stream), mininterval=LOG_INTERVAL_S, maxinterval=LOG_INTERVAL_S, ncols=100,
-                **{**kwargs, "leave": True})
+    return _LogBar(file=LineStream(stream), mininterval=LOG_INTERVAL_S, maxinterval=LOG_INTERVAL_S, ncols=100,
+                   **kwargs)
+
+
+class _LogBar(tqdm):
+    """A bar in a log file ends with its last line, unless that line is already written: a log file has no
+    line drawn in place for ``leave=False`` to clear."""
+
+    def close(self) -> None:
+        if not self.disable:
+            self.leave = self.last_print_n != self.n
+        super().close()
 
 
 def _redraws_in_place(stream: TextIO) -> bool:
