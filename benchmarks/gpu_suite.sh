@@ -43,6 +43,7 @@ if (( limit >= 40 )); then
         --batch-size 256 --lr 1e-4 --compile --no-progress --out '$run_dir' && \
         python3 -m bertnli evaluate --model '$run_dir' --data '$snli' --limit 2000 --compile --no-progress"
     echo "exit status $?"
+    rm -rf "$(dirname "$run_dir")"
 fi
 # Where an eager step's time goes at batch 1024 (host or device, which kernels); the trace opens in Perfetto.
 limit=$(( DEADLINE - SECONDS ))
