@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+
+
+def some_of(names: Sequence[object], shown: int = 3) -> str:
+    """The first ``shown`` of ``names``, for a message, and how many more."""
+    more = len(names) - shown
+    return ", ".join(map(str, names[:shown])) + (f" and {more} more" if more > 0 else "")
 
 
 class BertnliError(Exception):

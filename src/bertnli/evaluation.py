@@ -14,7 +14,7 @@ import numpy as np
 
 from bertnli.data.example import Dataset, Example
 from bertnli.data.labels import TWO_CLASS_LABELS, TWO_CLASS_MAP, merge_to_two_classes
-from bertnli.errors import BertnliWarning, CheckpointError, DataError
+from bertnli.errors import BertnliWarning, CheckpointError, DataError, some_of
 from bertnli.inference import NLIModel
 from bertnli.metrics import ClassificationReport
 from bertnli.paths import write_text
@@ -112,9 +112,8 @@ def _note_older_reports(directory: Path, written: list[Path]) -> None:
         return
     older = sorted(p.name for p in directory.iterdir() if p.name.endswith(_REPORT_FILE_ENDS) and p not in written)
     if older:
-        shown = ", ".join(older[:4]) + (f" and {len(older) - 4} more" if len(older) > 4 else "")
-        warnings.warn(f"{directory} also holds report files from an earlier evaluation, left as they are: {shown}",
-                      BertnliWarning, stacklevel=3)
+        warnings.warn(f"{directory} also holds report files from an earlier evaluation, left as they are: "
+                      f"{some_of(older, 4)}", BertnliWarning, stacklevel=3)
 
 
 def _report_stems(names: list[str]) -> list[str]:

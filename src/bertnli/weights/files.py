@@ -19,7 +19,7 @@ from typing import IO, Any
 import torch
 from safetensors.torch import load_file
 
-from bertnli.errors import CheckpointError
+from bertnli.errors import CheckpointError, some_of
 from bertnli.paths import FILE_MODE, left_by_dead_process, owner, remove_dead_leftovers
 
 StateDict = dict[str, torch.Tensor]
@@ -98,9 +98,8 @@ def atomic_directory(directory: Path, replaceable: Callable[[Path], bool],
         raise CheckpointError(directory, "is a file; name a folder")
     if directory.exists() and not (_is_empty(directory) or replaceable(directory)):
         names = sorted(p.name for p in directory.iterdir())
-        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-        raise CheckpointError(directory, f"holds {shown}, not a model folder of this kind; refusing to replace "
-                                         f"it (name a new folder)")
+        raise CheckpointError(directory, f"holds {some_of(names)}, not a model folder of this kind; refusing to "
+                                         f"replace it (name a new folder)")
     directory.parent.mkdir(parents=True, exist_ok=True)
     tag = f"{owner()}{uuid.uuid4().hex[:8]}"
     staging = directory.with_name(f".{directory.name}.tmp-{tag}")
@@ -146,9 +145,8 @@ def _settle_old_files(directory: Path, staging: Path, model_files: Collection[st
               and not p.relative_to(directory).parts[0].startswith(".")
               and not (staging / p.relative_to(directory)).exists()]
     if model_files is None and others:
-        shown = ", ".join(map(str, sorted(others)[:3])) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-        raise CheckpointError(directory, f"holds {shown}, which the new folder would not keep; move them "
-                                         "out, or write elsewhere")
+        raise CheckpointError(directory, f"holds {some_of(sorted(others))}, which the new folder would not keep; "
+                                         "move them out, or write elsewhere")
     for path in others:
         if len(path.parts) > 1 or path.name not in (model_files or ()):
             (staging / path).parent.mkdir(parents=True, exist_ok=True)

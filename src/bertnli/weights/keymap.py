@@ -19,7 +19,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from bertnli.errors import CheckpointError
+from bertnli.errors import CheckpointError, some_of
 from bertnli.model.bert import BertConfig
 from bertnli.text.tokenizers import Tokenizer, WordTokenizer
 
@@ -99,7 +99,7 @@ def check_shapes(
     """Raise a `CheckpointError` naming the expected tensors missing, or the first of the wrong shape."""
     missing = [name for name in expected if name not in theirs]
     if missing:
-        raise CheckpointError(source, f"missing key{'s' if len(missing) > 1 else ''} {_few(missing)}")
+        raise CheckpointError(source, f"missing key{'s' if len(missing) > 1 else ''} {some_of(missing)}")
     for name, want in expected.items():
         got = tuple(theirs[name].shape)
         if got != tuple(want.shape):
@@ -112,7 +112,7 @@ def check_unexpected(theirs: Collection[str], expected: Collection[str], owned: 
     weights disagree (fewer blocks than the weights hold, say), and reading on would drop some silently."""
     extra = [name for name in theirs if name.startswith(owned) and name not in expected]
     if extra:
-        raise CheckpointError(source, f"holds {_few(extra)}, which the network its config describes has no "
+        raise CheckpointError(source, f"holds {some_of(extra)}, which the network its config describes has no "
                                       "place for: config and weights disagree")
 
 
@@ -127,11 +127,6 @@ def _finite(tensor: torch.Tensor) -> bool:
     """Whether every value is finite. A finite sum says so in one pass without a mask (20 times faster than
     `torch.isfinite` on MiniLM); a sum that overflows has each value looked at."""
     return bool(tensor.sum().isfinite()) or bool(torch.isfinite(tensor).all())
-
-
-def _few(names: Sequence[str]) -> str:
-    """The first three ``names``, and how many more."""
-    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def check_vocab(tokenizer: Tokenizer, cfg: BertConfig, source: str | Path) -> None:
