@@ -254,9 +254,13 @@ class Trainer:
             self.run.truncate_metrics(self.state.step)
             logger.info(self._resume_note())
 
+    def _stopped_early(self) -> bool:
+        """Whether validation has not improved for ``early_stopping`` epochs."""
+        return bool(self.cfg.early_stopping) and self.state.stale_epochs >= self.cfg.early_stopping
+
     def _resume_note(self) -> str:
         p, cfg = self.state, self.cfg
-        if p.epoch >= cfg.epochs or (cfg.early_stopping and p.stale_epochs >= cfg.early_stopping):
+        if p.epoch >= cfg.epochs or self._stopped_early():
             return (f"{self.run.path} finished training already ({p.epoch} of {_epochs(cfg.epochs)}): its reports "
                     f"are written again. To train further, start a new run from its model, {self.run.model_dir}")
         return f"resuming {self.run.path} at step {p.step} (epoch {p.epoch + 1} of {cfg.epochs})"
@@ -328,7 +332,7 @@ class Trainer:
         with self._stop_on_signals():
             while p.epoch < self.cfg.epochs:
                 # Checked first, so that a run resumed after its last evaluation stops as it would have.
-                if self.cfg.early_stopping and p.stale_epochs >= self.cfg.early_stopping:
+                if self._stopped_early():
                     self.log({"kind": "early_stop", "epoch": p.epoch, "step": p.step})
                     break
                 self.train_epoch()
@@ -522,14 +526,15 @@ class Trainer:
         p = self.state
         if not math.isfinite(loss_sum) or (overflows and not all(bool(w.isfinite().all()) for w in
                                                                  self.model.parameters())):
+            fp16 = "; or train in bf16 or fp32 (--precision)" if overflows else ""
             self._diverged(f"the training loss became {loss_sum if not overflows else math.nan}",
-                           "the weights overflowed. Lower the learning rate (lr={lr}, --lr) or clip the gradients "
-                           "(--grad-clip)" + ("; or train in bf16 or fp32 (--precision)" if overflows else ""))
+                           f"the weights overflowed. Lower the learning rate (lr={self.cfg.lr:g}, --lr) or clip the "
+                           f"gradients (--grad-clip){fp16}")
         self._overflowed_steps = self._overflowed_steps + steps if overflows == micro_batches else 0
         if self._overflowed_steps >= self.OVERFLOW_PATIENCE:
             self._diverged(f"the fp16 loss overflowed in each of the last {self._overflowed_steps} steps",
                            "the loss scaler skipped them all, so no step changed the weights. Train in bf16 or "
-                           "fp32 (--precision), or lower the learning rate (lr={lr}, --lr)")
+                           f"fp32 (--precision), or lower the learning rate (lr={self.cfg.lr:g}, --lr)")
         p.loss_sum, p.correct, p.seen = p.loss_sum + loss_sum, p.correct + int(correct), p.seen + int(seen)
         p.train_seconds += seconds
         self.log({"kind": "step", "epoch": p.epoch + 1, "step": p.step, "loss": loss_sum / max(seen, 1),
@@ -537,11 +542,10 @@ class Trainer:
                   "pairs_per_second": seen / max(seconds, 1e-9)})
 
     def _diverged(self, what: str, advice: str) -> None:
-        """Stop, before a checkpoint or model holds the overflowed weights. ``advice`` may name ``{lr}``."""
+        """Stop, before a checkpoint or model holds the overflowed weights."""
         p = self.state
         kept = f"; the best model so far stays in {self.run.model_dir}" if p.best_accuracy is not None else ""
-        raise TrainingDiverged(f"{what} by step {p.step} (epoch {p.epoch + 1}): "
-                               f"{advice.format(lr=f'{self.cfg.lr:g}')}{kept}")
+        raise TrainingDiverged(f"{what} by step {p.step} (epoch {p.epoch + 1}): {advice}{kept}")
 
     def _maybe_no_sync(self, sync: bool) -> contextlib.AbstractContextManager:
         if sync or self.world == 1:
