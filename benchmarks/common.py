@@ -50,6 +50,11 @@ def hardware() -> str:
     return f"{device_name(pick_device())} (torch {torch.__version__})"
 
 
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """What waits for ``device`` to finish its queued work (nothing to wait for on a CPU)."""
+    return torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak GPU memory allocated, or the process's peak resident memory on the CPU."""
     if device.type == "cuda":

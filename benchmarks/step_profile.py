@@ -19,11 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import hardware, real_pairs
+from common import hardware, real_pairs, synchronizer
 from train_throughput import model_folder
 
 from bertnli.runtime import precision_name
@@ -70,7 +69,7 @@ def main() -> None:
         if len(batches) < steps:
             sys.exit(f"{len(batches)} batches in {len(data)} pairs; --steps and --warmup need {steps}")
         on_gpu = trainer.device.type == "cuda"
-        synchronize = torch.cuda.synchronize if on_gpu else (lambda: None)
+        synchronize = synchronizer(trainer.device)
         timed_steps(trainer, batches[:args.warmup], synchronize)
         measured = batches[args.warmup:args.warmup + args.steps]
         wall, host = timed_steps(trainer, measured, synchronize)

@@ -35,6 +35,7 @@ from common import (
     real_pairs,
     resolved_precision,
     run_sides,
+    synchronizer,
 )
 
 
@@ -88,7 +89,7 @@ def run_trainer(args: argparse.Namespace, folder: str) -> dict:
     from transformers import TrainerCallback
 
     device = device_of(args)
-    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    synchronize = synchronizer(device)
     epoch_seconds: list[float] = []
 
     class EpochClock(TrainerCallback):
@@ -138,7 +139,7 @@ def run_plain(args: argparse.Namespace, folder: str) -> dict:
     total = len(batches) * args.epochs
     schedule = get_linear_schedule_with_warmup(optimizer, total // 10, total + 3)
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolved_precision(args))
-    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    synchronize = synchronizer(device)
     model.train()
 
     def step(batch: dict[str, torch.Tensor]) -> None:
