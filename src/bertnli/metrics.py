@@ -43,7 +43,11 @@ class ClassificationReport:
         }
 
     def macro_f1(self) -> float:
-        return float(np.mean([c["f1"] for c in self.per_class().values()]))
+        """The mean F1 of the labels that occur, as gold or as predicted (as scikit-learn counts it): a model's
+        label that a dataset does not use, and that the model never gave, does not count as a zero."""
+        occurring = [c["f1"] for c, predicted in zip(self.per_class().values(), self.confusion.sum(axis=0))
+                     if c["support"] or predicted]
+        return float(np.mean(occurring)) if occurring else 0.0
 
     def to_dict(self) -> dict:
         return {
