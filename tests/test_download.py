@@ -10,16 +10,19 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
+import sys
 import zipfile
 from io import BytesIO
 
 import pytest
 from synthetic import dead_owner
 
+from bertnli import paths
 from bertnli.data import Example, cached_path, dataset_splits, download, read_dataset
 from bertnli.data.download import DATASETS
 from bertnli.errors import BertnliWarning, DataError, DownloadError
-from bertnli.paths import owner
+from bertnli.paths import owner, remove_dead_leftovers
 
 ROWS = {
     "train": [("entailment", "A dog runs.", "An animal moves."), ("-", "A cat.", "A pet.")],
@@ -120,6 +123,38 @@ def test_without_published_checksum_the_cached_copy_is_used_as_it_is_and_recorde
     assert len(server.requests) == 1
     sidecar.write_text("")  # a record left empty by a full disk: as if there were none
     assert download("mnli", tmp_path, url=url, progress=False) == path and len(server.requests) == 1
+
+
+def test_without_file_locks_processes_fetching_at_once_each_get_the_whole_file(server, tmp_path, monkeypatch):
+    """Windows has no `fcntl`: each process then downloads a copy of its own, and the one left is whole."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setitem(sys.modules, "fcntl", None)  # `import fcntl` fails, as on Windows
+    body = server.files["/snli_1.0.zip"]
+    server.delay["/snli_1.0.zip"] = 0.3
+    with ThreadPoolExecutor(3) as pool:
+        paths_ = list(pool.map(lambda _: download("snli", tmp_path, url=server.url + "/snli_1.0.zip",
+                                                  md5=md5(body), progress=False), range(3)))
+    assert paths_ == [tmp_path / "snli_1.0.zip"] * 3 and len(server.requests) == 3
+    assert (tmp_path / "snli_1.0.zip").read_bytes() == body
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["snli_1.0.zip", "snli_1.0.zip.sha256"]
+
+
+def test_every_module_imports_without_fcntl():
+    code = ("import sys, pkgutil, importlib, bertnli; sys.modules['fcntl'] = None\n"
+            "for m in pkgutil.walk_packages(bertnli.__path__, 'bertnli.'):\n"
+            "    if not m.name.endswith('__main__'): importlib.import_module(m.name)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_where_processes_cannot_be_asked_about_leftovers_stay(tmp_path, monkeypatch):
+    """On Windows, `os.kill(pid, 0)` would send Ctrl-C rather than ask whether the process runs."""
+    dead = tmp_path / f"multinli_1.0.zip.{dead_owner()}.x1.part"
+    dead.write_bytes(b"half")
+    monkeypatch.setattr(paths, "_CAN_PROBE_PROCESSES", False)
+    monkeypatch.setattr(os, "kill", lambda *_: pytest.fail("os.kill called"))
+    assert remove_dead_leftovers(tmp_path, "*.part") == [] and dead.exists()
 
 
 def test_downloads_of_processes_that_died_are_cleared(server, tmp_path):

@@ -12,7 +12,6 @@ line that ends with how to do without the download.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import glob
 import hashlib
 import http.client
@@ -84,7 +83,12 @@ def fetch(url: str, dest: Path, *, checksum: Checksum | None, fallback: str, pro
 def _one_at_a_time(dest: Path) -> Iterator[bool]:
     """Processes that fetch ``dest`` at once (torchrun's ranks) take turns: the first downloads, the others
     wait and then find it in place. Yields whether the turn is held: without a lock (a read-only folder)
-    each fetches its own."""
+    each fetches its own, as on Windows, which has no `fcntl`."""
+    try:
+        import fcntl
+    except ImportError:
+        yield False
+        return
     lock = dest.with_name(f".{dest.name}.lock")
     try:
         fd = os.open(lock, os.O_CREAT | os.O_RDWR, FILE_MODE)

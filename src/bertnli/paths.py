@@ -18,6 +18,8 @@ from pathlib import Path
 TEMPORARY_PREFIX = ".tmp-"
 _HOST = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())
 _OWNER_IN_NAME = re.compile(r"@([A-Za-z0-9_]+)~(\d+)~(\d+)@")
+#: Whether `os.kill` with signal 0 asks if a process runs. On Windows it would send Ctrl-C instead.
+_CAN_PROBE_PROCESSES = os.name == "posix"
 
 
 def _pid_namespace() -> int:
@@ -97,9 +99,10 @@ def remove_dead_leftovers(folder: Path, pattern: str, *, any_owner: bool = False
 
 
 def left_by_dead_process(name: str) -> bool:
-    """Whether ``name`` carries the `owner` of a process of this machine that no longer runs."""
+    """Whether ``name`` carries the `owner` of a process of this machine that no longer runs (never, where
+    that cannot be asked safely: such leftovers stay)."""
     found = _OWNER_IN_NAME.search(name)
-    if found is None or (found[1], int(found[2])) != (_HOST, _pid_namespace()):
+    if not _CAN_PROBE_PROCESSES or found is None or (found[1], int(found[2])) != (_HOST, _pid_namespace()):
         return False  # another machine's or container's: whether it runs cannot be told from here
     try:
         os.kill(int(found[3]), 0)
