@@ -52,21 +52,22 @@ def batched_logits(
     dtype: torch.dtype | None,
     plan: BatchPlan,
     runner: torch.nn.Module | None = None,
-    progress: bool = False,
+    progress: str | None = None,
     *,
     width: int = 128,
     pad_id: int = 0,
 ) -> np.ndarray:
     """Run ``network`` over all pairs in length-sorted batches, or its compiled ``runner`` over packed rows of
     ``width`` tokens (the model's max_len) in fixed shapes; logits come back in the input order. Results
-    stay on the device until the end: no wait for the GPU between batches."""
+    stay on the device until the end: no wait for the GPU between batches. ``progress``: the label of a
+    progress bar on standard error (None: no bar)."""
     was_training = network.training
     network.eval()
     compiled = runner is not None and runner is not network
     run = runner if compiled else network
     batches = _packed_batches(pairs, plan, device, width, pad_id) if compiled else _sorted_batches(pairs, plan, device)
     chunks = []
-    with (progress_bar(enabled=progress, total=len(pairs), unit="pair", desc="predicting", leave=False) as bar,
+    with (progress_bar(enabled=progress is not None, total=len(pairs), unit="pair", desc=progress, leave=False) as bar,
           autocast(device, dtype)):  # one autocast region: weights are cast to ``dtype`` once, not every batch
         for index, batch in batches:
             args, kwargs = batch.model_inputs()
@@ -165,8 +166,8 @@ class NLIModel:
 
     def logits(self, pairs: EncodedPairs) -> np.ndarray:
         """Logits (pairs, labels) in the input order."""
-        return batched_logits(self.network, pairs, self.device, self.dtype, self.plan, self.runner, self.progress,
-                              width=self.max_len, pad_id=self.tokenizer.pad_id)
+        return batched_logits(self.network, pairs, self.device, self.dtype, self.plan, self.runner,
+                              "predicting" if self.progress else None, width=self.max_len, pad_id=self.tokenizer.pad_id)
 
     def probabilities(self, pairs: EncodedPairs) -> np.ndarray:
         """Probabilities (pairs, labels) in the input order, columns in the order of ``self.labels``."""

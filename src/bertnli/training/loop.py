@@ -351,7 +351,11 @@ class Trainer:
 
         plot_curves(self.run)
         if self.eval_set is not None:
-            best = NLIModel.load(self.run.model_dir, device=str(self.device), precision=self.cfg.precision)
+            best_epoch = max(r["epoch"] for r in self.state.epochs if r["best"])
+            logger.info("%s: scoring the best model (epoch %d) on the %s validation pairs for evaluation.md",
+                        self.run.path, best_epoch, f"{len(self.eval_set):,}")
+            best = NLIModel.load(self.run.model_dir, device=str(self.device), precision=self.cfg.precision,
+                                 progress=self.show_progress)
             write_report(evaluate(best, self.eval_set), self.run.path)
 
     def train_epoch(self) -> None:
@@ -461,7 +465,8 @@ class Trainer:
     def validate(self) -> ClassificationReport:
         """Validation scores. Under DDP each rank scores every world-th pair and the counts are summed."""
         index = np.arange(self.rank, len(self.eval_pairs), self.world)
-        logits = batched_logits(self.model, self.eval_pairs.take(index), self.device, self.dtype, self.eval_plan)
+        logits = batched_logits(self.model, self.eval_pairs.take(index), self.device, self.dtype, self.eval_plan,
+                                progress="validating" if self.show_progress and self.rank == 0 else None)
         report = ClassificationReport.from_predictions(self.labels, self.eval_gold[index], logits.argmax(-1))
         if self.world > 1:
             counts = torch.from_numpy(report.confusion).to(self.device)
