@@ -22,7 +22,8 @@ from synthetic import synthetic_dataset, tiny_d2l_checkpoint
 
 from bertnli.cli import main
 from bertnli.data import Dataset, Example, read_dataset
-from bertnli.errors import ConfigError, DataError, TrainingDiverged, TrainingInterrupted
+from bertnli.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, TrainingInterrupted
+from bertnli.inference import NLIModel
 from bertnli.paths import DIR_MODE
 from bertnli.text import WordTokenizer
 from bertnli.text.cache import encode_cached
@@ -154,6 +155,14 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_says_how_to_resume(task, tmp_p
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     assert step_records(tmp_path / "run")[-1]["step"] == 4  # the steps since the last log are logged, not lost
+    # Before its first epoch ends a run has no model: loading it says so, and what to do.
+    with pytest.raises(CheckpointError, match=r"a training run with no model yet .*: resume it \(bertnli train "
+                                              r"--resume "):
+        NLIModel.load(tmp_path / "run")
+    (tmp_path / "unsaved").mkdir()
+    (tmp_path / "unsaved" / "config.json").write_bytes((tmp_path / "run" / "config.json").read_bytes())
+    with pytest.raises(CheckpointError, match="stopped before saving a checkpoint: train it again"):
+        NLIModel.load(tmp_path / "unsaved")
     # Resumed, the run ends as one never stopped: the same epoch and the same weights.
     with caplog.at_level(logging.INFO, "bertnli.training"):  # logged: the command line shows it
         train(cfg, train_set, eval_set, tmp_path / "run", resume=True, progress=False)

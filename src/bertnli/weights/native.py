@@ -116,6 +116,11 @@ def load_classifier(directory: str | Path) -> SavedClassifier:
                                              "folder: load the run it was exported from, or use it with transformers")
         if meta.get("model_type") == "bert":
             raise CheckpointError(directory, pretrained)
+        if "train" in meta:  # a run's own config.json: the run has not saved its model/ yet
+            then = (f"resume it (bertnli train --resume {directory})" if (directory / "checkpoint.pt").is_file()
+                    else "it stopped before saving a checkpoint: train it again")
+            raise CheckpointError(directory, f"a training run with no model yet (its model is saved when its first "
+                                             f"epoch ends): {then}")
         raise CheckpointError(source, f'not a bertnli model (expected "format": "{FORMAT}")')
     version = meta.get("format_version")
     if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
