@@ -157,7 +157,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                      help="training file (jsonl, txt, tsv, csv, SICK.txt, zip[:split]); repeat to combine")
     src.add_argument("--eval", action="append", metavar="FILE", help="validation file(s)")
     src.add_argument("--validation-fraction", type=float,
-                     help="without --eval, hold out this seeded share of the training data (default 0.1)")
+                     help="without --eval, hold out this seeded share of the training data "
+                          "(default 0.1, at most 10,000 pairs)")
     _add_data_options(src)
     run = p.add_argument_group("run")
     run.add_argument("--out", type=Path, help="run directory (default runs/<dataset or file name>)")

@@ -15,6 +15,11 @@ def check_validation_fraction(fraction: float) -> None:
         raise ConfigError(f"validation_fraction (--validation-fraction) must be between 0 and 1, not {fraction}")
 
 
+#: The most pairs held out when no share is asked for: accuracy on 10,000 pairs is known to within about ±1%,
+#: and more would cost training data and time (55,000 of SNLI's 550,000 pairs take minutes to score on a CPU).
+DEFAULT_VALIDATION_CAP = 10_000
+
+
 def train_validation_split(
     dataset: Dataset,
     validation_fraction: float | None = None,
@@ -22,7 +27,8 @@ def train_validation_split(
     validation_size: int | None = None,
     seed: int = 0,
 ) -> tuple[Dataset, Dataset]:
-    """Hold out a validation slice: ``validation_size`` examples, else ``validation_fraction`` (0.1).
+    """Hold out a validation slice: ``validation_size`` examples, else ``validation_fraction``, else 10% up to
+    `DEFAULT_VALIDATION_CAP` examples.
 
     Deterministic for a seed, stratified by label (each label keeps its share, to within one example);
     both parts keep the original order, are named like ``snli_1.0_dev[train 90%]``, and skip nothing
@@ -31,6 +37,8 @@ def train_validation_split(
     n = len(dataset)
     if validation_size is not None and validation_fraction is not None:
         raise ConfigError("give validation_fraction or validation_size, not both")
+    if validation_size is None and validation_fraction is None and round(n * 0.1) > DEFAULT_VALIDATION_CAP:
+        validation_size = DEFAULT_VALIDATION_CAP
     if validation_size is None:
         fraction = 0.1 if validation_fraction is None else validation_fraction
         check_validation_fraction(fraction)
