@@ -222,6 +222,46 @@ def test_predict_one_pair_and_a_file(trained, capsys, tmp_path):
     assert "read the pair cut" in capsys.readouterr().out
 
 
+def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_done(trained, tmp_path, capsys,
+                                                                                     monkeypatch):
+    from bertnli import NLIModel
+    from bertnli.data import read_dataset
+
+    monkeypatch.setattr("bertnli.inference.PREDICT_CHUNK", 40)  # 300 pairs: 8 chunks
+    model = NLIModel.load(trained["run"], device="cpu")
+    examples = read_dataset(trained["dev"]).examples
+    wanted = model.predict(examples)
+    table = tmp_path / "predictions.csv"
+    assert main(["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--output",
+                 str(table)]) == 0
+    with table.open(newline="") as f:
+        read = list(csv.DictReader(f))  # one header, then every pair in order
+    assert [(int(r["line"]), r["label"]) for r in read] == [(e.line, p.label) for e, p in zip(examples, wanted)]
+    assert [line.split("|")[-1].split()[0] for line in capsys.readouterr().err.splitlines()
+            if line.startswith("predicting:")] == ["0/300", "300/300"]  # one bar over every chunk
+
+    chunks = NLIModel.predict_chunks
+
+    def stopped_after_two_chunks(self, *args, **kwargs):
+        for n, chunk in enumerate(chunks(self, *args, **kwargs)):
+            if n == 2:
+                raise KeyboardInterrupt
+            yield chunk
+
+    monkeypatch.setattr(NLIModel, "predict_chunks", stopped_after_two_chunks)
+    table.write_text("an earlier file\n")
+    assert main(["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--output",
+                 str(table), "--no-progress"]) == 130
+    partial = tmp_path / "predictions.csv.partial"
+    assert capsys.readouterr().err == f"bertnli predict: interrupted; the first 80 of 300 predictions are in " \
+                                      f"{partial}\n"
+    assert table.read_text() == "an earlier file\n"  # left as it was
+    with partial.open(newline="") as f:
+        assert [(int(r["line"]), r["label"]) for r in csv.DictReader(f)] == \
+            [(e.line, p.label) for e, p in zip(examples[:80], wanted[:80])]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv", "predictions.csv.partial"]
+
+
 def test_predict_reads_files_with_their_own_column_names(trained, capsys, tmp_path):
     from bertnli import NLIModel
 

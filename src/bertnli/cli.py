@@ -11,7 +11,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from bertnli.errors import (
     BertnliError,
@@ -19,12 +19,13 @@ from bertnli.errors import (
     CheckpointError,
     DataError,
     DownloadError,
-    TrainingInterrupted,
+    Interrupted,
 )
 
 if TYPE_CHECKING:  # imported where used, so that `bertnli --help` starts at once
-    from bertnli.data import Dataset
+    from bertnli.data import Dataset, Example
     from bertnli.evaluation import Evaluation
+    from bertnli.inference import NLIModel
     from bertnli.training import TrainConfig, TrainResult
 
 EXAMPLES = {
@@ -554,7 +555,6 @@ def _comparison_table(results: list[Evaluation]) -> str:
 def cmd_predict(args: argparse.Namespace) -> None:
     from bertnli.data import Example
     from bertnli.data.example import is_blank
-    from bertnli.data.writers import format_predictions
     from bertnli.inference import NLIModel
 
     if args.input is not None and args.premise is not None:
@@ -573,30 +573,59 @@ def cmd_predict(args: argparse.Namespace) -> None:
         if dataset.skipped:
             print(dataset.describe(), file=sys.stderr)
         examples, tokenised = dataset.examples, dataset.tokenised
-    pairs = [(e.premise, e.hypothesis) for e in examples]
     model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
                           progress=args.input is not None and not args.no_progress)
-    predictions = model.predict(pairs, tokenised)
     if args.input is None:
-        p = predictions[0]
+        [p] = model.predict(examples, tokenised)
         print(p.label)
         for label, prob in sorted(p.probabilities.items(), key=lambda kv: -kv[1]):
             print(f"  {label:15} {prob:.4f}")
         if p.truncated:
             print(f"  (the pair is longer than the model's {model.max_len} tokens: it read the pair cut)")
         return
-    text = format_predictions(examples, predictions, model.labels, args.output)
+    cut = _write_predictions(model, examples, tokenised, args.output)
     if args.output:
-        from bertnli.paths import write_text
-
-        write_text(args.output, text)
-        print(f"{len(predictions):,} predictions written to {args.output}", file=sys.stderr)
-    else:
-        print(text, end="")
-    cut = sum(p.truncated for p in predictions)
+        print(f"{len(examples):,} predictions written to {args.output}", file=sys.stderr)
     if cut:
-        _note(f"truncated: {cut:,} of {len(predictions):,} pairs were longer than the model's {model.max_len} tokens "
+        _note(f"truncated: {cut:,} of {len(examples):,} pairs were longer than the model's {model.max_len} tokens "
               "and were read cut")
+
+
+def _write_predictions(model: NLIModel, examples: list[Example], tokenised: bool, output: Path | None) -> int:
+    """Predict ``examples`` a chunk at a time and write each chunk as it comes: to standard output, or to
+    ``output``, which is replaced whole once every prediction is in (Ctrl-C keeps those made so far beside it,
+    in ``<output>.partial``). Returns how many pairs were read cut."""
+    from bertnli.data.writers import format_predictions
+    from bertnli.paths import atomic_write
+
+    written = cut = 0
+
+    def write(stream: TextIO) -> None:
+        nonlocal written, cut
+        for chunk in model.predict_chunks(examples, tokenised):
+            part = examples[written : written + len(chunk)]
+            stream.write(format_predictions(part, chunk, model.labels, output, header=written == 0))
+            stream.flush()
+            written, cut = written + len(chunk), cut + sum(p.truncated for p in chunk)
+
+    def write_file(target: Path) -> None:
+        with target.open("a", encoding="utf-8") as stream:  # a new file, or a stream (/dev/stdout) to add to
+            try:
+                write(stream)
+            except KeyboardInterrupt:
+                if not written or target == output:  # nothing to keep, or a stream that keeps it already
+                    raise
+                stream.close()
+                partial = output.with_name(f"{output.name}.partial")
+                os.replace(target, partial)
+                raise Interrupted(f"interrupted; the first {written:,} of {len(examples):,} predictions are in "
+                                  f"{partial}") from None
+
+    if output is None:
+        write(sys.stdout)
+    else:
+        atomic_write(output, write_file)
+    return cut
 
 
 def _check_output(path: Path, source: Path | None = None) -> None:
@@ -737,7 +766,7 @@ def _library_notes() -> Iterator[None]:
 def _run(args: argparse.Namespace) -> int:
     try:
         COMMANDS[args.command](args)
-    except TrainingInterrupted as exc:
+    except Interrupted as exc:
         _note(f"bertnli {args.command}: {exc}")
         return 128 + exc.signum  # as a shell reports a process ended by that signal
     except BertnliError as exc:

@@ -50,17 +50,25 @@ class TrainingDiverged(BertnliError):
     """The training loss stopped being a finite number: the weights overflowed and are of no more use."""
 
 
-class TrainingInterrupted(KeyboardInterrupt):
+class Interrupted(KeyboardInterrupt):
+    """Work stopped on Ctrl-C (or SIGTERM) after keeping what it had done; the message says where it is. A
+    `KeyboardInterrupt`, as the Ctrl-C it comes from: a loop that catches `Exception` still stops."""
+
+    def __init__(self, message: str, signum: int = 2) -> None:
+        super().__init__(message)
+        self.signum = signum  # SIGINT (2) or SIGTERM (15)
+
+
+class TrainingInterrupted(Interrupted):
     """Training stopped on Ctrl-C (or SIGTERM) after saving a checkpoint. Carries the run directory; the
-    message says how to resume (from the command line, or from Python for runs started there). A
-    `KeyboardInterrupt`, as the Ctrl-C it comes from: a loop over runs that catches `Exception` still stops."""
+    message says how to resume (from the command line, or from Python for runs started there)."""
 
     def __init__(self, run_dir: str | Path, command_line: bool = True, processes: int = 1, signum: int = 2) -> None:
-        self.run_dir, self.signum = Path(run_dir), signum  # SIGINT (2) or SIGTERM (15)
+        self.run_dir = Path(run_dir)
         if command_line:
             how = f"bertnli train --resume {run_dir}"
             how = f"torchrun --nproc-per-node {processes} -m {how}" if processes > 1 else how
         else:
             how = f"train(cfg, train_set, eval_set, {str(run_dir)!r}, resume=True)"
         where = f" in {processes} processes in all, as it ran" if processes > 1 else ""
-        super().__init__(f"interrupted; the checkpoint is saved: resume with `{how}`{where}")
+        super().__init__(f"interrupted; the checkpoint is saved: resume with `{how}`{where}", signum)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from bertnli.data.batching import BatchPlan, inference_batches
 from bertnli.data.example import Dataset, Example, is_blank, surrogate_problem
@@ -23,6 +24,9 @@ from bertnli.weights.native import resolve_model_dir
 
 #: What `NLIModel.predict` takes: (premise, hypothesis) pairs, `Example`s, or a `Dataset`.
 Pairs = Iterable[tuple[str, str]] | Iterable[Mapping[str, str]] | Iterable[Example] | Dataset
+#: Pairs predicted at a time (`NLIModel.predict_chunks`): enough to sort into well-filled batches, few enough
+#: that their predictions take a few hundred MB at most.
+PREDICT_CHUNK = 65_536
 
 
 @dataclass(frozen=True)
@@ -52,27 +56,27 @@ def batched_logits(
     dtype: torch.dtype | None,
     plan: BatchPlan,
     runner: torch.nn.Module | None = None,
-    progress: str | None = None,
+    done: Callable[[int], object] | None = None,
     *,
     width: int = 128,
     pad_id: int = 0,
 ) -> np.ndarray:
     """Run ``network`` over all pairs in length-sorted batches, or its compiled ``runner`` over packed rows of
     ``width`` tokens (the model's max_len) in fixed shapes; logits come back in the input order. Results
-    stay on the device until the end: no wait for the GPU between batches. ``progress``: the label of a
-    progress bar on standard error (None: no bar)."""
+    stay on the device until the end: no wait for the GPU between batches. ``done`` is told how many pairs
+    each batch held (a progress bar's ``update``)."""
     was_training = network.training
     network.eval()
     compiled = runner is not None and runner is not network
     run = runner if compiled else network
     batches = _packed_batches(pairs, plan, device, width, pad_id) if compiled else _sorted_batches(pairs, plan, device)
     chunks = []
-    with (progress_bar(enabled=progress is not None, total=len(pairs), unit="pair", desc=progress, leave=False) as bar,
-          autocast(device, dtype)):  # one autocast region: weights are cast to ``dtype`` once, not every batch
+    with autocast(device, dtype):  # one autocast region: weights are cast to ``dtype`` once, not every batch
         for index, batch in batches:
             args, kwargs = batch.model_inputs()
             chunks.append((index, run(*args, **kwargs)[: len(index)].float().clone()))
-            bar.update(len(index))
+            if done is not None:
+                done(len(index))
     out = np.empty((len(pairs), network.output.out_features), dtype=np.float32)
     if chunks:  # one copy from the device for all batches
         out[np.concatenate([index for index, _ in chunks])] = torch.cat([logits for _, logits in chunks]).cpu().numpy()
@@ -154,6 +158,12 @@ class NLIModel:
     def encode(self, premises: Sequence[str], hypotheses: Sequence[str], tokenised: bool = False) -> EncodedPairs:
         """Token ids, segments and lengths of the pairs, as the model reads them (truncated to max_len).
         ``tokenised``: the texts are d2l's tokenised parses (see `Tokenizer.encode_batch`)."""
+        self._check_texts(premises, hypotheses)
+        return encode_pairs(self.tokenizer, premises, hypotheses, self.max_len, tokenised)
+
+    @staticmethod
+    def _check_texts(premises: Sequence[str], hypotheses: Sequence[str]) -> None:
+        """A `TypeError` or `ValueError` naming the first text the tokenizer cannot take, if any."""
         for name, texts in (("premises", premises), ("hypotheses", hypotheses)):
             if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
                 raise TypeError(f"{name} must be a sequence of strings (one per pair)")
@@ -162,16 +172,22 @@ class NLIModel:
                 raise ValueError(f"{name}[{bad}] {surrogate_problem(texts[bad])}")
         if len(premises) != len(hypotheses):
             raise ValueError(f"{len(premises)} premises but {len(hypotheses)} hypotheses")
-        return encode_pairs(self.tokenizer, premises, hypotheses, self.max_len, tokenised)
 
     def logits(self, pairs: EncodedPairs) -> np.ndarray:
         """Logits (pairs, labels) in the input order."""
-        return batched_logits(self.network, pairs, self.device, self.dtype, self.plan, self.runner,
-                              "predicting" if self.progress else None, width=self.max_len, pad_id=self.tokenizer.pad_id)
+        with self._progress(len(pairs)) as bar:
+            return self._logits(pairs, bar.update)
 
     def probabilities(self, pairs: EncodedPairs) -> np.ndarray:
         """Probabilities (pairs, labels) in the input order, columns in the order of ``self.labels``."""
-        return torch.softmax(torch.from_numpy(self.logits(pairs)), dim=-1).numpy()
+        return _softmax(self.logits(pairs))
+
+    def _logits(self, pairs: EncodedPairs, done: Callable[[int], object]) -> np.ndarray:
+        return batched_logits(self.network, pairs, self.device, self.dtype, self.plan, self.runner, done,
+                              width=self.max_len, pad_id=self.tokenizer.pad_id)
+
+    def _progress(self, total: int) -> tqdm:
+        return progress_bar(enabled=self.progress, total=total, unit="pair", desc="predicting", leave=False)
 
     def predict_proba(self, pairs: Pairs, hypotheses: Iterable[str] | None = None, tokenised: bool = False
                       ) -> np.ndarray:
@@ -188,12 +204,26 @@ class NLIModel:
         hypothesis) pairs (tuples, lists, rows of a 2-column array, ``df.itertuples(index=False)``), `Example`s,
         or a `Dataset`. ``tokenised``: the texts are d2l's tokenised parses, as `encode` says (a Dataset
         says so itself)."""
+        return [p for chunk in self.predict_chunks(pairs, tokenised) for p in chunk]
+
+    def predict_chunks(self, pairs: Pairs, tokenised: bool = False, chunk_size: int | None = None
+                       ) -> Iterator[list[Prediction]]:
+        """`predict`, ``chunk_size`` (default `PREDICT_CHUNK`) pairs at a time, in order: memory stays flat on
+        any input, and results can be written as they come. Every pair is checked before the first chunk is
+        predicted; one progress bar spans them all."""
+        chunk_size = chunk_size or PREDICT_CHUNK
         premises, hypotheses, tokenised = _split_pairs(pairs, tokenised)
-        if not premises:
-            return []
-        encoded = self.encode(*_refuse_blanks(premises, hypotheses), tokenised)
-        return [Prediction.from_probabilities(self.labels, row, cut)
-                for row, cut in zip(self.probabilities(encoded), encoded.truncated)]
+        self._check_texts(*_refuse_blanks(premises, hypotheses))
+        with self._progress(len(premises)) as bar:
+            for start in range(0, len(premises), chunk_size):
+                encoded = encode_pairs(self.tokenizer, premises[start : start + chunk_size],
+                                       hypotheses[start : start + chunk_size], self.max_len, tokenised)
+                yield [Prediction.from_probabilities(self.labels, row, cut)
+                       for row, cut in zip(_softmax(self._logits(encoded, bar.update)), encoded.truncated)]
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
 
 
 def _split_pairs(pairs: Pairs, tokenised: bool) -> tuple[list[str], list[str], bool]:

@@ -465,8 +465,10 @@ class Trainer:
     def validate(self) -> ClassificationReport:
         """Validation scores. Under DDP each rank scores every world-th pair and the counts are summed."""
         index = np.arange(self.rank, len(self.eval_pairs), self.world)
-        logits = batched_logits(self.model, self.eval_pairs.take(index), self.device, self.dtype, self.eval_plan,
-                                progress="validating" if self.show_progress and self.rank == 0 else None)
+        with progress_bar(enabled=self.show_progress and self.rank == 0, total=len(index), unit="pair",
+                          desc="validating", leave=False) as bar:
+            logits = batched_logits(self.model, self.eval_pairs.take(index), self.device, self.dtype,
+                                    self.eval_plan, done=bar.update)
         report = ClassificationReport.from_predictions(self.labels, self.eval_gold[index], logits.argmax(-1))
         if self.world > 1:
             counts = torch.from_numpy(report.confusion).to(self.device)
