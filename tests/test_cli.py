@@ -262,6 +262,19 @@ def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv", "predictions.csv.partial"]
 
 
+def test_predict_into_a_pipe_that_closes_stops_quietly(trained):
+    """`bertnli predict --input big.jsonl | head`: once the reader has gone, no error, and the shell's status."""
+    import subprocess
+
+    code = ("import sys, bertnli.inference; bertnli.inference.PREDICT_CHUNK = 10\n"
+            "from bertnli.cli import main; sys.exit(main(sys.argv[1:]))")
+    run = subprocess.Popen([sys.executable, "-c", code, "predict", "--model", str(trained["run"]), "--input",
+                            str(trained["dev"]), "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert json.loads(run.stdout.readline())["line"] == 1
+    run.stdout.close()  # as `head -1` does
+    assert run.wait(timeout=60) == 141 and run.stderr.read() == b""
+
+
 def test_predict_reads_files_with_their_own_column_names(trained, capsys, tmp_path):
     from bertnli import NLIModel
 

@@ -772,6 +772,9 @@ def _run(args: argparse.Namespace) -> int:
     except BertnliError as exc:
         _error(args, str(exc), storage=isinstance(exc, (DataError, CheckpointError, DownloadError)))
         return 1
+    except BrokenPipeError:  # the reader left (`| head`): stop quietly, as the shell's own tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+        return 128 + 13  # as a shell reports a process ended by SIGPIPE
     except OSError as exc:  # a file that cannot be read or written: the path and the reason, no traceback
         where = f"{exc.filename}: " if exc.filename else ""
         _error(args, f"{where}{exc.strerror or exc}", storage=True)
