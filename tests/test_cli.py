@@ -557,6 +557,20 @@ def test_resume_refuses_other_settings_and_other_data(trained, tmp_path, capsys)
     assert "training data differ" in line
 
 
+def test_resume_splits_the_data_by_the_rule_the_run_recorded(trained, tiny, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    assert main(["train", "--model", tiny, "--num-heads", "4", "--train", str(trained["dev"]), "--out", str(run),
+                 "--epochs", "1", "--batch-size", "64", "--no-progress"]) == 0  # 300 pairs: 30 held out
+    monkeypatch.setattr("bertnli.data.splits.DEFAULT_VALIDATION_CAP", 20)  # a cap brought in later
+    _edit_config(run, lambda c: c["data"]["source"].pop("validation_cap"))  # as runs recorded before any cap
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert "finished training already" in capsys.readouterr().err
+    _edit_config(run, lambda c: c["data"]["source"].update(validation_cap=20))  # the rule recorded is the one used
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 1
+    assert "training data differ" in capsys.readouterr().err
+
+
 def _edit_config(run, edit):
     config = json.loads((run / "config.json").read_text())
     edit(config)

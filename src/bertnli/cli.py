@@ -159,7 +159,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     src.add_argument("--eval", action="append", metavar="FILE", help="validation file(s)")
     src.add_argument("--validation-fraction", type=float,
                      help="without --eval, hold out this seeded share of the training data "
-                          "(default 0.1, at most 10,000 pairs)")
+                          "(default: 10%%, at most 10,000 pairs)")
     _add_data_options(src)
     run = p.add_argument_group("run")
     run.add_argument("--out", type=Path, help="run directory (default runs/<dataset or file name>)")
@@ -401,12 +401,14 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
 
 def _data_source(args: argparse.Namespace, seed: int) -> dict:
     """How the data were chosen, as the run records it for --resume: files as absolute paths, so that a resume
-    finds them from any folder, and the seed of the validation split."""
+    finds them from any folder, and the seed and size rule of the validation split."""
+    from bertnli.data.splits import DEFAULT_VALIDATION_CAP
+
     source = {k: getattr(args, k) for k in ("dataset", "train", "eval", "validation_fraction", "format", "columns",
                                             "label_map", "d2l_text", "limit")}
     source["train"], source["eval"] = ([_absolute(spec) for spec in specs] if specs else specs
                                        for specs in (args.train, args.eval))
-    return {**source, "seed": seed}
+    return {**source, "seed": seed, "validation_cap": DEFAULT_VALIDATION_CAP}
 
 
 def _absolute(spec: str) -> str:
@@ -433,8 +435,9 @@ def _load_training_data(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
             if args.eval else None
     if eval_set is None:
         _note(f"read {train_set.describe()}")  # the halves below no longer list what was skipped
-        train_set, eval_set = train_validation_split(train_set, validation_fraction=args.validation_fraction,
-                                                     seed=args.seed)
+        train_set, eval_set = train_validation_split(  # runs recorded before the cap was set held out 10%
+            train_set, validation_fraction=args.validation_fraction, seed=args.seed,
+            cap=getattr(args, "validation_cap", None))
     return train_set, eval_set
 
 

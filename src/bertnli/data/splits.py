@@ -26,9 +26,10 @@ def train_validation_split(
     *,
     validation_size: int | None = None,
     seed: int = 0,
+    cap: int | None = DEFAULT_VALIDATION_CAP,
 ) -> tuple[Dataset, Dataset]:
     """Hold out a validation slice: ``validation_size`` examples, else ``validation_fraction``, else 10% up to
-    `DEFAULT_VALIDATION_CAP` examples.
+    ``cap`` examples (None: no cap, as before there was one).
 
     Deterministic for a seed, stratified by label (each label keeps its share, to within one example);
     both parts keep the original order, are named like ``snli_1.0_dev[train 90%]``, and skip nothing
@@ -37,8 +38,8 @@ def train_validation_split(
     n = len(dataset)
     if validation_size is not None and validation_fraction is not None:
         raise ConfigError("give validation_fraction or validation_size, not both")
-    if validation_size is None and validation_fraction is None and round(n * 0.1) > DEFAULT_VALIDATION_CAP:
-        validation_size = DEFAULT_VALIDATION_CAP
+    if validation_size is None and validation_fraction is None and cap is not None and round(n * 0.1) > cap:
+        validation_size = cap
     if validation_size is None:
         fraction = 0.1 if validation_fraction is None else validation_fraction
         check_validation_fraction(fraction)
