@@ -260,6 +260,13 @@ def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_
         assert [(int(r["line"]), r["label"]) for r in csv.DictReader(f)] == \
             [(e.line, p.label) for e, p in zip(examples[:80], wanted[:80])]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv", "predictions.csv.partial"]
+    assert stat.S_IMODE(partial.stat().st_mode) == stat.S_IMODE(table.stat().st_mode)  # not a temporary's 0600
+    monkeypatch.setattr(NLIModel, "predict_chunks", chunks)
+    assert main(["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--output",
+                 str(table), "--no-progress"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv"]  # the out-of-date part is gone
+    with pytest.raises(ValueError, match="chunk_size must be at least 1, not 0"):
+        next(model.predict_chunks(examples, chunk_size=0))
 
 
 def test_predict_into_a_pipe_that_closes_stops_quietly(trained):

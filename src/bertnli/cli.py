@@ -250,7 +250,8 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path,
                    help="where to write the predictions: the input line of each pair, its texts, label and "
                         "probabilities, as CSV or TSV for a .csv or .tsv file, else JSON lines (default: standard "
-                        "output, JSON lines)")
+                        "output, JSON lines); written 65,536 pairs at a time: Ctrl-C keeps the chunks done in "
+                        "OUTPUT.partial")
     _add_hardware(p)
     _add_inference_compile(p)
     _add_no_progress(p)
@@ -596,12 +597,14 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 def _write_predictions(model: NLIModel, examples: list[Example], tokenised: bool, output: Path | None) -> int:
     """Predict ``examples`` a chunk at a time and write each chunk as it comes: to standard output, or to
-    ``output``, which is replaced whole once every prediction is in (Ctrl-C keeps those made so far beside it,
-    in ``<output>.partial``). Returns how many pairs were read cut."""
+    ``output``, which is replaced whole once every prediction is in (Ctrl-C keeps the chunks done so far beside
+    it, in ``<output>.partial``; a later run that finishes removes that file). Returns how many pairs were read
+    cut."""
     from bertnli.data.writers import format_predictions
-    from bertnli.paths import atomic_write
+    from bertnli.paths import FILE_MODE, atomic_write
 
     written = cut = 0
+    partial = output.with_name(f"{output.name}.partial") if output else None
 
     def write(stream: TextIO) -> None:
         nonlocal written, cut
@@ -619,7 +622,7 @@ def _write_predictions(model: NLIModel, examples: list[Example], tokenised: bool
                 if not written or target == output:  # nothing to keep, or a stream that keeps it already
                     raise
                 stream.close()
-                partial = output.with_name(f"{output.name}.partial")
+                os.chmod(target, FILE_MODE)  # as the finished file would have been
                 os.replace(target, partial)
                 raise Interrupted(f"interrupted; the first {written:,} of {len(examples):,} predictions are in "
                                   f"{partial}") from None
@@ -628,6 +631,7 @@ def _write_predictions(model: NLIModel, examples: list[Example], tokenised: bool
         write(sys.stdout)
     else:
         atomic_write(output, write_file)
+        partial.unlink(missing_ok=True)  # an interrupted run's, now out of date
     return cut
 
 

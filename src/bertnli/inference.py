@@ -211,7 +211,9 @@ class NLIModel:
         """`predict`, ``chunk_size`` (default `PREDICT_CHUNK`) pairs at a time, in order: memory stays flat on
         any input, and results can be written as they come. Every pair is checked before the first chunk is
         predicted; one progress bar spans them all."""
-        chunk_size = chunk_size or PREDICT_CHUNK
+        chunk_size = PREDICT_CHUNK if chunk_size is None else chunk_size
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
         premises, hypotheses, tokenised = _split_pairs(pairs, tokenised)
         self._check_texts(*_refuse_blanks(premises, hypotheses))
         with self._progress(len(premises)) as bar:
