@@ -547,14 +547,14 @@ def test_split_by_size_fills_exactly():
             train_validation_split(data, **bad)
 
 
-def test_the_default_share_holds_out_at_most_the_cap(monkeypatch):
-    monkeypatch.setattr("bertnli.data.splits.DEFAULT_VALIDATION_CAP", 60)  # as 10,000 of 550,000 pairs would be
+def test_the_default_share_holds_out_at_most_the_cap():
     data = labelled({"entailment": 500, "neutral": 300, "contradiction": 200})
-    train, validation = train_validation_split(data, seed=3)
+    train, validation = train_validation_split(data, seed=3, cap=60)  # as 10,000 of 550,000 pairs would be
     assert (len(train), len(validation)) == (940, 60) and validation.name == "snli_dev[validation 60]"
     assert validation.label_counts() == Counter({"entailment": 30, "neutral": 18, "contradiction": 12})
-    asked = train_validation_split(data, validation_fraction=0.1, seed=3)[1]  # a share asked for is kept
+    asked = train_validation_split(data, validation_fraction=0.1, seed=3, cap=60)[1]  # a share asked for is kept
     assert len(asked) == 100 and asked.name == "snli_dev[validation 10%]"
+    assert len(train_validation_split(data, seed=3, cap=None)[1]) == 100  # runs recorded before the cap
 
 
 # ---- the real files in ../shared/data -------------------------------------------------------------
