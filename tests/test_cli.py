@@ -588,9 +588,9 @@ def _edit_config(run, edit):
     (lambda run: (run / "metrics.jsonl").write_bytes(b'{"kind": "step", "step": 1}\n\xff\n'),
      "metrics.jsonl: not UTF-8 text"),
     (lambda run: (run / "metrics.jsonl").write_text('[1]\n{"kind": "step", "step": 1}\n'),
-     "metrics.jsonl: line 1 is not a record of a step or epoch"),
+     "metrics.jsonl: line 1 is not a record of a step, validation or epoch"),
     (lambda run: (run / "metrics.jsonl").write_text('{"kind": "epoch"}\n{"kind": "step", "step": 1}\n'),
-     "metrics.jsonl: line 1 is not a record of a step or epoch"),
+     "metrics.jsonl: line 1 is not a record of a step, validation or epoch"),
     (lambda run: torch.save({"foo": 1}, run / "checkpoint.pt"), "checkpoint.pt: not a bertnli training checkpoint"),
     (lambda run: (run / "checkpoint.pt").write_bytes(b""), "checkpoint.pt: cannot read checkpoint: "),
     (lambda run: _edit_config(run, lambda c: c["train"].update(lr="abc")),
@@ -713,12 +713,14 @@ def test_under_torchrun_only_the_first_process_prints(trained, tiny, tmp_path, c
 def test_progress_in_a_log_file_is_whole_lines(trained, tiny, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("bertnli.progress.LOG_INTERVAL_S", 0)  # a line at every update, not every 30 s
     assert main(["train", "--model", tiny, "--num-heads", "4", "--train", str(trained["dev"]),
-                 "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "64"]) == 0
+                 "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "64", "--eval-every", "2"]) == 0
     err = capsys.readouterr().err
-    assert "\r" not in err
+    assert "\r" not in err and "\x1b" not in err  # no cursor moves either, for the validation inside the epoch
     bars = [line for line in err.splitlines() if line.startswith("epoch 1/1:")]
     counts = [bar.split("|")[-1].split()[0] for bar in bars]
     assert counts == [f"{n}/5" for n in range(6)]  # 270 pairs: 5 batches, each line once
+    notes = [line.split(":")[0] for line in err.splitlines() if "validation accuracy" in line]
+    assert notes == ["step 2 (epoch 1 of 1)", "step 4 (epoch 1 of 1)"]  # a validation every 2 steps, noted
 
 
 def test_progress_in_a_log_file_of_short_work_is_its_first_and_last_line(trained, tiny, tmp_path, capsys):

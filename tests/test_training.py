@@ -370,6 +370,56 @@ def test_the_model_folder_keeps_the_epoch_of_best_validation_accuracy(task, tmp_
     assert not all(torch.equal(saved[k], after[2][k]) for k in saved)
 
 
+def test_validation_every_n_steps_keeps_the_best_model_and_early_stopping_counts_epochs(task, tmp_path,
+                                                                                        monkeypatch):
+    """4 steps an epoch, a validation every 2: at steps 2, 4 (epoch end), 6, 8 (end), 10, 12 (end). Scripted
+    accuracies put the best at step 6, inside epoch 2, whose own end scores low: that epoch still improved."""
+    from bertnli.metrics import ClassificationReport
+
+    right, weights = iter([5, 6, 9, 5, 5, 5]), []  # of 10 validation pairs
+
+    def scripted(self):
+        weights.append({k: v.clone() for k, v in self.model.state_dict().items()})
+        k = next(right)
+        return ClassificationReport(self.labels, np.array([[k, 0, 0], [0, 0, 0], [10 - k, 0, 0]]))
+
+    monkeypatch.setattr(Trainer, "validate", scripted)
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=4, batch_size=32, eval_every=2,
+                                  early_stopping=1)
+    result = train(cfg, synthetic_dataset(128, 1), synthetic_dataset(32, 2), tmp_path / "run", progress=False)
+    assert len(result.epochs) == 3  # epoch 3 is the first without a better validation: counted by epoch ends, 2
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["eval_accuracy"], r["best"]) for r in records if r["kind"] == "eval"] == [
+        (2, 0.5, True), (6, 0.9, True), (10, 0.5, False)]
+    assert [r["best"] for r in result.epochs] == [True, False, False]
+    saved = load_file(tmp_path / "run" / "model" / "model.safetensors")
+    assert json.loads((tmp_path / "run" / "model" / "config.json").read_text())["trained"] == \
+        {"epoch": 2, "step": 6, "accuracy": 0.9}
+    assert all(torch.equal(saved[k], weights[2][k]) for k in saved)  # the weights validated at step 6
+
+
+def test_a_stop_on_a_validation_step_validates_first_on_resume_and_ends_as_never_stopped(task, tmp_path):
+    train_set, eval_set = synthetic_dataset(400, 1), synthetic_dataset(50, 2)
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=2, batch_size=32, eval_every=4)
+    train(cfg, train_set, eval_set, tmp_path / "whole", progress=False)
+    trainer = Trainer(cfg, train_set, eval_set, tmp_path / "run", progress=False)
+    interrupt_after_step(trainer, 8)  # 13 steps an epoch; validations at steps 4, 8, 12, 16, 20, 24
+    with pytest.raises(TrainingInterrupted):
+        trainer.fit()  # stops at once, its validation left for later
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["progress"]["pending_validation"]
+    train(cfg, train_set, eval_set, tmp_path / "run", resume=True, progress=False)
+
+    def scores(run: Path) -> list[dict]:
+        timed = ("pairs_per_second", "train_seconds", "eval_seconds")
+        records = map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+        return [{k: v for k, v in r.items() if k not in timed} for r in records if r["kind"] != "step"]
+
+    assert [r["step"] for r in scores(tmp_path / "run") if r["kind"] == "eval"] == [4, 8, 12, 16, 20, 24]
+    assert scores(tmp_path / "run") == scores(tmp_path / "whole")
+    weights = [load_file(run / "model" / "model.safetensors") for run in (tmp_path / "run", tmp_path / "whole")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
+
+
 def test_encoded_data_cache_is_reused_and_keyed_by_content(tmp_path):
     tok = WordTokenizer(["<unk>", "<pad>", "<cls>", "<sep>", "<mask>", "a", "b"])
     first = encode_cached(tok, ["a b", "a"], ["b", "b a"], 16, tmp_path)

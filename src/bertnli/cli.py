@@ -35,6 +35,7 @@ EXAMPLES = {
   bertnli train --dataset snli --recipe d2l --model bert.small --d2l-text --out runs/d2l   # the d2l chapter
   bertnli train --train a.jsonl --train b.jsonl --eval dev.jsonl --model bert.base.torch.zip    # a d2l archive
   bertnli train --resume runs/dev                                    # continue a stopped run
+  bertnli train --dataset snli --out runs/cpu --eval-every 2000      # long epochs: validate every 2,000 steps
   bertnli train --dataset snli --out runs/gpu --batch-size 256 --compile   # one GPU: CUDA graphs
   torchrun --nproc-per-node 4 -m bertnli train --dataset snli --out runs/ddp""",
     "evaluate": """examples:
@@ -185,11 +186,13 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                                 "per process and micro-batch, like --batch-size"),
         ("--grad-accum", int, "batches per optimizer step"),
         ("--grad-clip", float, "clip the gradient norm (0: no clipping)"),
-        ("--early-stopping", int, "stop after N epochs without a better validation accuracy"),
+        ("--early-stopping", int, "stop after N epochs in which no validation beat the best accuracy"),
         ("--num-heads", int, "attention heads, for d2l checkpoints of unusual sizes"),
         ("--dropout", float, "replace the checkpoint's dropout rate"),
         ("--log-every", int, "steps between logged records"),
         ("--checkpoint-every", int, "steps between mid-epoch checkpoints (0: at epoch ends only)"),
+        ("--eval-every", int, "steps between validations within an epoch, each keeping the model if it is the "
+                              "best yet, for long epochs (0: at epoch ends only)"),
     ]:
         hp.add_argument(flag, type=kind, help=f"{text}; {_recipe_defaults(flag)}")
     hp.add_argument("--optimizer", choices=["adam", "adamw"], help=_recipe_defaults("--optimizer"))
@@ -393,7 +396,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
     overrides = {k: getattr(args, k) for k in (
         "epochs", "batch_size", "lr", "max_len", "seed", "weight_decay", "warmup_ratio", "max_tokens",
         "grad_accum", "grad_clip", "early_stopping", "num_heads", "dropout", "log_every", "checkpoint_every",
-        "optimizer", "schedule")}
+        "eval_every", "optimizer", "schedule")}
     return TrainConfig.from_recipe(args.recipe, model=_absolute(args.model), device=args.device,
                                    precision=args.precision, compile=args.compile or None,
                                    tensorboard=args.tensorboard or None,
@@ -467,9 +470,11 @@ def _error(args: argparse.Namespace, message: str, storage: bool) -> None:
 
 
 def _note(text: str) -> None:
-    """A line on standard error, from the first process only."""
+    """A line on standard error, from the first process only (above any progress bar drawn there)."""
     if _first_process():
-        print(text, file=sys.stderr)
+        from tqdm import tqdm
+
+        tqdm.write(text, file=sys.stderr)
 
 
 def _print_result(result: TrainResult) -> None:

@@ -28,6 +28,8 @@ def plot_curves(run: RunDir | str | Path, path: str | Path | None = None) -> Pat
     records = list(run.metrics())
     steps = [r for r in records if r.get("kind") == "step"]
     epochs = [r for r in records if r.get("kind") == "epoch"]
+    validations = sorted((r["step"], r["eval_accuracy"]) for r in records  # at epoch ends, and every eval_every
+                         if r.get("kind") in ("epoch", "eval") and "eval_accuracy" in r)
     fig = Figure(figsize=(11, 4))
     loss_ax, acc_ax = fig.subplots(1, 2)
     if steps:
@@ -41,8 +43,8 @@ def plot_curves(run: RunDir | str | Path, path: str | Path | None = None) -> Pat
         x = [r["step"] for r in epochs]
         loss_ax.plot(x, [r["train_loss"] for r in epochs], "o-", label="train loss (mean over the epoch)")
         acc_ax.plot(x, [r["train_accuracy"] for r in epochs], "o-", label="train accuracy (mean over the epoch)")
-        if "eval_accuracy" in epochs[0]:
-            acc_ax.plot(x, [r["eval_accuracy"] for r in epochs], "s-", label="validation accuracy (epoch)")
+    if validations:
+        acc_ax.plot(*zip(*validations), "s-", label="validation accuracy")
     loss_ax.set(xlabel="optimizer step", ylabel="cross-entropy", title="Loss")
     acc_ax.set(xlabel="optimizer step", ylabel="accuracy", title="Accuracy", ylim=(0, 1))
     for ax in (loss_ax, acc_ax):

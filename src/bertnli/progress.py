@@ -19,8 +19,10 @@ def progress_bar(*, enabled: bool = True, **kwargs: Any) -> tqdm:
         return tqdm(disable=True, **kwargs)
     if _redraws_in_place(stream):
         return auto_tqdm(**kwargs)
+    # Every bar on line 0: a bar opened inside another (validation within an epoch) would otherwise move the
+    # cursor to a line of its own, which a log file shows as escape codes.
     return _LogBar(file=LineStream(stream), mininterval=LOG_INTERVAL_S, maxinterval=LOG_INTERVAL_S, ncols=100,
-                   **kwargs)
+                   position=0, **kwargs)
 
 
 class _LogBar(tqdm):

@@ -34,8 +34,10 @@ class TrainConfig:
     order. ``grad_clip=0`` turns clipping off. ``max_tokens`` caps each batch's tokens as well as its pairs;
     ``pack`` puts several pairs in each row; ``compile`` (GPUs) trains a compiled network on packed rows of
     fixed shape; ``cache`` keeps encoded data on disk; ``num_heads`` (d2l checkpoints only) and ``dropout``
-    replace the checkpoint's values when set; ``eval_batch_tokens`` sizes validation batches; ``log_every``
-    and ``checkpoint_every`` count optimizer steps (``checkpoint_every=0``: checkpoints at epoch ends only)."""
+    replace the checkpoint's values when set; ``eval_batch_tokens`` sizes validation batches; ``log_every``,
+    ``checkpoint_every`` and ``eval_every`` count optimizer steps (``checkpoint_every=0``: checkpoints at epoch
+    ends only; ``eval_every=0``: validation at epoch ends only). ``early_stopping`` counts epochs in which no
+    validation improved on the best."""
 
     model: str = "minilm"
     recipe: Literal["d2l", "finetune"] = "finetune"
@@ -64,6 +66,7 @@ class TrainConfig:
     eval_batch_tokens: int = 65536
     log_every: int = 50
     checkpoint_every: int = 500
+    eval_every: int = 0
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
@@ -116,6 +119,7 @@ class TrainConfig:
             "eval_batch_tokens": (self.eval_batch_tokens >= self.max_len, f"at least max_len ({self.max_len})"),
             "log_every": (self.log_every >= 1, "at least 1"),
             "checkpoint_every": (self.checkpoint_every >= 0, "0 (at epoch ends only) or more"),
+            "eval_every": (self.eval_every >= 0, "0 (at epoch ends only) or more"),
             "seed": (0 <= self.seed < 2**32, "from 0 to 2**32 - 1"),
         }
         bad = [f"{name}={getattr(self, name)!r} (must be {rule})" for name, (holds, rule) in rules.items()

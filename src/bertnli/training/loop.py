@@ -88,7 +88,9 @@ class RunState:
     seen: int = 0
     train_seconds: float = 0.0
     best_accuracy: float | None = None
-    stale_epochs: int = 0
+    best_epoch: int | None = None  # the epoch (from 1) whose validation found the best model
+    stale_epochs: int = 0  # epochs in a row in which no validation improved on the best
+    pending_validation: bool = False  # stopped on the step where a validation was due: it comes first
     epochs: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -351,7 +353,8 @@ class Trainer:
 
         plot_curves(self.run)
         if self.eval_set is not None:
-            best_epoch = max(r["epoch"] for r in self.state.epochs if r["best"])
+            p = self.state  # checkpoints made before best_epoch was kept: the last epoch found best
+            best_epoch = p.best_epoch or max(r["epoch"] for r in p.epochs if r["best"])
             logger.info("%s: scoring the best model (epoch %d) on the %s validation pairs for evaluation.md",
                         self.run.path, best_epoch, f"{len(self.eval_set):,}")
             best = NLIModel.load(self.run.model_dir, device=str(self.device), precision=self.cfg.precision,
@@ -361,6 +364,8 @@ class Trainer:
     def train_epoch(self) -> None:
         p, cfg = self.state, self.cfg
         batches = self._epoch_batches(p.epoch)
+        if p.pending_validation:
+            self.validate_within_epoch()
         self.model.train()
         bar = progress_bar(enabled=self.show_progress and self.rank == 0, total=len(batches), initial=p.batch,
                            desc=f"epoch {p.epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
@@ -374,7 +379,8 @@ class Trainer:
             p.step += 1
             bar.update(1)
             periodic = bool(cfg.checkpoint_every) and p.step % cfg.checkpoint_every == 0
-            boundary = periodic or p.step % cfg.log_every == 0 or p.batch == len(batches)
+            validating = self._validation_due(within_epoch=p.batch < len(batches))
+            boundary = periodic or validating or p.step % cfg.log_every == 0 or p.batch == len(batches)
             stop = self._stop_now(end_of_epoch=p.batch == len(batches))
             if boundary or stop:
                 self._absorb(running, seen, steps, time.perf_counter() - started)
@@ -382,8 +388,12 @@ class Trainer:
                 seen = steps = 0
                 bar.set_postfix(loss=f"{p.loss_sum / max(p.seen, 1):.4f}", acc=f"{p.correct / max(p.seen, 1):.3f}",
                                 refresh=False)  # shown at the next redraw: a log file gets no extra line
+            if validating and stop:  # a stop asked for comes first; the resumed run validates before its first step
+                p.pending_validation = True
+            elif validating:
+                self.validate_within_epoch()
             # The checkpoint at the end of an epoch comes after its evaluation (`end_epoch`), unless the run stops here.
-            if (periodic and p.batch < len(batches)) or stop:
+            if ((periodic or validating) and p.batch < len(batches)) or stop:
                 self.save_checkpoint()
             if stop:
                 bar.close()
@@ -445,22 +455,46 @@ class Trainer:
             report = self.validate()
             record.update(eval_accuracy=report.accuracy, eval_macro_f1=report.macro_f1(),
                           eval_seconds=time.perf_counter() - started)
-        accuracy = record.get("eval_accuracy", record["train_accuracy"])
-        improved = p.best_accuracy is None or accuracy > p.best_accuracy
-        p.best_accuracy = accuracy if improved else p.best_accuracy
-        p.stale_epochs = 0 if improved else p.stale_epochs + 1
-        record["best"] = improved
+        record["best"] = self._keep_if_best(record.get("eval_accuracy", record["train_accuracy"]))
+        p.stale_epochs = 0 if p.best_epoch == p.epoch + 1 else p.stale_epochs + 1
         p.epochs.append(record)
         self.log(record)
         if self.on_epoch is not None and self.rank == 0:
             self.on_epoch(record)
-        if improved and self.rank == 0:
-            save_classifier(self.run.model_dir, self.model, self.tokenizer, self.labels, self.cfg.max_len,
-                            extra={"trained": {"epoch": p.epoch + 1, "step": p.step, "accuracy": accuracy}})
         p.epoch, p.batch = p.epoch + 1, 0
         p.loss_sum, p.correct, p.seen, p.train_seconds = 0.0, 0, 0, 0.0
         self.save_checkpoint()
         return record
+
+    def _validation_due(self, within_epoch: bool) -> bool:
+        """Whether this step ends an ``eval_every`` interval inside an epoch (its end validates anyway)."""
+        every = self.cfg.eval_every
+        return bool(every) and within_epoch and self.eval_pairs is not None and self.state.step % every == 0
+
+    def validate_within_epoch(self) -> None:
+        """A validation between two steps of an epoch (``eval_every``): logged, and the model saved if it is
+        the best yet."""
+        p = self.state
+        started = time.perf_counter()
+        report = self.validate()
+        best = self._keep_if_best(report.accuracy)
+        self.log({"kind": "eval", "epoch": p.epoch + 1, "step": p.step, "eval_accuracy": report.accuracy,
+                  "eval_macro_f1": report.macro_f1(), "eval_seconds": time.perf_counter() - started, "best": best})
+        p.pending_validation = False
+        if self.rank == 0:
+            logger.info("step %d (epoch %d of %d): validation accuracy %.4f%s", p.step, p.epoch + 1,
+                        self.cfg.epochs, report.accuracy, " (best so far)" if best else "")
+
+    def _keep_if_best(self, accuracy: float) -> bool:
+        """Save the model if ``accuracy`` beats the best so far; returns whether it did."""
+        p = self.state
+        if p.best_accuracy is not None and accuracy <= p.best_accuracy:
+            return False
+        p.best_accuracy, p.best_epoch = accuracy, p.epoch + 1
+        if self.rank == 0:
+            save_classifier(self.run.model_dir, self.model, self.tokenizer, self.labels, self.cfg.max_len,
+                            extra={"trained": {"epoch": p.epoch + 1, "step": p.step, "accuracy": accuracy}})
+        return True
 
     def validate(self) -> ClassificationReport:
         """Validation scores. Under DDP each rank scores every world-th pair and the counts are summed."""
@@ -641,16 +675,17 @@ def train(
     source: dict[str, Any] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
-    """Fine-tune ``cfg.model`` on ``train_set``, evaluating on ``eval_set`` each epoch; files in ``run_dir``.
+    """Fine-tune ``cfg.model`` on ``train_set``, evaluating on ``eval_set`` each epoch (and every
+    ``cfg.eval_every`` steps); files in ``run_dir``.
 
     ``source`` records how the data was chosen (the CLI's options), so `--resume` can read it again.
     ``on_epoch`` is called with each epoch's record as soon as it is logged.
     With ``resume``, the settings come from the run's config.json and ``cfg`` is ignored.
 
-    The best model is chosen by validation accuracy, or by training accuracy without ``eval_set``. The run
-    seeds torch's global generator with ``cfg.seed``. Ctrl-C or SIGTERM stops it after the current step (or
-    evaluation), saves a checkpoint and raises `TrainingInterrupted`; ``resume=True`` then continues where it
-    stopped."""
+    The best model is chosen by validation accuracy, or by training accuracy (at epoch ends) without
+    ``eval_set``. The run seeds torch's global generator with ``cfg.seed``. Ctrl-C or SIGTERM stops it after
+    the current step (or evaluation), saves a checkpoint and raises `TrainingInterrupted`; ``resume=True``
+    then continues where it stopped."""
     for role, dataset in (("train_set", train_set), ("eval_set", eval_set)):
         if not (isinstance(dataset, Dataset) or (role == "eval_set" and dataset is None)):
             raise TypeError(f"{role} must be a bertnli.data.Dataset, e.g. Dataset('name', [Example(premise, "

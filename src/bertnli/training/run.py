@@ -248,7 +248,8 @@ class RunDir:
                 return
             if not (isinstance(record, dict) and isinstance(record.get("step"), int)
                     and isinstance(record.get("kind"), str)):
-                raise CheckpointError(self.metrics_path, f"line {number} is not a record of a step or epoch")
+                raise CheckpointError(self.metrics_path,
+                                      f"line {number} is not a record of a step, validation or epoch")
             yield record
 
     def truncate_metrics(self, keep_step: int) -> None:
