@@ -420,6 +420,24 @@ def test_a_stop_on_a_validation_step_validates_first_on_resume_and_ends_as_never
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
 
 
+def test_the_parts_of_a_split_share_their_whole_files_cache_entry(tmp_path, monkeypatch):
+    """Another seed or share of the held-out split is the same file: encoded once, not once per split."""
+    from bertnli.data import train_validation_split
+    from bertnli.training.loop import encode_dataset
+
+    monkeypatch.setenv("BERTNLI_CACHE", str(tmp_path))
+    data = synthetic_dataset(200, 1)
+    words = sorted({w for e in data.examples for w in f"{e.premise} {e.hypothesis}".split()})
+    tok = WordTokenizer(["<unk>", "<pad>", "<cls>", "<sep>", "<mask>", *words])
+    for seed, fraction in ((0, None), (1, None), (0, 0.3)):
+        for part in train_validation_split(data, fraction, seed=seed):
+            cached, alone = encode_dataset(part, tok, 16), encode_dataset(part, tok, 16, cache=False)
+            alone = alone.take(np.arange(len(part)))  # trimmed to its longest pair, as a part taken is
+            for name in ("token_ids", "segments", "valid_lens"):
+                assert np.array_equal(getattr(cached, name), getattr(alone, name)), name
+    assert len(list((tmp_path / "encoded").iterdir())) == 1  # the whole file's entry alone
+
+
 def test_encoded_data_cache_is_reused_and_keyed_by_content(tmp_path):
     tok = WordTokenizer(["<unk>", "<pad>", "<cls>", "<sep>", "<mask>", "a", "b"])
     first = encode_cached(tok, ["a b", "a"], ["b", "b a"], 16, tmp_path)

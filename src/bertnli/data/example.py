@@ -56,6 +56,8 @@ class Dataset:
     columns: dict[str, str] = field(default_factory=dict)  # read from a file: the column of each role
     tokenised: bool = False  # the texts are d2l's tokenised parses (read with d2l_text), punctuation apart
     predicted: bool = False  # read from predictions bertnli wrote: the labels are a model's answers
+    # A part of another dataset (`train_validation_split`): that whole, and the positions of these pairs in it.
+    drawn_from: tuple[Dataset, list[int]] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         """Every item an `Example` with texts and a label name (or None): a pandas missing value (NaN) or a

@@ -51,12 +51,13 @@ def train_validation_split(
     if not 0 < size < n:
         raise ConfigError(f"cannot hold out {size:,} of {n:,} examples in {dataset.name}: both parts need some")
     held = _stratified_sample(dataset, size, seed)
-    parts = ([], [])
-    for i, example in enumerate(dataset.examples):
-        parts[i in held].append(example)
-    train, validation = (Dataset(f"{dataset.name}[{tag}]", examples, tokenised=dataset.tokenised,
-                                 predicted=dataset.predicted)
-                         for tag, examples in zip(tags, parts))
+    positions: tuple[list[int], list[int]] = ([], [])
+    for i in range(n):
+        positions[i in held].append(i)
+    train, validation = (Dataset(f"{dataset.name}[{tag}]", [dataset.examples[i] for i in where],
+                                 tokenised=dataset.tokenised, predicted=dataset.predicted,
+                                 drawn_from=(dataset, where))
+                         for tag, where in zip(tags, positions))
     return train, validation
 
 

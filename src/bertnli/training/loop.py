@@ -174,7 +174,11 @@ def gold_indices(dataset: Dataset, labels: list[str]) -> np.ndarray:
 
 
 def encode_dataset(dataset: Dataset, tokenizer: Tokenizer, max_len: int, cache: bool = True) -> EncodedPairs:
-    """Pack the dataset's pairs, through the on-disk cache unless ``cache`` is False."""
+    """Pack the dataset's pairs, through the on-disk cache unless ``cache`` is False. The parts of a split are
+    taken from their whole's entry: one entry a file, whatever the seed or share of the split."""
+    if cache and dataset.drawn_from is not None:
+        whole, positions = dataset.drawn_from
+        return encode_dataset(whole, tokenizer, max_len).take(np.asarray(positions, dtype=np.int64))
     premises, hypotheses = [e.premise for e in dataset.examples], [e.hypothesis for e in dataset.examples]
     if cache:
         return encode_cached(tokenizer, premises, hypotheses, max_len, tokenised=dataset.tokenised)
