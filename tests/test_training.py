@@ -391,6 +391,7 @@ def test_validation_every_n_steps_keeps_the_best_model_and_early_stopping_counts
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["eval_accuracy"], r["best"]) for r in records if r["kind"] == "eval"] == [
         (2, 0.5, True), (6, 0.9, True), (10, 0.5, False)]
+    assert {2, 6, 10} <= {r["step"] for r in records if r["kind"] == "step"}  # training logged up to each
     assert [r["best"] for r in result.epochs] == [True, False, False]
     saved = load_file(tmp_path / "run" / "model" / "model.safetensors")
     assert json.loads((tmp_path / "run" / "model" / "config.json").read_text())["trained"] == \
@@ -398,26 +399,66 @@ def test_validation_every_n_steps_keeps_the_best_model_and_early_stopping_counts
     assert all(torch.equal(saved[k], weights[2][k]) for k in saved)  # the weights validated at step 6
 
 
-def test_a_stop_on_a_validation_step_validates_first_on_resume_and_ends_as_never_stopped(task, tmp_path):
+def test_stops_at_validations_within_epochs_resume_as_never_stopped(task, tmp_path):
+    """A stop on a step where a validation is due leaves it to the resumed run, which validates first (and a crash
+    after that must not log it twice); a stop asked for during a validation comes right after it."""
     train_set, eval_set = synthetic_dataset(400, 1), synthetic_dataset(50, 2)
     cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=2, batch_size=32, eval_every=4)
     train(cfg, train_set, eval_set, tmp_path / "whole", progress=False)
-    trainer = Trainer(cfg, train_set, eval_set, tmp_path / "run", progress=False)
-    interrupt_after_step(trainer, 8)  # 13 steps an epoch; validations at steps 4, 8, 12, 16, 20, 24
-    with pytest.raises(TrainingInterrupted):
-        trainer.fit()  # stops at once, its validation left for later
-    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["progress"]["pending_validation"]
-    train(cfg, train_set, eval_set, tmp_path / "run", resume=True, progress=False)
 
     def scores(run: Path) -> list[dict]:
         timed = ("pairs_per_second", "train_seconds", "eval_seconds")
         records = map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
         return [{k: v for k, v in r.items() if k not in timed} for r in records if r["kind"] != "step"]
 
-    assert [r["step"] for r in scores(tmp_path / "run") if r["kind"] == "eval"] == [4, 8, 12, 16, 20, 24]
-    assert scores(tmp_path / "run") == scores(tmp_path / "whole")
-    weights = [load_file(run / "model" / "model.safetensors") for run in (tmp_path / "run", tmp_path / "whole")]
-    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
+    def progress(run: Path) -> dict:
+        return torch.load(run / "checkpoint.pt", weights_only=True)["progress"]
+
+    # 13 steps an epoch, a validation every 4 of them: at steps 4, 8, 12, then 17, 21, 25.
+    assert [r["step"] for r in scores(tmp_path / "whole") if r["kind"] == "eval"] == [4, 8, 12, 17, 21, 25]
+    trainer = Trainer(cfg, train_set, eval_set, tmp_path / "run", progress=False)
+    interrupt_after_step(trainer, 8)
+    with pytest.raises(TrainingInterrupted):
+        trainer.fit()  # stops at once, its validation left for later
+    assert progress(tmp_path / "run")["pending_validation"]
+    resumed = Trainer(cfg, train_set, eval_set, tmp_path / "run", resume=True, progress=False)
+    trainer_step = resumed.optimizer_step
+
+    def step_or_die(batch):
+        if resumed.state.step == 9:  # dies in step 10, before any checkpoint of its own
+            raise RuntimeError("killed")
+        return trainer_step(batch)
+
+    resumed.optimizer_step = step_or_die
+    with pytest.raises(RuntimeError, match="killed"):
+        resumed.fit()
+    train(cfg, train_set, eval_set, tmp_path / "run", resume=True, progress=False)
+
+    during = Trainer(cfg, train_set, eval_set, tmp_path / "during", progress=False)
+    validate = during.validate
+
+    def validate_then_ctrl_c():
+        report = validate()
+        if during.state.step == 8:
+            os.kill(os.getpid(), signal.SIGINT)
+        return report
+
+    during.validate = validate_then_ctrl_c
+    with pytest.raises(TrainingInterrupted):
+        during.fit()
+    assert (progress(tmp_path / "during")["step"], progress(tmp_path / "during")["pending_validation"]) == (8, False)
+    train(cfg, train_set, eval_set, tmp_path / "during", resume=True, progress=False)
+
+    for run in (tmp_path / "run", tmp_path / "during"):
+        assert scores(run) == scores(tmp_path / "whole")
+        weights = [load_file(r / "model" / "model.safetensors") for r in (run, tmp_path / "whole")]
+        assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
+
+
+def test_validating_within_epochs_needs_validation_data(task, tmp_path):
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, eval_every=4)
+    with pytest.raises(ConfigError, match="eval_every=4 validates on eval_set, and none was given"):
+        train(cfg, synthetic_dataset(64, 1), None, tmp_path / "run", progress=False)
 
 
 def test_the_parts_of_a_split_share_their_whole_files_cache_entry(tmp_path, monkeypatch):

@@ -191,8 +191,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         ("--dropout", float, "replace the checkpoint's dropout rate"),
         ("--log-every", int, "steps between logged records"),
         ("--checkpoint-every", int, "steps between mid-epoch checkpoints (0: at epoch ends only)"),
-        ("--eval-every", int, "steps between validations within an epoch, each keeping the model if it is the "
-                              "best yet, for long epochs (0: at epoch ends only)"),
+        ("--eval-every", int, "validate every N steps of an epoch too (counted from its start), keeping the "
+                              "model whenever it is the best yet: for long epochs (0: at epoch ends only)"),
     ]:
         hp.add_argument(flag, type=kind, help=f"{text}; {_recipe_defaults(flag)}")
     hp.add_argument("--optimizer", choices=["adam", "adamw"], help=_recipe_defaults("--optimizer"))

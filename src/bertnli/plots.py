@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
 
 def plot_curves(run: RunDir | str | Path, path: str | Path | None = None) -> Path:
-    """Loss and accuracy per logged step (thin) and per epoch (markers), side by side: ``path``, by default
-    the run's ``curves.png``."""
+    """Loss and accuracy per logged step (thin) and per epoch (markers), with every validation (at epoch ends,
+    and within epochs with ``eval_every``), side by side: ``path``, by default the run's ``curves.png``."""
     run = run if isinstance(run, RunDir) else RunDir(run)
     records = list(run.metrics())
     steps = [r for r in records if r.get("kind") == "step"]

@@ -35,9 +35,9 @@ class TrainConfig:
     ``pack`` puts several pairs in each row; ``compile`` (GPUs) trains a compiled network on packed rows of
     fixed shape; ``cache`` keeps encoded data on disk; ``num_heads`` (d2l checkpoints only) and ``dropout``
     replace the checkpoint's values when set; ``eval_batch_tokens`` sizes validation batches; ``log_every``,
-    ``checkpoint_every`` and ``eval_every`` count optimizer steps (``checkpoint_every=0``: checkpoints at epoch
-    ends only; ``eval_every=0``: validation at epoch ends only). ``early_stopping`` counts epochs in which no
-    validation improved on the best."""
+    ``checkpoint_every`` and ``eval_every`` count optimizer steps, ``eval_every`` from each epoch's start
+    (``checkpoint_every=0``: checkpoints at epoch ends only; ``eval_every=0``: validation at epoch ends only).
+    ``early_stopping`` counts epochs in which no validation improved on the best."""
 
     model: str = "minilm"
     recipe: Literal["d2l", "finetune"] = "finetune"

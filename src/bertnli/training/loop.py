@@ -368,8 +368,9 @@ class Trainer:
     def train_epoch(self) -> None:
         p, cfg = self.state, self.cfg
         batches = self._epoch_batches(p.epoch)
-        if p.pending_validation:
+        if p.pending_validation:  # saved at once: a crash now must not find it pending, and log it twice
             self.validate_within_epoch()
+            self.save_checkpoint()
         self.model.train()
         bar = progress_bar(enabled=self.show_progress and self.rank == 0, total=len(batches), initial=p.batch,
                            desc=f"epoch {p.epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
@@ -396,8 +397,9 @@ class Trainer:
                 p.pending_validation = True
             elif validating:
                 self.validate_within_epoch()
+                stop = self._agree(self.stop_requested)  # asked during the validation
             # The checkpoint at the end of an epoch comes after its evaluation (`end_epoch`), unless the run stops here.
-            if ((periodic or validating) and p.batch < len(batches)) or stop:
+            if (periodic and p.batch < len(batches)) or stop:
                 self.save_checkpoint()
             if stop:
                 bar.close()
@@ -471,9 +473,10 @@ class Trainer:
         return record
 
     def _validation_due(self, within_epoch: bool) -> bool:
-        """Whether this step ends an ``eval_every`` interval inside an epoch (its end validates anyway)."""
+        """Whether this step ends an ``eval_every`` interval counted from the epoch's start (its end validates
+        anyway)."""
         every = self.cfg.eval_every
-        return bool(every) and within_epoch and self.eval_pairs is not None and self.state.step % every == 0
+        return bool(every) and within_epoch and self.eval_pairs is not None and self.state.batch % every == 0
 
     def validate_within_epoch(self) -> None:
         """A validation between two steps of an epoch (``eval_every``): logged, and the model saved if it is
@@ -481,9 +484,10 @@ class Trainer:
         p = self.state
         started = time.perf_counter()
         report = self.validate()
+        seconds = time.perf_counter() - started
         best = self._keep_if_best(report.accuracy)
         self.log({"kind": "eval", "epoch": p.epoch + 1, "step": p.step, "eval_accuracy": report.accuracy,
-                  "eval_macro_f1": report.macro_f1(), "eval_seconds": time.perf_counter() - started, "best": best})
+                  "eval_macro_f1": report.macro_f1(), "eval_seconds": seconds, "best": best})
         p.pending_validation = False
         if self.rank == 0:
             logger.info("step %d (epoch %d of %d): validation accuracy %.4f%s", p.step, p.epoch + 1,
@@ -700,6 +704,8 @@ def train(
         from bertnli.evaluation import require_gold_labels
 
         require_gold_labels(eval_set)  # its scores would measure nothing, and its report would fail at the end
+    elif cfg.eval_every and not resume:
+        raise ConfigError(f"eval_every={cfg.eval_every} validates on eval_set, and none was given")
     if not resume:
         cfg = cfg.validated()
     # Rank 0 alone writes the run's files, and holds its folder (a group the caller started, or torchrun's).

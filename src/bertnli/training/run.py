@@ -1,7 +1,7 @@
 """The run directory: the unit of work. Every file in it is written atomically (temporary file, rename).
 
     RUN/config.json          every setting, the hardware, library versions, data fingerprints
-    RUN/metrics.jsonl        one JSON object per logged step and per epoch
+    RUN/metrics.jsonl        one JSON object per logged step, validation within an epoch, and epoch
     RUN/checkpoint.pt        the last training state (model, optimizer, schedule, RNG, position)
     RUN/model/               the best model so far, in bertnli's own format (`NLIModel.load(RUN)`)
     RUN/curves.png           loss and accuracy curves
