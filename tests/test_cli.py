@@ -10,6 +10,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -261,6 +262,20 @@ def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_
             [(e.line, p.label) for e, p in zip(examples[:80], wanted[:80])]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv", "predictions.csv.partial"]
     assert stat.S_IMODE(partial.stat().st_mode) == stat.S_IMODE(table.stat().st_mode)  # not a temporary's 0600
+
+    def terminated_after_two_chunks(self, *args, **kwargs):  # a scheduler's notice, or `kill`
+        for n, chunk in enumerate(chunks(self, *args, **kwargs)):
+            if n == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield chunk
+
+    monkeypatch.setattr(NLIModel, "predict_chunks", terminated_after_two_chunks)
+    handler = signal.getsignal(signal.SIGTERM)
+    assert main(["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--output",
+                 str(table), "--no-progress"]) == 128 + signal.SIGTERM
+    assert capsys.readouterr().err == f"bertnli predict: interrupted; the first 80 of 300 predictions are in " \
+                                      f"{partial}\n"
+    assert signal.getsignal(signal.SIGTERM) == handler and table.read_text() == "an earlier file\n"
     monkeypatch.setattr(NLIModel, "predict_chunks", chunks)
     assert main(["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--output",
                  str(table), "--no-progress"]) == 0

@@ -7,7 +7,9 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -253,8 +255,8 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path,
                    help="where to write the predictions: the input line of each pair, its texts, label and "
                         "probabilities, as CSV or TSV for a .csv or .tsv file, else JSON lines (default: standard "
-                        "output, JSON lines); written 65,536 pairs at a time: Ctrl-C keeps the chunks done in "
-                        "OUTPUT.partial")
+                        "output, JSON lines); written 65,536 pairs at a time: Ctrl-C or SIGTERM keeps the chunks done "
+                        "in OUTPUT.partial")
     _add_hardware(p)
     _add_inference_compile(p)
     _add_no_progress(p)
@@ -602,9 +604,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 def _write_predictions(model: NLIModel, examples: list[Example], tokenised: bool, output: Path | None) -> int:
     """Predict ``examples`` a chunk at a time and write each chunk as it comes: to standard output, or to
-    ``output``, which is replaced whole once every prediction is in (Ctrl-C keeps the chunks done so far beside
-    it, in ``<output>.partial``; a later run that finishes removes that file). Returns how many pairs were read
-    cut."""
+    ``output``, which is replaced whole once every prediction is in (Ctrl-C or SIGTERM keeps the chunks done so
+    far beside it, in ``<output>.partial``; a later run that finishes removes that file). Returns how many
+    pairs were read cut."""
     from bertnli.data.writers import format_predictions
     from bertnli.paths import FILE_MODE, atomic_write
 
@@ -622,15 +624,17 @@ def _write_predictions(model: NLIModel, examples: list[Example], tokenised: bool
     def write_file(target: Path) -> None:
         with target.open("a", encoding="utf-8") as stream:  # a new file, or a stream (/dev/stdout) to add to
             try:
-                write(stream)
-            except KeyboardInterrupt:
+                with _termination_as_interrupt():
+                    write(stream)
+            except KeyboardInterrupt as stop:
+                signum = getattr(stop, "signum", signal.SIGINT)
                 if not written or target == output:  # nothing to keep, or a stream that keeps it already
-                    raise
+                    raise Interrupted("interrupted", signum) from None
                 stream.close()
                 os.chmod(target, FILE_MODE)  # as the finished file would have been
                 os.replace(target, partial)
                 raise Interrupted(f"interrupted; the first {written:,} of {len(examples):,} predictions are in "
-                                  f"{partial}") from None
+                                  f"{partial}", signum) from None
 
     if output is None:
         write(sys.stdout)
@@ -638,6 +642,24 @@ def _write_predictions(model: NLIModel, examples: list[Example], tokenised: bool
         atomic_write(output, write_file)
         partial.unlink(missing_ok=True)  # an interrupted run's, now out of date
     return cut
+
+
+@contextlib.contextmanager
+def _termination_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's notice, `kill`) raises an `Interrupted` as Ctrl-C raises KeyboardInterrupt, for
+    the length of the block: what was done can then be kept."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted("interrupted", signum)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _check_output(path: Path, source: Path | None = None) -> None:

@@ -51,7 +51,7 @@ class TrainingDiverged(BertnliError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """Work stopped on Ctrl-C (training: or SIGTERM) after keeping what it had done; the message says where. A
+    """Work stopped on Ctrl-C or SIGTERM after keeping what it had done; the message says where. A
     `KeyboardInterrupt`, as the Ctrl-C it comes from: a loop that catches `Exception` still stops."""
 
     def __init__(self, message: str, signum: int = 2) -> None:
