@@ -276,6 +276,21 @@ def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_
     assert capsys.readouterr().err == f"bertnli predict: interrupted; the first 80 of 300 predictions are in " \
                                       f"{partial}\n"
     assert signal.getsignal(signal.SIGTERM) == handler and table.read_text() == "an earlier file\n"
+
+    class CountedWhenStopped(list):  # the stop comes once the third chunk is written, before it is counted
+        def __len__(self):
+            self.lengths_asked = getattr(self, "lengths_asked", 0) + 1
+            if self.lengths_asked == 2:
+                raise KeyboardInterrupt
+            return super().__len__()
+
+    monkeypatch.setattr(NLIModel, "predict_chunks", lambda self, *args, **kwargs: (
+        CountedWhenStopped(chunk) if n == 2 else chunk for n, chunk in enumerate(chunks(self, *args, **kwargs))))
+    assert main(["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--output",
+                 str(table), "--no-progress"]) == 130
+    assert "the first 80 of 300 predictions are in" in capsys.readouterr().err
+    with partial.open(newline="") as f:
+        assert len(list(csv.DictReader(f))) == 80  # the chunk not counted is not kept either
     monkeypatch.setattr(NLIModel, "predict_chunks", chunks)
     assert main(["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--output",
                  str(table), "--no-progress"]) == 0

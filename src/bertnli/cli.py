@@ -610,16 +610,17 @@ def _write_predictions(model: NLIModel, examples: list[Example], tokenised: bool
     from bertnli.data.writers import format_predictions
     from bertnli.paths import FILE_MODE, atomic_write
 
-    written = cut = 0
+    written = cut = whole_chunks_end = 0
     partial = output.with_name(f"{output.name}.partial") if output else None
 
     def write(stream: TextIO) -> None:
-        nonlocal written, cut
+        nonlocal written, cut, whole_chunks_end
         for chunk in model.predict_chunks(examples, tokenised):
             part = examples[written : written + len(chunk)]
             stream.write(format_predictions(part, chunk, model.labels, output, header=written == 0))
             stream.flush()
             written, cut = written + len(chunk), cut + sum(p.truncated for p in chunk)
+            whole_chunks_end = stream.tell() if stream.seekable() else 0
 
     def write_file(target: Path) -> None:
         with target.open("a", encoding="utf-8") as stream:  # a new file, or a stream (/dev/stdout) to add to
@@ -631,6 +632,7 @@ def _write_predictions(model: NLIModel, examples: list[Example], tokenised: bool
                 if not written or target == output:  # nothing to keep, or a stream that keeps it already
                     raise Interrupted("interrupted", signum) from None
                 stream.close()
+                os.truncate(target, whole_chunks_end)  # less any chunk the stop came in the middle of
                 os.chmod(target, FILE_MODE)  # as the finished file would have been
                 os.replace(target, partial)
                 raise Interrupted(f"interrupted; the first {written:,} of {len(examples):,} predictions are in "
