@@ -7,13 +7,11 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 from bertnli.errors import (
     BertnliError,
@@ -25,9 +23,8 @@ from bertnli.errors import (
 )
 
 if TYPE_CHECKING:  # imported where used, so that `bertnli --help` starts at once
-    from bertnli.data import Dataset, Example
+    from bertnli.data import Dataset
     from bertnli.evaluation import Evaluation
-    from bertnli.inference import NLIModel
     from bertnli.training import TrainConfig, TrainResult
 
 EXAMPLES = {
@@ -594,74 +591,15 @@ def cmd_predict(args: argparse.Namespace) -> None:
         if p.truncated:
             print(f"  (the pair is longer than the model's {model.max_len} tokens: it read the pair cut)")
         return
-    cut = _write_predictions(model, examples, tokenised, args.output)
+    from bertnli.data.writers import write_predictions
+
+    cut = write_predictions(model.predict_chunks(examples, tokenised), examples, model.labels, args.output,
+                            sys.stdout)
     if args.output:
         print(f"{len(examples):,} predictions written to {args.output}", file=sys.stderr)
     if cut:
         _note(f"truncated: {cut:,} of {len(examples):,} pairs were longer than the model's {model.max_len} tokens "
               "and were read cut")
-
-
-def _write_predictions(model: NLIModel, examples: list[Example], tokenised: bool, output: Path | None) -> int:
-    """Predict ``examples`` a chunk at a time and write each chunk as it comes: to standard output, or to
-    ``output``, which is replaced whole once every prediction is in (Ctrl-C or SIGTERM keeps the chunks done so
-    far beside it, in ``<output>.partial``; a later run that finishes removes that file). Returns how many
-    pairs were read cut."""
-    from bertnli.data.writers import format_predictions
-    from bertnli.paths import FILE_MODE, atomic_write
-
-    written = cut = whole_chunks_end = 0
-    partial = output.with_name(f"{output.name}.partial") if output else None
-
-    def write(stream: TextIO) -> None:
-        nonlocal written, cut, whole_chunks_end
-        for chunk in model.predict_chunks(examples, tokenised):
-            part = examples[written : written + len(chunk)]
-            stream.write(format_predictions(part, chunk, model.labels, output, header=written == 0))
-            stream.flush()
-            written, cut = written + len(chunk), cut + sum(p.truncated for p in chunk)
-            whole_chunks_end = stream.tell() if stream.seekable() else 0
-
-    def write_file(target: Path) -> None:
-        with target.open("a", encoding="utf-8") as stream:  # a new file, or a stream (/dev/stdout) to add to
-            try:
-                with _termination_as_interrupt():
-                    write(stream)
-            except KeyboardInterrupt as stop:
-                signum = getattr(stop, "signum", signal.SIGINT)
-                if not written or target == output:  # nothing to keep, or a stream that keeps it already
-                    raise Interrupted("interrupted", signum) from None
-                stream.close()
-                os.truncate(target, whole_chunks_end)  # less any chunk the stop came in the middle of
-                os.chmod(target, FILE_MODE)  # as the finished file would have been
-                os.replace(target, partial)
-                raise Interrupted(f"interrupted; the first {written:,} of {len(examples):,} predictions are in "
-                                  f"{partial}", signum) from None
-
-    if output is None:
-        write(sys.stdout)
-    else:
-        atomic_write(output, write_file)
-        partial.unlink(missing_ok=True)  # an interrupted run's, now out of date
-    return cut
-
-
-@contextlib.contextmanager
-def _termination_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler's notice, `kill`) raises an `Interrupted` as Ctrl-C raises KeyboardInterrupt, for
-    the length of the block: what was done can then be kept."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise Interrupted("interrupted", signum)
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _check_output(path: Path, source: Path | None = None) -> None:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import os
 import re
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from bertnli.data.example import Example
+from bertnli.errors import Interrupted
+from bertnli.paths import FILE_MODE, atomic_write
 
 if TYPE_CHECKING:
     from bertnli.inference import Prediction
@@ -52,3 +58,63 @@ def _table(rows: list[dict], labels: Sequence[str], delimiter: str, header: bool
         writer.writerow([r["line"], *texts, r["label"], *(f"{r['probabilities'][label]:.6f}" for label in labels),
                          str(r["truncated"]).lower()])
     return out.getvalue()
+
+
+def write_predictions(chunks: Iterable[Sequence[Prediction]], examples: Sequence[Example], labels: Sequence[str],
+                      output: Path | None, stream: TextIO) -> int:
+    """Write the predictions of ``examples``, which come in ``chunks`` (as `NLIModel.predict_chunks` yields
+    them), each as it comes: to ``stream`` without an ``output``; to ``output`` otherwise, replaced whole once
+    every prediction is in. Ctrl-C or SIGTERM raises `Interrupted`, having kept the chunks done so far in
+    ``<output>.partial`` (which a later call that finishes removes). Returns how many pairs were read cut."""
+    written = cut = whole_chunks_end = 0
+    partial = output.with_name(f"{output.name}.partial") if output else None
+
+    def write(out: TextIO) -> None:
+        nonlocal written, cut, whole_chunks_end
+        for chunk in chunks:
+            part = examples[written : written + len(chunk)]
+            out.write(format_predictions(part, chunk, labels, output, header=written == 0))
+            out.flush()
+            written, cut = written + len(chunk), cut + sum(p.truncated for p in chunk)
+            whole_chunks_end = out.tell() if out.seekable() else 0
+
+    def write_file(target: Path) -> None:
+        with target.open("a", encoding="utf-8") as out:  # a new file, or a stream (/dev/stdout) to add to
+            try:
+                with _termination_as_interrupt():
+                    write(out)
+            except KeyboardInterrupt as stop:
+                signum = getattr(stop, "signum", signal.SIGINT)
+                if not written or target == output:  # nothing to keep, or a stream that keeps it already
+                    raise Interrupted("interrupted", signum) from None
+                out.close()
+                os.truncate(target, whole_chunks_end)  # less any chunk the stop came in the middle of
+                os.chmod(target, FILE_MODE)  # as the finished file would have been
+                os.replace(target, partial)
+                raise Interrupted(f"interrupted; the first {written:,} of {len(examples):,} predictions are in "
+                                  f"{partial}", signum) from None
+
+    if output is None:
+        write(stream)
+    else:
+        atomic_write(output, write_file)
+        partial.unlink(missing_ok=True)  # an interrupted run's, now out of date
+    return cut
+
+
+@contextlib.contextmanager
+def _termination_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's notice, `kill`) raises an `Interrupted` as Ctrl-C raises KeyboardInterrupt, for
+    the length of the block: what was done can then be kept."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted("interrupted", signum)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
