@@ -227,8 +227,9 @@ def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_
                                                                                      monkeypatch):
     from bertnli import NLIModel
     from bertnli.data import read_dataset
+    from bertnli.inference import PREDICT_CHUNK
 
-    monkeypatch.setattr("bertnli.inference.PREDICT_CHUNK", 40)  # 300 pairs: 8 chunks
+    monkeypatch.setitem(PREDICT_CHUNK, "cpu", 40)  # 300 pairs: 8 chunks
     model = NLIModel.load(trained["run"], device="cpu")
     examples = read_dataset(trained["dev"]).examples
     wanted = model.predict(examples)
@@ -303,7 +304,7 @@ def test_predict_into_a_pipe_that_closes_stops_quietly(trained):
     """`bertnli predict --input big.jsonl | head`: once the reader has gone, no error, and the shell's status."""
     import subprocess
 
-    code = ("import sys, bertnli.inference; bertnli.inference.PREDICT_CHUNK = 10\n"
+    code = ("import sys, bertnli.inference; bertnli.inference.PREDICT_CHUNK['cpu'] = 10\n"
             "from bertnli.cli import main; sys.exit(main(sys.argv[1:]))")
     run = subprocess.Popen([sys.executable, "-c", code, "predict", "--model", str(trained["run"]), "--input",
                             str(trained["dev"]), "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)

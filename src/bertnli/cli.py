@@ -252,8 +252,8 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path,
                    help="where to write the predictions: the input line of each pair, its texts, label and "
                         "probabilities, as CSV or TSV for a .csv or .tsv file, else JSON lines (default: standard "
-                        "output, JSON lines); written 65,536 pairs at a time: Ctrl-C or SIGTERM keeps the chunks done "
-                        "in OUTPUT.partial")
+                        "output, JSON lines); written a chunk at a time (8,192 pairs on a CPU, 65,536 on a GPU): "
+                        "Ctrl-C or SIGTERM keeps the chunks done in OUTPUT.partial")
     _add_hardware(p)
     _add_inference_compile(p)
     _add_no_progress(p)

@@ -24,9 +24,10 @@ from bertnli.weights.native import resolve_model_dir
 
 #: What `NLIModel.predict` takes: (premise, hypothesis) pairs, `Example`s, or a `Dataset`.
 Pairs = Iterable[tuple[str, str]] | Iterable[Mapping[str, str]] | Iterable[Example] | Dataset
-#: Pairs predicted at a time (`NLIModel.predict_chunks`): enough to sort into well-filled batches, few enough
-#: that their predictions take a few hundred MB at most.
-PREDICT_CHUNK = 65_536
+#: Pairs predicted at a time (`NLIModel.predict_chunks`), by device type: enough to sort into a few dozen
+#: well-filled batches, few enough that a chunk takes seconds (so a stop loses little) and its predictions a
+#: few hundred MB at most. Other devices take the CPU's.
+PREDICT_CHUNK = {"cuda": 65_536, "cpu": 8_192}
 
 
 @dataclass(frozen=True)
@@ -208,10 +209,11 @@ class NLIModel:
 
     def predict_chunks(self, pairs: Pairs, tokenised: bool = False, chunk_size: int | None = None
                        ) -> Iterator[list[Prediction]]:
-        """`predict`, ``chunk_size`` (default `PREDICT_CHUNK`) pairs at a time, in order: memory stays flat on
-        any input, and results can be written as they come. Every pair is checked before the first chunk is
-        predicted; one progress bar spans them all."""
-        chunk_size = PREDICT_CHUNK if chunk_size is None else chunk_size
+        """`predict`, ``chunk_size`` (default: `PREDICT_CHUNK` for the device) pairs at a time, in order:
+        memory stays flat on any input, and results can be written as they come. Every pair is checked before
+        the first chunk is predicted; one progress bar spans them all."""
+        if chunk_size is None:
+            chunk_size = PREDICT_CHUNK.get(self.device.type, PREDICT_CHUNK["cpu"])
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
         premises, hypotheses, tokenised = _split_pairs(pairs, tokenised)
