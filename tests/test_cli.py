@@ -844,12 +844,17 @@ def test_help_answers_without_loading_torch():
     assert done.returncode == 0, done.stderr
 
 
-def test_two_class_data_needs_the_explicit_merge(trained, tmp_path, capsys):
+def test_two_class_data_needs_the_explicit_merge(trained, tmp_path, capsys, monkeypatch):
+    from bertnli import NLIModel
+
     rte = tmp_path / "dev.tsv"
     rows = [f"{i}\t{e.premise}\t{e.hypothesis}\t{'entailment' if e.label == 'entailment' else 'not_entailment'}"
             for i, e in enumerate(synthetic_dataset(300, 2).examples)]
     rte.write_text("index\tsentence1\tsentence2\tlabel\n" + "\n".join(rows) + "\n")
-    assert main(["evaluate", "--model", str(trained["run"]), "--data", str(rte)]) == 1
+    with monkeypatch.context() as patch:  # a file that cannot be scored stops the command before any scoring
+        patch.setattr(NLIModel, "logits", lambda *args: pytest.fail("a dataset was scored"))
+        assert main(["evaluate", "--model", str(trained["run"]), "--data", str(trained["dev"]), "--data",
+                     str(rte)]) == 1
     assert "--two-class" in capsys.readouterr().err
     assert main(["evaluate", "--model", str(trained["run"]), "--data", str(rte), "--two-class", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

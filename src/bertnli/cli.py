@@ -484,7 +484,7 @@ def _print_result(result: TrainResult) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from bertnli.evaluation import evaluate, require_gold_labels, write_reports
+    from bertnli.evaluation import check_scorable, evaluate, require_gold_labels, write_reports
     from bertnli.inference import NLIModel
 
     if args.report:
@@ -494,6 +494,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         require_gold_labels(dataset, spec)
     model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
                           progress=not args.no_progress)
+    for dataset in datasets:  # a file the model cannot be scored on stops the command before any scoring
+        check_scorable(model.labels, dataset, args.two_class)
     top = None if args.mistakes < 0 else args.mistakes
     trained_on = _training_files(args.model)
     for spec in args.data:

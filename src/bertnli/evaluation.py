@@ -165,6 +165,35 @@ def require_gold_labels(dataset: Dataset, source: str | Path | None = None) -> N
                         "evaluate the file the predictions were made from")
 
 
+def check_scorable(model_labels: Sequence[str], dataset: Dataset, two_class: bool = False) -> None:
+    """Raise the `DataError` that `evaluate` would for ``dataset`` (no labelled pairs, gold labels the model
+    does not have), without scoring anything: several datasets can be checked before the first is scored."""
+    _scored(model_labels, dataset, two_class)
+
+
+def _scored(model_labels: Sequence[str], dataset: Dataset, two_class: bool
+            ) -> tuple[Dataset, list[Example], list[str], bool]:
+    """What `evaluate` scores: the dataset (merged to two classes for ``two_class``), its labelled pairs, the
+    labels of the score, and whether the model's labels are merged into two."""
+    if two_class:
+        dataset = merge_to_two_classes(dataset)
+    examples = [e for e in dataset.examples if e.label is not None]
+    if not examples:
+        raise DataError(dataset.name, "has no labelled pairs to evaluate on")
+    merge = two_class and tuple(model_labels) != TWO_CLASS_LABELS
+    labels = list(TWO_CLASS_LABELS) if merge else list(model_labels)
+    if merge and not set(model_labels) <= set(TWO_CLASS_MAP):
+        raise DataError(dataset.name, f"cannot merge the model's labels {list(model_labels)} into two classes")
+    gold_names = {e.label for e in examples}
+    if not gold_names <= set(labels):
+        two_class_somewhere = "not_entailment" in gold_names or tuple(labels) == TWO_CLASS_LABELS
+        hint = " (merge neutral and contradiction with --two-class; two_class=True in Python)" \
+            if two_class_somewhere else ""
+        raise DataError(dataset.name, f"labels {sorted(gold_names - set(labels))} are not among the model's "
+                                      f"{labels}{hint}")
+    return dataset, examples, labels, merge
+
+
 def evaluate(model: NLIModel | str | Path, dataset: Dataset, *, two_class: bool = False,
              top_errors: int | None = 10) -> Evaluation:
     """Score ``model`` (an `NLIModel`, or a run or model folder to load) on the labelled pairs of ``dataset``
@@ -178,22 +207,7 @@ def evaluate(model: NLIModel | str | Path, dataset: Dataset, *, two_class: bool 
     require_gold_labels(dataset)
     if not isinstance(model, NLIModel):
         model = NLIModel.load(model)
-    if two_class:
-        dataset = merge_to_two_classes(dataset)
-    examples = [e for e in dataset.examples if e.label is not None]
-    if not examples:
-        raise DataError(dataset.name, "has no labelled pairs to evaluate on")
-    merge = two_class and tuple(model.labels) != TWO_CLASS_LABELS
-    labels = list(TWO_CLASS_LABELS) if merge else list(model.labels)
-    if merge and not set(model.labels) <= set(TWO_CLASS_MAP):
-        raise DataError(dataset.name, f"cannot merge the model's labels {model.labels} into two classes")
-    gold_names = {e.label for e in examples}
-    if not gold_names <= set(labels):  # checked before any prediction: a mismatch should cost no time
-        two_class_somewhere = "not_entailment" in gold_names or tuple(labels) == TWO_CLASS_LABELS
-        hint = " (merge neutral and contradiction with --two-class; two_class=True in Python)" \
-            if two_class_somewhere else ""
-        raise DataError(dataset.name, f"labels {sorted(gold_names - set(labels))} are not among the model's "
-                                      f"{labels}{hint}")
+    dataset, examples, labels, merge = _scored(model.labels, dataset, two_class)
     pairs = model.encode([e.premise for e in examples], [e.hypothesis for e in examples], dataset.tokenised)
     probs = model.probabilities(pairs)
     if merge:
