@@ -221,6 +221,19 @@ def test_predict_one_pair_and_a_file(trained, capsys, tmp_path):
     assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == rows
     assert main(["predict", "--model", str(trained["run"]), long, "dog"]) == 0
     assert "read the pair cut" in capsys.readouterr().out
+    one = tmp_path / "one.jsonl"  # one pair from the command line goes to --output too
+    assert main(["predict", "--model", str(trained["run"]), "red dog runs big", "cat", "--output", str(one)]) == 0
+    assert [(r["hypothesis"], r["label"]) for r in map(json.loads, one.read_text().splitlines())] == [
+        ("cat", wanted[2].label)]
+    assert capsys.readouterr().err == f"1 prediction written to {one}\n"
+    assert main(["predict", "--model", str(trained["run"]), "--input", str(pairs), "--output", "-"]) == 0
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == rows  # -: standard output
+    sheet = tmp_path / "predictions.xlsx"
+    assert main(["predict", "--model", str(trained["run"]), "--input", str(pairs), "--output", str(sheet)]) == 1
+    assert capsys.readouterr().err == (f"bertnli predict: error: --output {sheet}: predictions are written as JSON "
+                                       "lines (.jsonl), CSV (.csv) or TSV (.tsv), not .xlsx; name the file with one "
+                                       "of these\n")
+    assert not sheet.exists()
 
 
 def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_done(trained, tmp_path, capsys,
@@ -269,6 +282,22 @@ def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_
             if n == 2:
                 os.kill(os.getpid(), signal.SIGTERM)
             yield chunk
+
+    def stopped_in_the_first_chunk(self, *args, **kwargs):
+        raise KeyboardInterrupt
+        yield
+
+    monkeypatch.setattr(NLIModel, "predict_chunks", stopped_in_the_first_chunk)
+    assert main(["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--output",
+                 str(tmp_path / "new.csv"), "--no-progress"]) == 130
+    assert capsys.readouterr().err == "bertnli predict: interrupted before the first predictions were done; nothing " \
+                                      "was written\n"
+    partial.unlink()
+    assert main(["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--output",
+                 str(table), "--no-progress"]) == 130
+    assert capsys.readouterr().err == "bertnli predict: interrupted before the first predictions were done; " \
+                                      f"{table} is as it was\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv"]
 
     monkeypatch.setattr(NLIModel, "predict_chunks", terminated_after_two_chunks)
     handler = signal.getsignal(signal.SIGTERM)

@@ -251,8 +251,8 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
                         "file that --data takes; labels in it are ignored; - reads standard input")
     p.add_argument("--output", type=Path,
                    help="where to write the predictions: the input line of each pair, its texts, label and "
-                        "probabilities, as CSV or TSV for a .csv or .tsv file, else JSON lines (default: standard "
-                        "output, JSON lines); written a chunk at a time (8,192 pairs on a CPU, 65,536 on a GPU): "
+                        "probabilities, as CSV or TSV for a .csv or .tsv file, else JSON lines (.jsonl; - or none: "
+                        "standard output, JSON lines); written a chunk at a time (8,192 pairs on a CPU, 65,536 on a GPU): "
                         "Ctrl-C or SIGTERM keeps the chunks done in OUTPUT.partial")
     _add_hardware(p)
     _add_inference_compile(p)
@@ -574,6 +574,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
         raise BertnliError(f"give {missing} (quoted), or --input pairs.jsonl")
     if args.input is None and (is_blank(args.premise) or is_blank(args.hypothesis)):
         raise BertnliError("the premise and the hypothesis must not be empty")
+    if args.output is not None and str(args.output) == "-":  # standard output, as --input - is standard input
+        args.output = None
     if args.output:
         _check_output(args.output, args.input)
     examples, tokenised = [Example(args.premise, args.hypothesis)], False
@@ -585,7 +587,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         examples, tokenised = dataset.examples, dataset.tokenised
     model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
                           progress=args.input is not None and not args.no_progress)
-    if args.input is None:
+    if args.input is None and args.output is None:
         [p] = model.predict(examples, tokenised)
         print(p.label)
         for label, prob in sorted(p.probabilities.items(), key=lambda kv: -kv[1]):
@@ -598,7 +600,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     cut = write_predictions(model.predict_chunks(examples, tokenised), examples, model.labels, args.output,
                             sys.stdout)
     if args.output:
-        print(f"{len(examples):,} predictions written to {args.output}", file=sys.stderr)
+        print(f"{len(examples):,} prediction{'s' if len(examples) != 1 else ''} written to {args.output}",
+              file=sys.stderr)
     if cut:
         _note(f"truncated: {cut:,} of {len(examples):,} pairs were longer than the model's {model.max_len} tokens "
               "and were read cut")
@@ -608,10 +611,14 @@ def _check_output(path: Path, source: Path | None = None) -> None:
     """Refuse, before any work, an output that cannot be written or that would overwrite the input."""
     if path.is_dir():
         raise BertnliError(f"--output {path} is a folder; name a file")
-    if source is not None and path.exists() and path.resolve() == source.resolve():
-        raise BertnliError(f"--output {path} is the --input file; writing there would destroy the input")
+    from bertnli.data.writers import OUTPUT_SUFFIXES
     from bertnli.paths import is_stream
 
+    if path.suffix.lower() not in OUTPUT_SUFFIXES and not is_stream(path):
+        raise BertnliError(f"--output {path}: predictions are written as JSON lines (.jsonl), CSV (.csv) or TSV "
+                           f"(.tsv), not {path.suffix}; name the file with one of these")
+    if source is not None and path.exists() and path.resolve() == source.resolve():
+        raise BertnliError(f"--output {path} is the --input file; writing there would destroy the input")
     if not is_stream(path):  # /dev/stdout, a pipe: written as it is
         _check_writable("--output", path, path.absolute().parents)
 

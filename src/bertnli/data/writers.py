@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 #: The delimiter of each table format, by file suffix; other files get JSON lines.
 TABLE_DELIMITERS = {".csv": ",", ".tsv": "\t"}
+#: The file suffixes predictions are written under (no suffix: JSON lines).
+OUTPUT_SUFFIXES = ("", ".jsonl", ".ndjson", *TABLE_DELIMITERS)
 
 
 def holds_predictions(columns: Sequence[str]) -> bool:
@@ -85,7 +87,10 @@ def write_predictions(chunks: Iterable[Sequence[Prediction]], examples: Sequence
                     write(out)
             except KeyboardInterrupt as stop:
                 signum = getattr(stop, "signum", signal.SIGINT)
-                if not written or target == output:  # nothing to keep, or a stream that keeps it already
+                if not written:
+                    left = f"{output} is as it was" if output.exists() and target != output else "nothing was written"
+                    raise Interrupted(f"interrupted before the first predictions were done; {left}", signum) from None
+                if target == output:  # a stream, which keeps what was written already
                     raise Interrupted("interrupted", signum) from None
                 out.close()
                 os.truncate(target, whole_chunks_end)  # less any chunk the stop came in the middle of
