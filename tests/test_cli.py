@@ -418,6 +418,18 @@ def test_evaluate_refuses_predictions_as_gold_labels_which_training_may_read(tra
     err = capsys.readouterr().err
     assert "holds predictions written by bertnli" in err.strip().splitlines()[-1] and "Traceback" not in err
     assert not (tmp_path / "never").exists()
+    assert main(["train", "--model", str(trained["run"] / "model"), "--train", str(out), "--out",
+                 str(tmp_path / "never")]) == 1  # the held-out part is a model's answers too
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"bertnli train: error: {out.name}[validation 10%]: is held out from predictions written by bertnli: "
+        "validating on a model's answers would measure agreement with that model, not accuracy; give "
+        "gold-labelled validation data (--eval; eval_set in Python)")
+    assert not (tmp_path / "never").exists()
+    assert main(["train", "--model", str(trained["run"] / "model"), "--train", str(out), "--eval",
+                 str(trained["dev"]), "--limit", "20", "--epochs", "1", "--out", str(tmp_path / "pseudo"),
+                 "--no-progress"]) == 0  # self-training: allowed, and said
+    assert f"warning: {out.name} holds predictions written by bertnli: the model learns another model's answers " \
+           "(pseudo-labels), not gold labels" in capsys.readouterr().err
     gold = tmp_path / "gold.csv"  # a column named truncated alone is no mark of predictions
     gold.write_text("premise,hypothesis,label,truncated\nred dog runs,dog,entailment,false\n")
     assert not read_dataset(gold).predicted

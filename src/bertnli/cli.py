@@ -251,9 +251,9 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
                         "file that --data takes; labels in it are ignored; - reads standard input")
     p.add_argument("--output", type=Path,
                    help="where to write the predictions: the input line of each pair, its texts, label and "
-                        "probabilities, as CSV or TSV for a .csv or .tsv file, else JSON lines (.jsonl; - or none: "
-                        "standard output, JSON lines); written a chunk at a time (8,192 pairs on a CPU, 65,536 on a GPU): "
-                        "Ctrl-C or SIGTERM keeps the chunks done in OUTPUT.partial")
+                        "probabilities, as CSV or TSV for a .csv or .tsv file, else JSON lines (.jsonl; - or "
+                        "none: standard output, JSON lines); written a chunk at a time (8,192 pairs on a CPU, "
+                        "65,536 on a GPU): Ctrl-C or SIGTERM keeps the chunks done in OUTPUT.partial")
     _add_hardware(p)
     _add_inference_compile(p)
     _add_no_progress(p)

@@ -149,6 +149,13 @@ def _warn_about_shared_pairs(train_set: Dataset, eval_set: Dataset | None) -> No
                       "accuracy will flatter the model", BertnliWarning, stacklevel=5)
 
 
+def _warn_about_pseudo_labels(train_set: Dataset) -> None:
+    """Training on predictions bertnli wrote is self-training or distillation when meant, a mix-up when not."""
+    if train_set.predicted:
+        warnings.warn(f"{train_set.name} holds predictions written by bertnli: the model learns another model's "
+                      "answers (pseudo-labels), not gold labels", BertnliWarning, stacklevel=5)
+
+
 def _warn_about_ignored_settings(given: TrainConfig, saved: TrainConfig) -> None:
     """A resumed run keeps the settings it started with: say so when the caller passed others."""
     if given == TrainConfig():  # the command line, or a caller who set nothing
@@ -237,6 +244,7 @@ class Trainer:
         _warn_about_odd_labels(train_set, self.labels)
         _warn_about_missing_labels(train_set, self.labels)
         _warn_about_shared_pairs(train_set, eval_set)
+        _warn_about_pseudo_labels(train_set)
         data = {"train": describe_dataset(train_set), "eval": describe_dataset(eval_set) if eval_set else None,
                 "source": self.source}
         hardware = {"device": device_name(self.device), "processes": self.world,
@@ -703,6 +711,10 @@ def train(
     if eval_set is not None:
         from bertnli.evaluation import require_gold_labels
 
+        if eval_set.predicted and eval_set.drawn_from is not None:
+            raise DataError(eval_set.name, "is held out from predictions written by bertnli: validating on a "
+                            "model's answers would measure agreement with that model, not accuracy; give "
+                            "gold-labelled validation data (--eval; eval_set in Python)")
         require_gold_labels(eval_set)  # its scores would measure nothing, and its report would fail at the end
     elif cfg.eval_every and not resume:
         raise ConfigError(f"eval_every={cfg.eval_every} validates on eval_set, and none was given")
