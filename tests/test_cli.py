@@ -806,7 +806,7 @@ def test_progress_in_a_log_file_of_short_work_is_its_first_and_last_line(trained
     # Validation, then the best model's evaluation for its report, each with a bar of its own.
     assert [line.split("|")[-1].split()[0] for line in err.splitlines() if line.startswith("validating:")] == \
         ["0/30", "30/30"]
-    final = err[err.index(f"{tmp_path / 'run'}: scoring the best model (epoch 1) on the 30 validation pairs"):]
+    final = err[err.index(f"{tmp_path / 'run'}: scoring the best model (epoch 1, step 5) on the 30 validation pairs"):]
     assert [line.split("|")[-1].split()[0] for line in final.splitlines() if line.startswith("predicting:")] == \
         ["0/30", "30/30"]
     assert main(["predict", "--model", str(tmp_path / "run"), "--input", str(trained["dev"]), "--output",

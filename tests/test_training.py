@@ -371,7 +371,7 @@ def test_the_model_folder_keeps_the_epoch_of_best_validation_accuracy(task, tmp_
 
 
 def test_validation_every_n_steps_keeps_the_best_model_and_early_stopping_counts_epochs(task, tmp_path,
-                                                                                        monkeypatch):
+                                                                                        monkeypatch, caplog):
     """4 steps an epoch, a validation every 2: at steps 2, 4 (epoch end), 6, 8 (end), 10, 12 (end). Scripted
     accuracies put the best at step 6, inside epoch 2, whose own end scores low: that epoch still improved."""
     from bertnli.metrics import ClassificationReport
@@ -384,6 +384,7 @@ def test_validation_every_n_steps_keeps_the_best_model_and_early_stopping_counts
         return ClassificationReport(self.labels, np.array([[k, 0, 0], [0, 0, 0], [10 - k, 0, 0]]))
 
     monkeypatch.setattr(Trainer, "validate", scripted)
+    caplog.set_level("INFO", logger="bertnli")
     cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=4, batch_size=32, eval_every=2,
                                   early_stopping=1)
     result = train(cfg, synthetic_dataset(128, 1), synthetic_dataset(32, 2), tmp_path / "run", progress=False)
@@ -397,6 +398,7 @@ def test_validation_every_n_steps_keeps_the_best_model_and_early_stopping_counts
     assert json.loads((tmp_path / "run" / "model" / "config.json").read_text())["trained"] == \
         {"epoch": 2, "step": 6, "accuracy": 0.9}
     assert all(torch.equal(saved[k], weights[2][k]) for k in saved)  # the weights validated at step 6
+    assert f"{tmp_path / 'run'}: scoring the best model (epoch 2, step 6) on the 32 validation pairs" in caplog.text
 
 
 def test_stops_at_validations_within_epochs_resume_as_never_stopped(task, tmp_path):

@@ -58,6 +58,7 @@ from bertnli.training.distributed import StopVote, place_process, process_group_
 from bertnli.training.optim import build_optimizer, build_schedule
 from bertnli.training.run import RunDir, describe_dataset, describe_run
 from bertnli.weights import load_pretrained, save_classifier
+from bertnli.weights.files import read_json_object
 
 #: A new run's opening line and where a resumed run takes up, at INFO (the command line shows them).
 logger = logging.getLogger(__name__)
@@ -365,13 +366,19 @@ class Trainer:
 
         plot_curves(self.run)
         if self.eval_set is not None:
-            p = self.state  # checkpoints made before best_epoch was kept: the last epoch found best
-            best_epoch = p.best_epoch or max(r["epoch"] for r in p.epochs if r["best"])
-            logger.info("%s: scoring the best model (epoch %d) on the %s validation pairs for evaluation.md",
-                        self.run.path, best_epoch, f"{len(self.eval_set):,}")
+            logger.info("%s: scoring the best model (%s) on the %s validation pairs for evaluation.md",
+                        self.run.path, self._best_model_found(), f"{len(self.eval_set):,}")
             best = NLIModel.load(self.run.model_dir, device=str(self.device), precision=self.cfg.precision,
                                  progress=self.show_progress)
             write_report(evaluate(best, self.eval_set), self.run.path)
+
+    def _best_model_found(self) -> str:
+        """When the kept model was found: "epoch 2, step 40", as its folder records it."""
+        trained = read_json_object(self.run.model_dir / "config.json").get("trained")
+        if isinstance(trained, dict) and {"epoch", "step"} <= trained.keys():
+            return f"epoch {trained['epoch']}, step {trained['step']}"
+        p = self.state  # checkpoints made before best_epoch was kept: the last epoch found best
+        return f"epoch {p.best_epoch or max(r['epoch'] for r in p.epochs if r['best'])}"
 
     def train_epoch(self) -> None:
         p, cfg = self.state, self.cfg
