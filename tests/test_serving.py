@@ -76,6 +76,12 @@ def test_a_pair_may_carry_an_id_that_comes_back_with_its_prediction(client):
     assert [p["id"] for p in response.json()["predictions"]] == ["claim-17", None, 3]
 
 
+def test_pairs_may_name_their_texts_as_snli_files_do(client):
+    named = client.post("/predict", json={"pairs": [{"premise": "a dog runs", "hypothesis": "a dog"}]}).json()
+    snli = client.post("/predict", json={"pairs": [{"sentence1": "a dog runs", "sentence2": "a dog"}]})
+    assert snli.status_code == 200 and snli.json() == named
+
+
 def test_health_model_info_and_docs(client, model):
     assert client.get("/health").json() == {"status": "ok"}
     info = client.get("/model").json()
@@ -139,7 +145,6 @@ def test_serve_takes_the_batching_settings_from_the_command_line(monkeypatch):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b'{"pairs": [', "body: not valid JSON"),
         (b"", 'body: expected a JSON object like {"pairs"'),
         (b"[1, 2]", 'body: expected a JSON object like {"pairs"'),
         (b'{"pairs": []}', "pairs: List should have at least 1 item"),
@@ -154,19 +159,25 @@ def test_serve_takes_the_batching_settings_from_the_command_line(monkeypatch):
          "pairs[0].premise: Value error, must not be empty or blank"),
         (b'{"pairs": [{"premise": "a \\ud83d dog", "hypothesis": "b"}]}',
          "pairs[0].premise: Value error, holds the escape \\ud83d, half of a surrogate pair"),
+        (b'{"pairs": [{"premise": "a", "hypothesis": "b", "id": true}]}',
+         "pairs[0].id: Value error, must be a string or a whole number"),
+        (b'{"pairs": [{"premise": "a", "hypothesis": "b", "id": 1.5}]}',
+         "pairs[0].id: Value error, must be a string or a whole number"),
     ],
 )
-def test_malformed_requests_give_422_with_a_readable_message(client, content, message):
+def test_requests_of_the_wrong_shape_give_422_with_a_readable_message(client, content, message):
     response = client.post("/predict", content=content, headers={"content-type": "application/json"})
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert detail.startswith("invalid request: ") and message in detail, detail
 
 
-def test_a_body_that_is_not_utf8_or_is_compressed_is_told_so(client):
+def test_a_body_that_is_not_json_utf8_or_is_compressed_is_a_400_that_says_so(client):
     import gzip
 
     for content, headers, told in (
+            (b'{"pairs": [', {}, "not valid JSON (Expecting value at character 11)"),
+            (b'{"pairs": [{"premise": "a', {}, "not valid JSON (Unterminated string starting at character 23)"),
             ('{"pairs": [{"premise": "café", "hypothesis": "b"}]}'.encode("latin-1"), {},
              "not UTF-8 text; send JSON encoded in UTF-8"),
             (gzip.compress(b'{"pairs": []}'), {"content-encoding": "gzip"},

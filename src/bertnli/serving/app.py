@@ -48,9 +48,9 @@ _SHAPE = '{"pairs": [{"premise": "...", "hypothesis": "..."}]}'
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text}
     for code, text in (
-        (400, "A body that cannot be read as text (not UTF-8)"),
+        (400, "A body that is not JSON (malformed, or not UTF-8 text)"),
         (413, "Too many pairs, or a text too long"),
-        (422, "Malformed JSON, missing fields or wrong types"),
+        (422, "JSON of the wrong shape: missing fields or wrong types"),
         (500, "The model failed; details are in the server log"),
         (503, "The service is starting or shutting down"),
     )
@@ -245,14 +245,16 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     errors = [_error_item(error) for error in exc.errors()]
     shown = "; ".join(f"{e['location']}: {e['message']}" for e in errors[:3])
     more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-    return JSONResponse({"detail": f"invalid request: {shown}{more}", "errors": errors}, status_code=422)
+    malformed = any(error.get("type") == "json_invalid" for error in exc.errors())
+    return JSONResponse({"detail": f"invalid request: {shown}{more}", "errors": errors},
+                        status_code=400 if malformed else 422)
 
 
 def _error_item(error: dict[str, Any]) -> dict[str, str]:
     loc = [part for part in error.get("loc", ()) if part != "body"]
     if error.get("type") == "json_invalid":
-        reason = error.get("ctx", {}).get("error", "")
-        return {"location": "body", "message": f"not valid JSON ({reason}, at character {loc[0] if loc else '?'})"}
+        reason = error.get("ctx", {}).get("error", "").removesuffix(" at")  # "Unterminated string starting at"
+        return {"location": "body", "message": f"not valid JSON ({reason} at character {loc[0] if loc else '?'})"}
     if not loc:
         return {"location": "body",
                 "message": f"expected a JSON object like {_SHAPE}, sent with content-type: application/json"}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
 from bertnli.data.example import is_blank, surrogate_problem
+from bertnli.data.readers import DEFAULT_COLUMNS
 
 EXAMPLE_PAIRS = [
     {"premise": "A man is playing a guitar on stage.", "hypothesis": "A person is making music."},
@@ -15,16 +16,27 @@ EXAMPLE_PAIRS = [
 
 
 class Pair(BaseModel):
-    """One premise–hypothesis pair."""
+    """One premise–hypothesis pair. The texts may also come under the other names the data readers know
+    (``sentence1`` / ``sentence2``, as in SNLI's files, ...)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    premise: str = Field(description="The text taken as true.", examples=[EXAMPLE_PAIRS[0]["premise"]])
+    premise: str = Field(description="The text taken as true.", examples=[EXAMPLE_PAIRS[0]["premise"]],
+                         validation_alias=AliasChoices(*DEFAULT_COLUMNS["premise"]))
     hypothesis: str = Field(
-        description="The text judged against the premise.", examples=[EXAMPLE_PAIRS[0]["hypothesis"]]
+        description="The text judged against the premise.", examples=[EXAMPLE_PAIRS[0]["hypothesis"]],
+        validation_alias=AliasChoices(*DEFAULT_COLUMNS["hypothesis"]),
     )
     id: str | int | None = Field(None, description="Optional: the caller's name for the pair, given back with "
                                                    "its prediction.", examples=["claim-17"])
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _name_or_number(cls, value: object) -> object:
+        """A string or a whole number, given back as it came (not true → 1, nor 1.5 → an error per type)."""
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
+            raise ValueError("must be a string or a whole number")
+        return value
 
     @field_validator("premise", "hypothesis")
     @classmethod
