@@ -389,6 +389,17 @@ def test_options_are_checked():
         read_dataset("x.csv", label_map={"0": "yes"})
 
 
+def test_a_label_the_mapping_misses_is_named_with_how_to_add_it(tmp_path):
+    claims = tmp_path / "claims.tsv"
+    claims.write_text("evidence\tclaim\tverdict\na\tb\tSUPPORTS\na\tc\tNOT ENOUGH INFO\n")
+    with pytest.raises(DataError) as missed:
+        read_dataset(claims, columns={"premise": "evidence", "hypothesis": "claim", "label": "verdict"},
+                     label_map={"SUPPORTS": "entailment", "REFUTES": "contradiction"})
+    assert str(missed.value) == (f"{claims}:3: label 'NOT ENOUGH INFO' is not in the label mapping (it maps "
+                                 "supports, refutes) nor a known label (entailment, neutral, contradiction, "
+                                 "not_entailment); add it to the mapping: --label-map '...,NOT ENOUGH INFO=<label>'")
+
+
 def test_a_raw_label_mapped_to_two_labels_is_refused():
     """Raw labels match in any case and as numbers or text, so these name one raw label twice."""
     for twice in ({"1": "neutral", 1: "entailment"}, {"E": "entailment", "e": "contradiction"}):

@@ -79,8 +79,12 @@ def parse_label(raw: str, label_map: Mapping[str, str] | None = None) -> str | N
             "--label-map glue, --label-map d2l or e.g. --label-map 0=entailment,1=neutral,2=contradiction "
             "(in Python: label_map='glue', 'd2l' or a dict)"
         )
+    if label_map:
+        raise ValueError(f"label {raw!r} is not in the label mapping (it maps {', '.join(label_map)}) nor a known "
+                         f"label ({', '.join(KNOWN_LABELS)}); add it to the mapping: --label-map '...,{raw}=<label>'")
     raise ValueError(
-        f"unknown label {raw!r}; known labels are {', '.join(KNOWN_LABELS)} (pass a label mapping for others)"
+        f"unknown label {raw!r}; known labels are {', '.join(KNOWN_LABELS)} (map others to them: --label-map "
+        f"'{raw}=<label>,...'; label_map= in Python)"
     )
 
 
