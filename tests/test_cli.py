@@ -1017,6 +1017,27 @@ def test_unknown_devices_and_folders_that_are_not_runs_are_one_line(trained, cap
     assert "not a run directory" in capsys.readouterr().err
 
 
+def test_a_path_of_the_wrong_kind_is_named_for_what_it_is(trained, tmp_path, capsys, monkeypatch):
+    """Mistakes learners make: a run given as data, a file as a run or model, a mistyped model path."""
+    run = trained["run"]
+    for command in (["data", "inspect", str(run)], ["evaluate", "--model", str(run), "--data", str(run)],
+                    ["evaluate", "--model", str(run), "--data", str(run / "model")]):
+        assert main(command) == 1
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert "a model folder or a training run, not data; pass a data file" in line, line
+    assert main(["plot", str(trained["dev"])]) == 1
+    assert capsys.readouterr().err.strip() == f"bertnli plot: error: {trained['dev']} is a file, not a run directory"
+    assert main(["evaluate", "--model", str(run / "checkpoint.pt"), "--data", str(trained["dev"])]) == 1
+    assert capsys.readouterr().err.strip().endswith(f"{run / 'checkpoint.pt'}: a file, not a model folder (a "
+                                                    f"fine-tuned model is a run directory or its model/): the run "
+                                                    f"that holds it is {run}")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    monkeypatch.setattr("bertnli.weights.pretrained.hub_download", lambda name: pytest.fail("sent to the hub"))
+    assert main(["train", "--model", "runs/nope", "--train", "nowhere.jsonl", "--out", "new"]) == 1
+    assert capsys.readouterr().err.strip() == "bertnli train: error: runs/nope: no such file or folder"
+
+
 def test_num_heads_is_refused_for_checkpoints_that_record_their_heads(trained, tmp_path, capsys):
     assert main(["train", "--model", str(trained["run"]), "--num-heads", "2", "--train", str(trained["dev"]),
                  "--out", str(tmp_path / "run"), "--no-progress"]) == 1

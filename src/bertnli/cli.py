@@ -341,6 +341,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         return
     _check_data_choice(args)
     cfg = _train_config(args)
+    from bertnli.weights.pretrained import check_model_source
+
+    check_model_source(cfg.model)  # a mistyped --model path, before the data are read
     source = _data_source(args, cfg.seed)
     out = args.out or Path("runs") / (args.dataset or Path(args.train[0]).stem)
     RunDir(out).refuse_existing(args.overwrite)  # before the data are read: that can take a while

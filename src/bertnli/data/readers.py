@@ -47,6 +47,8 @@ SPLIT_NAMES = ("dev_mismatched", "dev_matched", "validation", "train", "trial", 
 _SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv"}
 #: Data-file suffixes, most preferred first when one split comes in several forms.
 _DATA_SUFFIXES = (".jsonl", ".ndjson", ".tsv", ".txt", ".csv")
+#: Files that mark a folder as a model (Hugging Face, bertnli, d2l) or a training run, not data.
+_MODEL_FILES = ("config.json", "pretrained.params")
 _SPACES = re.compile(r"\s{2,}")
 _NO_LABEL_FIELD = "no gold label (no label field)"
 
@@ -114,6 +116,9 @@ def read_dataset(
         return _read_one(lambda: io.BytesIO(data), display, display.strip("<>"), split, options)
     path, split = _locate(source, split)
     if path.is_dir():
+        if any((path / name).is_file() for name in _MODEL_FILES):
+            raise DataError(path, "a model folder or a training run, not data; pass a data file or a folder of "
+                                  f"them ({', '.join(_DATA_SUFFIXES)})")
         files = {p.relative_to(path).as_posix(): p for p in sorted(path.rglob("*")) if p.is_file()}
         member, split = _pick(list(files), split, path)
         file = files[member]

@@ -184,6 +184,8 @@ class RunDir:
 
     def read_config(self) -> dict[str, Any]:
         """config.json, checked to be a run's record: its training settings and its data."""
+        if self.path.is_file():
+            raise ConfigError(f"{self.path} is a file, not a run directory")
         try:
             record = json.loads(self.config_path.read_text(encoding="utf-8"))
         except FileNotFoundError:

@@ -103,6 +103,10 @@ def load_classifier(directory: str | Path) -> SavedClassifier:
         name = str(directory)
         if (directory.is_file() and directory.suffix.lower() == ".zip") or is_minilm(name) or is_d2l_name(name):
             raise CheckpointError(directory, pretrained)
+        if directory.is_file():
+            run = f": the run that holds it is {directory.parent}" if is_native(directory.parent / "model") else ""
+            raise CheckpointError(directory, f"a file, not a model folder (a fine-tuned model is a run directory or "
+                                             f"its model/){run}")
         raise CheckpointError(directory, "no such model folder (a fine-tuned model: a run directory or its model/)")
     if not (directory / CONFIG).is_file():
         if (directory / PARAMS).is_file():

@@ -53,8 +53,20 @@ def load_pretrained(name_or_path: str | Path, *, num_heads: int | None = None) -
         archive = d2l_download(name)
         model, tokenizer = load_d2l(archive, num_heads)
         return Pretrained(model, tokenizer, str(archive), "d2l")
-    if looks_like_hub_id(name):
-        return _load_huggingface(hub_download(name))
+    check_model_source(name_or_path)
+    return _load_huggingface(hub_download(name))
+
+
+def check_model_source(name_or_path: str | Path) -> None:
+    """Raise the `CheckpointError` that `load_pretrained` would for a path that does not exist, at once and
+    without loading anything. ``runs/nope`` is such a path, though it has a hub id's shape, when ``runs`` is
+    a local folder."""
+    path = Path(name_or_path).expanduser()
+    name = str(name_or_path)
+    if path.exists() or is_minilm(name) or is_d2l_name(name):
+        return
+    if looks_like_hub_id(name) and not (path.parent != Path(".") and path.parent.is_dir()):
+        return
     raise CheckpointError(path, "no such file or folder")
 
 
