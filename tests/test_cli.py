@@ -1051,10 +1051,12 @@ def test_nlimodel_refuses_malformed_input_and_settings(trained):
     model = NLIModel.load(trained["run"], device="cpu")
     with pytest.raises(TypeError, match=r"\(premise, hypothesis\) pairs"):
         model.predict(("red dog runs big", "dog"))  # one pair, not a list of pairs
-    with pytest.raises(TypeError, match="premises must be a sequence of strings"):
+    with pytest.raises(TypeError, match="not one dict: put the pair in a list"):
+        model.predict({"premise": "red dog runs big", "hypothesis": "dog"})
+    with pytest.raises(TypeError, match=r"premises must be a sequence of strings \(one per pair\), not one string"):
         model.predict_proba("red dog", "dog")
-    with pytest.raises(TypeError, match="hypotheses must be a sequence of strings"):
-        model.predict([("red dog", None)])
+    with pytest.raises(TypeError, match=r"hypotheses\[1\] is None \(a NoneType\), not text"):
+        model.predict([("red dog", "dog"), ("red dog", None)])
     with pytest.raises(ValueError, match="2 premises but 1 hypotheses"):
         model.predict_proba(["red dog", "dog"], ["dog"])
     with pytest.raises(ValueError, match=r"premises\[1\] is empty or blank"):

@@ -166,8 +166,12 @@ class NLIModel:
     def _check_texts(premises: Sequence[str], hypotheses: Sequence[str]) -> None:
         """A `TypeError` or `ValueError` naming the first text the tokenizer cannot take, if any."""
         for name, texts in (("premises", premises), ("hypotheses", hypotheses)):
-            if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-                raise TypeError(f"{name} must be a sequence of strings (one per pair)")
+            if isinstance(texts, str):
+                raise TypeError(f"{name} must be a sequence of strings (one per pair), not one string")
+            other = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+            if other is not None:
+                raise TypeError(f"{name}[{other}] is {_shown(texts[other])}, not text (drop or fill missing values "
+                                "first)")
             bad = next((i for i, t in enumerate(texts) if surrogate_problem(t)), None)
             if bad is not None:
                 raise ValueError(f"{name}[{bad}] {surrogate_problem(texts[bad])}")
@@ -237,8 +241,9 @@ def _split_pairs(pairs: Pairs, tokenised: bool) -> tuple[list[str], list[str], b
     if hasattr(pairs, "columns") and hasattr(pairs, "itertuples"):
         raise TypeError("predict takes pairs, not a DataFrame: pass df[['premise', 'hypothesis']]"
                         ".itertuples(index=False)")
-    if isinstance(pairs, (str, Example)):
-        raise TypeError(f"predict takes a list of (premise, hypothesis) pairs, not one {type(pairs).__name__}")
+    if isinstance(pairs, (str, Example, Mapping)):
+        raise TypeError(f"predict takes a list of (premise, hypothesis) pairs, not one {type(pairs).__name__}"
+                        + (": put the pair in a list, predict([{...}])" if isinstance(pairs, Mapping) else ""))
     premises, hypotheses = [], []
     for i, pair in enumerate(pairs):
         if isinstance(pair, Example):
