@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from bertnli.metrics import ClassificationReport
+from bertnli.metrics import ClassificationReport, wilson_interval
 
 LABELS = ["entailment", "contradiction", "neutral"]
 
@@ -37,3 +37,17 @@ def test_macro_f1_leaves_out_a_label_neither_gold_nor_predicted():
 def test_an_empty_report_scores_zero():
     empty = ClassificationReport.from_predictions(LABELS, np.array([], int), np.array([], int))
     assert empty.total == 0 and empty.accuracy == 0.0 and empty.macro_f1() == 0.0
+
+
+def test_the_accuracy_interval_holds_the_true_accuracy_95_times_in_100():
+    """Simulated test sets of a model whose true accuracy is known: the interval holds it about 95% of the time,
+    for small groups of pairs as for large ones, and narrows as they grow."""
+    rng = np.random.default_rng(0)
+    for true, n in ((0.8, 12), (0.5, 40), (0.95, 300)):
+        measured = rng.binomial(n, true, size=4000) / n
+        intervals = np.array([wilson_interval(a, n) for a in measured])
+        assert 0.91 < np.mean((intervals[:, 0] <= true) & (true <= intervals[:, 1])) < 0.99  # discrete: not exact
+        assert ((intervals[:, 0] <= measured) & (measured <= intervals[:, 1])).all()
+    widths = [np.subtract(*wilson_interval(0.7, n)[::-1]) for n in (5, 50, 500)]
+    assert widths[0] > widths[1] > widths[2] > 0
+    assert wilson_interval(1.0, 3)[1] == 1.0 and wilson_interval(0.0, 3)[0] == 0.0

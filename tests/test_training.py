@@ -25,9 +25,10 @@ from bertnli.data import Dataset, Example, read_dataset
 from bertnli.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, TrainingInterrupted
 from bertnli.inference import NLIModel
 from bertnli.paths import DIR_MODE
+from bertnli.plots import curves_figure
 from bertnli.text import WordTokenizer
 from bertnli.text.cache import encode_cached
-from bertnli.training import TrainConfig, Trainer, train
+from bertnli.training import RunDir, TrainConfig, Trainer, train
 from bertnli.training.distributed import process_group_scope
 
 TESTS = Path(__file__).resolve().parent
@@ -392,12 +393,15 @@ def test_validation_every_n_steps_keeps_the_best_model_and_early_stopping_counts
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["eval_accuracy"], r["best"]) for r in records if r["kind"] == "eval"] == [
         (2, 0.5, True), (6, 0.9, True), (10, 0.5, False)]
-    assert {2, 6, 10} <= {r["step"] for r in records if r["kind"] == "step"}  # training logged up to each
+    assert [r["step"] for r in records if r["kind"] == "step"] == list(range(1, 13))  # short epochs: every step
     assert [r["best"] for r in result.epochs] == [True, False, False]
     saved = load_file(tmp_path / "run" / "model" / "model.safetensors")
     assert json.loads((tmp_path / "run" / "model" / "config.json").read_text())["trained"] == \
         {"epoch": 2, "step": 6, "accuracy": 0.9}
     assert all(torch.equal(saved[k], weights[2][k]) for k in saved)  # the weights validated at step 6
+    [star] = [line for line in curves_figure(RunDir(tmp_path / "run")).axes[1].lines
+              if line.get_label() == "the kept model"]
+    assert (list(star.get_xdata()), list(star.get_ydata())) == ([6], [0.9])  # marked in curves.png
     assert f"{tmp_path / 'run'}: scoring the best model (epoch 2, step 6) on the 32 validation pairs" in caplog.text
 
 
@@ -758,7 +762,7 @@ import os, signal, sys
 sys.path.insert(0, {tests!r})
 from synthetic import synthetic_dataset
 from bertnli.errors import TrainingInterrupted
-from bertnli.training import TrainConfig, Trainer, train
+from bertnli.training import RunDir, TrainConfig, Trainer, train
 
 step = Trainer.optimizer_step
 

@@ -188,12 +188,13 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         ("--early-stopping", int, "stop after N epochs in which no validation beat the best accuracy"),
         ("--num-heads", int, "attention heads, for d2l checkpoints of unusual sizes"),
         ("--dropout", float, "replace the checkpoint's dropout rate"),
-        ("--log-every", int, "steps between logged records"),
         ("--checkpoint-every", int, "steps between mid-epoch checkpoints (0: at epoch ends only)"),
         ("--eval-every", int, "validate every N steps of an epoch too (counted from its start), keeping the "
                               "model whenever it is the best yet: for long epochs (0: at epoch ends only)"),
     ]:
         hp.add_argument(flag, type=kind, help=f"{text}; {_recipe_defaults(flag)}")
+    hp.add_argument("--log-every", type=int, help="steps between logged records; default: about 20 an epoch, "
+                                                  "every 50 steps at most")
     hp.add_argument("--optimizer", choices=["adam", "adamw"], help=_recipe_defaults("--optimizer"))
     hp.add_argument("--schedule", choices=["constant", "linear"], help=_recipe_defaults("--schedule"))
     hw = p.add_argument_group("hardware")

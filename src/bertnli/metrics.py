@@ -1,4 +1,5 @@
-"""Classification metrics: accuracy, confusion matrix, per-class precision / recall / F1."""
+"""Classification metrics: accuracy, confusion matrix, per-class precision / recall / F1, and the interval of an
+accuracy."""
 
 from __future__ import annotations
 
@@ -58,3 +59,13 @@ class ClassificationReport:
             "per_class": self.per_class(),
             "confusion": self.confusion.tolist(),
         }
+
+
+def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of an accuracy measured on ``n`` pairs (95% for the default ``z``): honest for
+    small ``n`` and for accuracies near 0 or 1, where the normal approximation is not."""
+    if n <= 0:
+        return 0.0, 1.0
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))

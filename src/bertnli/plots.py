@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from bertnli.metrics import ClassificationReport
+from bertnli.metrics import ClassificationReport, wilson_interval
 from bertnli.paths import atomic_write
 from bertnli.training.run import RunDir, describe_run
 
@@ -22,14 +22,21 @@ if TYPE_CHECKING:
 
 
 def plot_curves(run: RunDir | str | Path, path: str | Path | None = None) -> Path:
-    """Loss and accuracy per logged step (thin) and per epoch (markers), with every validation (at epoch ends,
-    and within epochs with ``eval_every``), side by side: ``path``, by default the run's ``curves.png``."""
+    """`curves_figure` saved to ``path``, by default the run's ``curves.png``."""
     run = run if isinstance(run, RunDir) else RunDir(run)
+    return _save(curves_figure(run), path or run.path / "curves.png")
+
+
+def curves_figure(run: RunDir) -> Figure:
+    """Loss and accuracy per logged step (thin) and per epoch (markers), with every validation (at epoch ends,
+    and within epochs with ``eval_every``) and the one whose model was kept (a star), side by side, over the
+    whole run from step 0, epoch ends dotted and chance dashed."""
+    config = run.read_config()
     records = list(run.metrics())
     steps = [r for r in records if r.get("kind") == "step"]
     epochs = [r for r in records if r.get("kind") == "epoch"]
-    validations = sorted((r["step"], r["eval_accuracy"]) for r in records  # at epoch ends, and every eval_every
-                         if r.get("kind") in ("epoch", "eval") and "eval_accuracy" in r)
+    validated = sorted((r for r in records  # at epoch ends, and every eval_every
+                        if r.get("kind") in ("epoch", "eval") and "eval_accuracy" in r), key=lambda r: r["step"])
     fig = Figure(figsize=(11, 4))
     loss_ax, acc_ax = fig.subplots(1, 2)
     if steps:
@@ -43,18 +50,29 @@ def plot_curves(run: RunDir | str | Path, path: str | Path | None = None) -> Pat
         x = [r["step"] for r in epochs]
         loss_ax.plot(x, [r["train_loss"] for r in epochs], "o-", label="train loss (mean over the epoch)")
         acc_ax.plot(x, [r["train_accuracy"] for r in epochs], "o-", label="train accuracy (mean over the epoch)")
-    if validations:
-        acc_ax.plot(*zip(*validations), "s-", label="validation accuracy")
+    if validated:
+        acc_ax.plot([r["step"] for r in validated], [r["eval_accuracy"] for r in validated], "s-",
+                    label="validation accuracy")
+        kept = [r for r in validated if r.get("best")][-1:]  # the last validation that beat all before it
+        if kept:
+            acc_ax.plot(kept[0]["step"], kept[0]["eval_accuracy"], "*", color="gold", markeredgecolor="black",
+                        markersize=14, label="the kept model", zorder=3)
+    classes = len(config.get("labels") or []) or 3
+    loss_ax.axhline(np.log(classes), color="grey", ls="--", lw=1, label=f"chance (ln {classes})")
+    acc_ax.axhline(1 / classes, color="grey", ls="--", lw=1, label=f"chance (1/{classes})")
     loss_ax.set(xlabel="optimizer step", ylabel="cross-entropy", title="Loss")
+    loss_ax.set_ylim(bottom=0)
     acc_ax.set(xlabel="optimizer step", ylabel="accuracy", title="Accuracy", ylim=(0, 1))
     for ax in (loss_ax, acc_ax):
+        for r in epochs[:-1]:  # where each epoch ended, but for the last
+            ax.axvline(r["step"], color="grey", ls=":", lw=0.8)
+        ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
-        if ax.lines:
-            ax.legend(fontsize=8)
-    fig.suptitle(f"{run.path.name}\n{describe_run(run.read_config())}", fontsize=10)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{run.path.name}\n{describe_run(config)}", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path or run.path / "curves.png")
+    return fig
 
 
 def plot_confusion(report: ClassificationReport, path: str | Path, title: str = "") -> Path:
@@ -96,22 +114,32 @@ def plot_class_scores(report: ClassificationReport, path: str | Path, title: str
 
 
 def plot_accuracy_breakdown(by_length: list[dict], by_genre: list[dict], path: str | Path, title: str = "") -> Path:
-    """Accuracy by pair length, and by genre when the data name genres: bars, each with its pair count."""
+    """Accuracy by pair length, and by genre when the data name genres: a bar for each group with its pair
+    count and a 95% interval (groups of few pairs get wide ones), beside the accuracy over all pairs."""
     panels = [("pair length (tokens with specials)", by_length, "range")]
     panels += [("genre", by_genre, "genre")] if by_genre else []
     widths = [max(6, 0.55 * len(rows) + 1) for _, rows, _ in panels]  # room for every genre's name
     fig = Figure(figsize=(sum(widths), 4.2))
     axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=widths)
+    pairs = sum(r["pairs"] for r in by_length)
+    overall = sum(r["accuracy"] * r["pairs"] for r in by_length) / max(pairs, 1)
     for ax, (xlabel, rows, key) in zip(axes[0], panels):
-        bars = ax.bar(range(len(rows)), [r["accuracy"] for r in rows], color="tab:blue")
-        ax.bar_label(bars, labels=[f"{r['accuracy']:.2f}\n{r['pairs']:,}" for r in rows], fontsize=7)
-        slanted = key == "genre" or len(rows) > 8
+        accuracy = np.array([r["accuracy"] for r in rows])
+        low, high = np.array([wilson_interval(r["accuracy"], r["pairs"]) for r in rows]).reshape(-1, 2).T
+        ax.bar(range(len(rows)), accuracy, color="tab:blue", yerr=[accuracy - low, high - accuracy],
+               error_kw={"elinewidth": 1, "capsize": 3, "ecolor": "black"})
+        for i, r in enumerate(rows):
+            ax.text(i, high[i] + 0.02, f"{r['accuracy']:.2f}\nn={r['pairs']:,}", ha="center", va="bottom",
+                    fontsize=7)
+        ax.axhline(overall, color="tab:orange", ls="--", lw=1, label=f"all {pairs:,} pairs: {overall:.2f}")
+        slanted = key == "genre" or len(rows) > 7
         ax.set_xticks(range(len(rows)), [r[key] for r in rows], rotation=40 if slanted else 0,
                       ha="right" if slanted else "center")
-        ax.set(xlabel=xlabel, ylabel="accuracy", ylim=(0, 1.25), yticks=np.arange(0, 1.01, 0.2))  # room for labels
+        ax.set(xlabel=xlabel, ylabel="accuracy", ylim=(0, 1.3), yticks=np.arange(0, 1.01, 0.2))  # room for labels
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"{_wrapped(title)}\naccuracy, with the pairs below each value" if title else
-                 "accuracy, with the pairs below each value", fontsize=10)
+        ax.legend(fontsize=8, loc="upper right")
+    caption = "accuracy of each group of pairs (n of them), with its 95% interval"
+    fig.suptitle(f"{_wrapped(title)}\n{caption}" if title else caption, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -36,7 +36,8 @@ class TrainConfig:
     fixed shape; ``cache`` keeps encoded data on disk; ``num_heads`` (d2l checkpoints only) and ``dropout``
     replace the checkpoint's values when set; ``eval_batch_tokens`` sizes validation batches; ``log_every``,
     ``checkpoint_every`` and ``eval_every`` count optimizer steps, ``eval_every`` from each epoch's start
-    (``checkpoint_every=0``: checkpoints at epoch ends only; ``eval_every=0``: validation at epoch ends only).
+    (``log_every=None``: about 20 records an epoch, every 50 steps at most, so a short run still draws a curve;
+    ``checkpoint_every=0``: checkpoints at epoch ends only; ``eval_every=0``: validation at epoch ends only).
     ``early_stopping`` counts epochs in which no validation improved on the best."""
 
     model: str = "minilm"
@@ -64,7 +65,7 @@ class TrainConfig:
     num_heads: int | None = None
     dropout: float | None = None
     eval_batch_tokens: int = 65536
-    log_every: int = 50
+    log_every: int | None = None
     checkpoint_every: int = 500
     eval_every: int = 0
     tensorboard: bool = False
@@ -117,7 +118,7 @@ class TrainConfig:
             "early_stopping": (self.early_stopping is None or self.early_stopping >= 1, "at least 1"),
             "dropout": (self.dropout is None or 0 <= self.dropout < 1, "at least 0 and below 1"),
             "eval_batch_tokens": (self.eval_batch_tokens >= self.max_len, f"at least max_len ({self.max_len})"),
-            "log_every": (self.log_every >= 1, "at least 1"),
+            "log_every": (self.log_every is None or self.log_every >= 1, "at least 1"),
             "checkpoint_every": (self.checkpoint_every >= 0, "0 (at epoch ends only) or more"),
             "eval_every": (self.eval_every >= 0, "0 (at epoch ends only) or more"),
             "seed": (0 <= self.seed < 2**32, "from 0 to 2**32 - 1"),

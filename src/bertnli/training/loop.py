@@ -168,6 +168,11 @@ def _warn_about_ignored_settings(given: TrainConfig, saved: TrainConfig) -> None
                       f"are not used (start a new run to change them)", BertnliWarning, stacklevel=4)
 
 
+def logging_interval(steps_in_epoch: int) -> int:
+    """Steps between logged records when ``log_every`` is not set: about 20 an epoch, every 50 steps at most."""
+    return max(1, min(50, steps_in_epoch // 20))
+
+
 def gold_indices(dataset: Dataset, labels: list[str]) -> np.ndarray:
     index = {name: i for i, name in enumerate(labels)}
     unknown = {e.label for e in dataset.examples} - set(index)
@@ -389,6 +394,7 @@ class Trainer:
         self.model.train()
         bar = progress_bar(enabled=self.show_progress and self.rank == 0, total=len(batches), initial=p.batch,
                            desc=f"epoch {p.epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
+        log_every = cfg.log_every or logging_interval(len(batches))
         running = torch.zeros(4, device=self.device, dtype=torch.float64)  # see `optimizer_step`
         seen, steps, started = 0, 0, time.perf_counter()
         while p.batch < len(batches):
@@ -400,7 +406,7 @@ class Trainer:
             bar.update(1)
             periodic = bool(cfg.checkpoint_every) and p.step % cfg.checkpoint_every == 0
             validating = self._validation_due(within_epoch=p.batch < len(batches))
-            boundary = periodic or validating or p.step % cfg.log_every == 0 or p.batch == len(batches)
+            boundary = periodic or validating or p.step % log_every == 0 or p.batch == len(batches)
             stop = self._stop_now(end_of_epoch=p.batch == len(batches))
             if boundary or stop:
                 self._absorb(running, seen, steps, time.perf_counter() - started)
