@@ -68,4 +68,4 @@ def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, fl
         return 0.0, 1.0
     centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    return float(max(0.0, min(accuracy, centre - half))), float(min(1.0, max(accuracy, centre + half)))  # rounding
