@@ -6,6 +6,7 @@ import io
 import json
 import re
 import struct
+import warnings
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -21,7 +22,7 @@ from bertnli.data import (
     resolve_label_map,
     train_validation_split,
 )
-from bertnli.errors import ConfigError, DataError
+from bertnli.errors import BertnliWarning, ConfigError, DataError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -278,14 +279,20 @@ def sick_file(tmp_path: Path) -> Path:
 
 def test_sick(tmp_path):
     path = sick_file(tmp_path)
-    every = read_dataset(path)
+    with pytest.warns(BertnliWarning) as told:  # its TEST part among the rest: said, with how to choose
+        every = read_dataset(path)
+    assert str(told[0].message) == (f"{path} holds SemEval-2014's TRAIN, TEST, TRIAL parts, and all were read "
+                                    f"(TRAIN 2, TEST 1, TRIAL 1 pairs); to read one, name it: {path}:train")
     assert every.name == "SICK"
     assert [e.label for e in every.examples] == ["entailment", "neutral", "contradiction", "entailment"]
     assert every.examples[3] == Example("A girl reads", "A girl is reading", "entailment")
     train = read_dataset(path, sick_set="train")
     assert train.name == "SICK[TRAIN]" and len(train) == 2
     assert read_dataset(path, split="test").examples == [every.examples[2]]
-    assert len(read_dataset(path, sick_set=["TRAIN", "trial"])) == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # parts chosen: no warning
+        assert len(read_dataset(path, sick_set=["TRAIN", "trial"])) == 3
+        assert len(read_dataset(f"{path}:trial")) == 1
     with pytest.raises(DataError, match="no rows with SemEval_set DEV"):
         read_dataset(path, sick_set="dev")
     with pytest.raises(ConfigError, match="not both"):
@@ -592,9 +599,14 @@ def test_real_data_counts(file, options, size, skipped):
     path = SHARED / file
     if not path.is_file():
         pytest.skip(f"{path} is not here (the shared NLI data lives in ../shared/data next to the repository)")
-    data = read_dataset(path, **options)
+    with warnings.catch_warnings(record=True) as told:
+        warnings.simplefilter("always")
+        data = read_dataset(path, **options)
     assert len(data) == size
     assert data.skipped == Counter(skipped)
+    # SICK.txt read whole mixes SemEval's TRAIN, TRIAL and TEST parts: said, with each part's size
+    assert [str(w.message).split("(")[1].split(" pairs)")[0] for w in told] == (
+        ["TRAIN 4,439, TEST 4,906, TRIAL 495"] if file == "sick/SICK.txt" and not options else [])
     if file in LABELS and not options:
         assert data.label_counts() == Counter(LABELS[file])
     if file == "rte/test.tsv":

@@ -155,7 +155,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                                        "trains on its train split, validates on its dev split (mnli: dev_matched, "
                                        "sick: TRIAL)")
     src.add_argument("--train", action="append", metavar="FILE",
-                     help="training file (jsonl, txt, tsv, csv, SICK.txt, zip[:split]); repeat to combine")
+                     help="training file (jsonl, txt, tsv, csv, SICK.txt, zip or folder), with :split to choose one "
+                          "of several (snli_1.0.zip:train, SICK.txt:train); repeat to combine")
     src.add_argument("--eval", action="append", metavar="FILE", help="validation file(s)")
     src.add_argument("--validation-fraction", type=float,
                      help="without --eval, hold out this seeded share of the training data "

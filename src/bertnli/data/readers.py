@@ -13,6 +13,7 @@ import json
 import numbers
 import os
 import re
+import warnings
 import zipfile
 import zlib
 from collections import Counter
@@ -26,7 +27,7 @@ from bertnli.data.download import DATASETS, cached_path, data_cache_dir, remote_
 from bertnli.data.example import Dataset, Example, is_blank, surrogate_problem
 from bertnli.data.labels import parse_label, resolve_label_map
 from bertnli.data.writers import holds_predictions
-from bertnli.errors import ConfigError, DataError
+from bertnli.errors import BertnliWarning, ConfigError, DataError
 
 FORMATS = ("jsonl", "csv", "tsv")
 ROLES = ("premise", "hypothesis", "label", "genre")
@@ -389,12 +390,13 @@ def _examples(
     examples: list[Example] = []
     skipped: Counter[str] = Counter()
     seen_parts: set[str] = set()
+    read_parts: Counter[str] = Counter()  # SICK's parts, read together when none was chosen
     for n, record in rows:
         if options.limit is not None and len(examples) >= options.limit:
             return examples, skipped, fields  # stopped early: the parts not yet seen may come later
         fields = fields or _resolve(list(record), options, parts, display, n, header=False)
+        part = _text(record, SICK_SET_COLUMN, display, n).upper() if SICK_SET_COLUMN in record else None
         if parts:
-            part = _text(record, SICK_SET_COLUMN, display, n).upper()
             seen_parts.add(part)
             if part not in parts:
                 continue
@@ -411,6 +413,13 @@ def _examples(
             skipped[_no_gold_label(record, label, display, n)] += 1
         else:
             examples.append(example)
+            if part is not None and not parts:
+                read_parts[part] += 1
+    if len(read_parts) > 1:  # SICK's TEST part is no training data: say what was read, and how to choose
+        names = sorted(read_parts, key=lambda p: (p != "TRAIN", p))
+        warnings.warn(f"{display} holds SemEval-2014's {', '.join(names)} parts, and all were read ("
+                      f"{', '.join(f'{p} {read_parts[p]:,}' for p in names)} pairs); to read one, name it: "
+                      f"{display}:{names[0].lower()}", BertnliWarning, stacklevel=2)
     missing = [p for p in parts if p not in seen_parts]
     if missing:
         found = ", ".join(sorted(seen_parts)) or "none"
