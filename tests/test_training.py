@@ -590,6 +590,18 @@ def test_gradient_accumulation_matches_the_whole_batch(task, tmp_path):
     assert steps == [320 // 16]  # one optimizer step per 16 pairs
 
 
+def test_a_notebook_sees_each_epochs_scores_above_the_bars(task, tmp_path, capsys):
+    """bertnli.train from Python, progress on (as in a notebook) and no on_epoch: each epoch's line is shown."""
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=2, batch_size=32)
+    result = train(cfg, synthetic_dataset(64, 1), synthetic_dataset(32, 2), tmp_path / "shown")
+    lines = [line for line in capsys.readouterr().err.splitlines() if re.match(r"epoch \d+: loss", line)]
+    assert [line.split(":")[0] for line in lines] == ["epoch 1", "epoch 2"]
+    assert f"validation accuracy {result.epochs[1]['eval_accuracy']:.4f}" in lines[1]
+    train(cfg, synthetic_dataset(64, 1), synthetic_dataset(32, 2), tmp_path / "quiet", progress=False)
+    train(cfg, synthetic_dataset(64, 1), synthetic_dataset(32, 2), tmp_path / "taken", on_epoch=lambda r: None)
+    assert not re.search(r"epoch \d+: loss", capsys.readouterr().err)  # no progress asked, or records taken
+
+
 def test_tensorboard_log_is_written_when_asked(task, tmp_path):
     cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=32,
                                   tensorboard=True, log_every=2)

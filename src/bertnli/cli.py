@@ -450,11 +450,9 @@ def _load_training_data(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
 
 
 def _print_epoch(record: dict) -> None:
-    line = f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, train accuracy {record['train_accuracy']:.4f}"
-    if "eval_accuracy" in record:
-        line += f", validation accuracy {record['eval_accuracy']:.4f}"
-    line += f", {record['pairs_per_second']:,.0f} pairs/s, {record['train_seconds']:.0f} s"
-    print(line + (" (best so far)" if record["best"] else ""), flush=True)
+    from bertnli.training.loop import describe_epoch
+
+    print(describe_epoch(record), flush=True)
 
 
 def _first_process() -> bool:

@@ -25,6 +25,12 @@ def progress_bar(*, enabled: bool = True, **kwargs: Any) -> tqdm:
                    position=0, **kwargs)
 
 
+def progress_note(text: str) -> None:
+    """A line on stderr above any progress bar drawn there: what a long job has done so far (an epoch's
+    scores), where a caller asked for progress and takes no records of its own."""
+    tqdm.write(text, file=sys.stderr)
+
+
 class _LogBar(tqdm):
     """A bar in a log file ends with its last line, unless that line is already written: a log file has no
     line drawn in place for ``leave=False`` to clear."""

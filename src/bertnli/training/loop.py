@@ -41,7 +41,7 @@ from bertnli.errors import (
 from bertnli.inference import batched_logits
 from bertnli.metrics import ClassificationReport
 from bertnli.model import BERTClassifier
-from bertnli.progress import progress_bar
+from bertnli.progress import progress_bar, progress_note
 from bertnli.runtime import (
     DeviceBatch,
     autocast,
@@ -166,6 +166,15 @@ def _warn_about_ignored_settings(given: TrainConfig, saved: TrainConfig) -> None
     if changed:
         warnings.warn(f"a resumed run keeps the settings it started with; the ones given for {', '.join(changed)} "
                       f"are not used (start a new run to change them)", BertnliWarning, stacklevel=4)
+
+
+def describe_epoch(record: dict[str, Any]) -> str:
+    """One line for an epoch's record: its loss, accuracies, speed and time, and whether it found the best."""
+    line = f"epoch {record['epoch']}: loss {record['train_loss']:.4f}, train accuracy {record['train_accuracy']:.4f}"
+    if "eval_accuracy" in record:
+        line += f", validation accuracy {record['eval_accuracy']:.4f}"
+    line += f", {record['pairs_per_second']:,.0f} pairs/s, {record['train_seconds']:.0f} s"
+    return line + (" (best so far)" if record["best"] else "")
 
 
 def logging_interval(steps_in_epoch: int) -> int:
@@ -486,8 +495,10 @@ class Trainer:
         p.stale_epochs = 0 if p.best_epoch == p.epoch + 1 else p.stale_epochs + 1
         p.epochs.append(record)
         self.log(record)
-        if self.on_epoch is not None and self.rank == 0:
+        if self.rank == 0 and self.on_epoch is not None:
             self.on_epoch(record)
+        elif self.rank == 0 and self.show_progress:  # a notebook's bertnli.train: the scores, not bars alone
+            progress_note(describe_epoch(record))
         p.epoch, p.batch = p.epoch + 1, 0
         p.loss_sum, p.correct, p.seen, p.train_seconds = 0.0, 0, 0, 0.0
         self.save_checkpoint()
