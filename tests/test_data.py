@@ -340,6 +340,17 @@ def test_generic_csv_with_quotes_and_column_mapping(tmp_path):
     assert [e.label for e in unlabelled.examples] == [None, None]
 
 
+def test_semicolon_separated_tables_as_spreadsheets_write_them_where_commas_mark_decimals(tmp_path):
+    text = ('premise;hypothesis;label\n"Il pleut; il fait 3,5 degrés";Il fait chaud;contradiction\n'
+            "Un chat, noir;Un animal;entailment\n")
+    for name in ("excel.csv", "excel.txt"):  # by suffix, or by its first line
+        data = read_dataset(write(tmp_path / name, text))
+        assert data.examples == [Example("Il pleut; il fait 3,5 degrés", "Il fait chaud", "contradiction", line=2),
+                                 Example("Un chat, noir", "Un animal", "entailment", line=3)]
+    with pytest.raises(DataError, match=r"short.csv:3: 2 semicolon-separated fields where the header has 3"):
+        read_dataset(write(tmp_path / "short.csv", "premise;hypothesis;label\na;b;neutral\na;b\n"))
+
+
 @pytest.mark.parametrize(
     ("label_map", "expected"),
     [

@@ -307,7 +307,7 @@ def _detect(display: str, first_line: str) -> str:
                                  "jq -c '.[]', or pandas' to_json(orient='records', lines=True))")
     if "\t" in head:
         return "tsv"
-    if "," in head:
+    if "," in head or ";" in head:
         return "csv"
     raise DataError(
         display,
@@ -355,8 +355,12 @@ def _tsv_rows(lines: Iterator[str], display: str) -> tuple[list[str], _Rows]:
 
 
 def _csv_rows(lines: Iterator[str], display: str) -> tuple[list[str], _Rows]:
-    """Comma-separated with a header, quoted as the csv module (and spreadsheets) write it."""
-    reader = csv.reader(lines, strict=True)
+    """Comma-separated with a header, quoted as the csv module (and spreadsheets) write it; or separated by
+    semicolons, as spreadsheets write CSV where the comma marks decimals, when the header has those alone."""
+    first = next(lines, "")
+    delimiter = ";" if ";" in first and "," not in first else ","
+    separated = "semicolon-separated" if delimiter == ";" else "comma-separated"
+    reader = csv.reader(chain([first], lines), delimiter=delimiter, strict=True)
 
     def advance(start: int) -> list[str] | None:
         """The next record; an error names the line where it starts (an open quote runs on to the end)."""
@@ -371,7 +375,7 @@ def _csv_rows(lines: Iterator[str], display: str) -> tuple[list[str], _Rows]:
         start = reader.line_num + 1
         while (fields := advance(start)) is not None:
             if fields and len(fields) != len(header):
-                problem = f"{len(fields)} comma-separated fields where the header has {len(header)}"
+                problem = f"{len(fields)} {separated} fields where the header has {len(header)}"
                 raise DataError(display, problem, start)
             if fields:
                 yield start, dict(zip(header, fields))
