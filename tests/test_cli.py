@@ -120,6 +120,15 @@ def test_evaluate_prints_json_and_writes_reports(trained, capsys, tmp_path):
     from bertnli.evaluation import write_reports
 
     assert write_reports([], tmp_path / "none") == [] and not (tmp_path / "none").exists()
+    from bertnli.data import read_dataset
+
+    table = tmp_path / folder / "dev.csv"  # the same name (folder/dev) for two files: each named as given
+    table.parent.mkdir()
+    table.write_text("premise,hypothesis,label\n" + "".join(f"{e.premise},{e.hypothesis},{e.label}\n"
+                                                         for e in read_dataset(trained["dev"]).examples))
+    assert main(["evaluate", "--model", str(trained["run"]), "--data", str(trained["dev"]), "--data", str(table),
+                 "--json"]) == 0
+    assert [r["dataset"] for r in json.loads(capsys.readouterr().out)["results"]] == [str(trained["dev"]), str(table)]
 
 
 def test_evaluate_never_writes_its_report_over_a_runs_own(trained, capsys):

@@ -493,6 +493,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.report:
         _check_report(args.report)
     datasets = [_read(spec, args) for spec in args.data]  # every file read before any is scored: errors come first
+    given_as: dict[str, set[str]] = {}
+    for spec, dataset in zip(args.data, datasets):
+        given_as.setdefault(dataset.name, set()).add(str(spec))
+    for spec, dataset in zip(args.data, datasets):  # claims.jsonl and claims.tsv: named as given, to tell apart
+        if len(given_as[dataset.name]) > 1:
+            dataset.name = str(spec)
     for spec, dataset in zip(args.data, datasets):
         require_gold_labels(dataset, spec)
     model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
