@@ -362,8 +362,16 @@ def test_predict_reads_files_with_their_own_column_names(trained, capsys, tmp_pa
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     wanted = NLIModel.load(trained["run"], device="cpu").predict([("red dog runs big", "dog"),
                                                                   ("red dog runs big", "cat")])
-    assert [(r["line"], r["hypothesis"], r["label"]) for r in rows] == [(2, "dog", wanted[0].label),
-                                                                        (3, "cat", wanted[1].label)]
+    assert [(r["line"], r["id"], r["hypothesis"], r["label"]) for r in rows] == [
+        (2, "1", "dog", wanted[0].label), (3, "2", "cat", wanted[1].label)]  # each with its id, to join back
+    for suffix, delimiter in ((".csv", ","), (".tsv", "\t")):
+        table = tmp_path / f"out{suffix}"
+        assert main(["predict", "--model", str(trained["run"]), "--input", str(claims), "--output", str(table),
+                     "--columns", "premise=evidence,hypothesis=claim"]) == 0
+        with table.open(newline="") as f:
+            read = list(csv.reader(f, delimiter=delimiter))
+        assert read[0][:4] == ["line", "id", "premise", "hypothesis"]
+        assert [row[:2] for row in read[1:]] == [["2", "1"], ["3", "2"], ["4", "3"]]
 
 
 def test_predict_reads_standard_input(trained, capsys, monkeypatch):

@@ -340,6 +340,22 @@ def test_generic_csv_with_quotes_and_column_mapping(tmp_path):
     assert [e.label for e in unlabelled.examples] == [None, None]
 
 
+def test_each_pair_keeps_its_name_in_the_file(tmp_path):
+    """SNLI's pairID, a JSON id as written (text or number), a column named with --columns id=...: kept with the
+    pair, so that its prediction can be joined back; not part of the pair's identity."""
+    snli = read_dataset(write(tmp_path / "snli.jsonl", snli_jsonl()))
+    assert [e.id for e in snli.examples] == [f"{i}r1e" for i, row in enumerate(SNLI_ROWS) if row[0] != "-"]
+    assert snli.examples == EXPECTED and snli.columns["id"] == "pairID"
+    mixed = read_dataset(write(tmp_path / "mixed.jsonl", '{"premise": "a", "hypothesis": "b", "id": 7}\n'
+                                                         '{"premise": "c", "hypothesis": "d"}\n'))
+    assert [e.id for e in mixed.examples] == [7, None]
+    claims = read_dataset(write(tmp_path / "claims.csv", "claim_id,evidence,claim\nc-1,a,b\n,c,d\n"),
+                          columns={"premise": "evidence", "hypothesis": "claim", "id": "claim_id"})
+    assert [e.id for e in claims.examples] == ["c-1", None]
+    with pytest.raises(DataError, match=r"odd.jsonl:1: id 'id' is true, not a name or a whole number"):
+        read_dataset(write(tmp_path / "odd.jsonl", '{"premise": "a", "hypothesis": "b", "id": true}\n'))
+
+
 def test_semicolon_separated_tables_as_spreadsheets_write_them_where_commas_mark_decimals(tmp_path):
     text = ('premise;hypothesis;label\n"Il pleut; il fait 3,5 degrés";Il fait chaud;contradiction\n'
             "Un chat, noir;Un animal;entailment\n")

@@ -120,10 +120,11 @@ def _add_data_options(p: argparse.ArgumentParser, labels: bool = True) -> None:
     """How to read data files; ``labels``: the command reads their labels (predict ignores them)."""
     p.add_argument("--format", choices=["jsonl", "csv", "tsv"], help="the files' format (default: detected)")
     p.add_argument("--columns", type=_mapping, metavar="ROLE=COLUMN,...",
-                   help="which column holds the premise, hypothesis, label or genre, e.g. "
+                   help="which column holds the premise, hypothesis, label, genre or id, e.g. "
                         "premise=sentence_A,hypothesis=sentence_B (label= for unlabelled files)" if labels else
-                        "which column holds the premise and the hypothesis, e.g. "
-                        "premise=sentence_A,hypothesis=sentence_B")
+                        "which column holds the premise, the hypothesis and each pair's id (given back with its "
+                        "prediction; found by itself under id, pairID, pair_ID or index), e.g. "
+                        "premise=evidence,hypothesis=claim,id=claim_id")
     if labels:
         p.add_argument("--label-map", type=_label_map, metavar="glue|d2l|RAW=NAME,...",
                        help="what numeric labels mean: glue (0 entailment, 1 neutral, 2 contradiction), d2l "

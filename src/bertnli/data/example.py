@@ -36,13 +36,15 @@ def surrogate_problem(text: str) -> str | None:
 @dataclass(frozen=True, slots=True)
 class Example:
     """One premise–hypothesis pair. ``label`` is a lower-case name, or None when unlabelled. ``line``: where
-    the pair was read, in its file (1-based; not part of the pair's identity)."""
+    the pair was read, in its file (1-based), and ``id``: its name there (SNLI's ``pairID``, a column ``id``);
+    neither is part of the pair's identity."""
 
     premise: str
     hypothesis: str
     label: str | None = None
     genre: str | None = None
     line: int | None = field(default=None, compare=False)
+    id: str | int | None = field(default=None, compare=False)
 
 
 @dataclass

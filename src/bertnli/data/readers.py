@@ -30,13 +30,14 @@ from bertnli.data.writers import holds_predictions
 from bertnli.errors import BertnliWarning, ConfigError, DataError
 
 FORMATS = ("jsonl", "csv", "tsv")
-ROLES = ("premise", "hypothesis", "label", "genre")
+ROLES = ("premise", "hypothesis", "label", "genre", "id")
 #: Columns tried, in order, for each role that ``columns`` does not name.
 DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
     "premise": ("premise", "sentence1", "sentence_A", "text_a"),
     "hypothesis": ("hypothesis", "sentence2", "sentence_B", "text_b"),
     "label": ("gold_label", "label", "entailment_label", "entailment_judgment"),
     "genre": ("genre",),
+    "id": ("id", "pairID", "pair_ID", "index"),  # bertnli's and the caller's, SNLI / MultiNLI, SICK, GLUE
 }
 #: What ``d2l_text=True`` reads instead: the binary parses, as d2l's ``read_snli`` does.
 D2L_COLUMNS = {"premise": "sentence1_binary_parse", "hypothesis": "sentence2_binary_parse"}
@@ -73,6 +74,7 @@ class _Fields:
     hypothesis: str
     label: str | None
     genre: str | None
+    id: str | None
 
 
 def read_dataset(
@@ -94,8 +96,9 @@ def read_dataset(
     (``"snli"``, ``"snli:dev"``) already fetched by `download` — nothing is downloaded here; a path
     that exists wins over a dataset name.
     ``format``: jsonl, csv or tsv, overriding detection. ``columns``: {role: column} for the roles premise,
-    hypothesis, label (None: unlabelled) and genre; roles left out are found among `DEFAULT_COLUMNS`. In JSON
-    lines, rows may lack the label: in a file where some row has one, the rows without are skipped and counted.
+    hypothesis, label (None: unlabelled), genre and id (each pair's name, given back with its prediction);
+    roles left out are found among `DEFAULT_COLUMNS`. In JSON lines, rows may lack the label: in a file where
+    some row has one, the rows without are skipped and counted.
     ``label_map``: raw label → name, or the preset "glue" / "d2l"; needed for numeric labels.
     ``d2l_text``: read the binary-parse columns with brackets removed, as d2l does, instead of raw text.
     ``sick_set``: keep only these SemEval_set parts (TRAIN, TRIAL, TEST); for a single file ``split``
@@ -480,8 +483,8 @@ def _column(role: str, available: list[str], options: _Options, display: str, li
 
 
 def _row_column(role: str, record: Mapping[str, Any], fields: _Fields, options: _Options) -> str | None:
-    """The column holding the row's label or genre; None for a row without one (JSON lines may mix rows with
-    and without either: SNLI's rows and MultiNLI's, unlabelled rows and labelled ones)."""
+    """The column holding the row's label, genre or id; None for a row without one (JSON lines may mix rows
+    with and without each: SNLI's rows and MultiNLI's, unlabelled rows and labelled ones)."""
     column = getattr(fields, role)
     if column in record:
         return column
@@ -515,10 +518,19 @@ def _example(
             label = parse_label(_label_text(record, label_column, display, n), options.label_map)
         except ValueError as e:
             raise DataError(display, str(e), n) from None
-    # A genre is optional row by row: JSON lines may mix rows with and without one (SNLI's and MultiNLI's).
+    # A genre or an id is optional row by row: JSON lines may mix rows with and without one.
     column = _row_column("genre", record, fields, options)
     genre = _text(record, column, display, n) if column is not None else None
-    return Example(texts[0], texts[1], label, genre or None, n)
+    return Example(texts[0], texts[1], label, genre or None, n, _pair_id(record, fields, options, display, n))
+
+
+def _pair_id(record: Mapping[str, Any], fields: _Fields, options: _Options, display: str, n: int) -> str | int | None:
+    """The row's name for its pair, a string or a whole number as the file holds it; None for a row without."""
+    column = _row_column("id", record, fields, options)
+    value = None if column is None else record[column]
+    if isinstance(value, bool) or not isinstance(value, (str, int, type(None))):
+        raise DataError(display, f"id {column!r} is {json.dumps(value)}, not a name or a whole number", n)
+    return value if value != "" else None
 
 
 def _field(record: Mapping[str, Any], column: str, display: str, n: int) -> Any:

@@ -1,4 +1,4 @@
-"""Predictions written out as JSON lines, CSV or TSV, each row naming the input line of its pair."""
+"""Predictions written out as JSON lines, CSV or TSV, each row naming the input line (and id) of its pair."""
 
 from __future__ import annotations
 
@@ -34,19 +34,21 @@ def holds_predictions(columns: Sequence[str]) -> bool:
 
 
 def format_predictions(examples: Sequence[Example], predictions: Sequence[Prediction], labels: Sequence[str],
-                       path: Path | None = None, *, header: bool = True) -> str:
+                       path: Path | None = None, *, header: bool = True, ids: bool | None = None) -> str:
     """The predictions as ``path``'s suffix asks (CSV, TSV, else JSON lines): the input line of each pair (skipped
-    rows would otherwise shift the rest), its texts, the label, every label's probability and whether it was
-    read cut. A table's later parts go without the ``header`` line."""
-    rows = [{"line": e.line, "premise": e.premise, "hypothesis": e.hypothesis, **p.to_dict()}
-            for e, p in zip(examples, predictions)]
+    rows would otherwise shift the rest), its id with ``ids`` (default: when some pair has one), its texts, the
+    label, every label's probability and whether it was read cut. A table's later parts go without the
+    ``header`` line."""
+    ids = any(e.id is not None for e in examples) if ids is None else ids
+    rows = [{"line": e.line, **({"id": e.id} if ids else {}), "premise": e.premise, "hypothesis": e.hypothesis,
+             **p.to_dict()} for e, p in zip(examples, predictions)]
     delimiter = TABLE_DELIMITERS.get(path.suffix.lower()) if path else None
     if delimiter is None:
         return "".join(json.dumps(r) + "\n" for r in rows)
-    return _table(rows, labels, delimiter, header)
+    return _table(rows, labels, delimiter, header, ids)
 
 
-def _table(rows: list[dict], labels: Sequence[str], delimiter: str, header: bool) -> str:
+def _table(rows: list[dict], labels: Sequence[str], delimiter: str, header: bool, ids: bool) -> str:
     """CSV is quoted as spreadsheets write it. TSV is written as the readers read it (GLUE's form): no quoting,
     and the texts' tabs and line breaks become spaces, so the file reads back with the same columns."""
     out = io.StringIO()
@@ -54,10 +56,12 @@ def _table(rows: list[dict], labels: Sequence[str], delimiter: str, header: bool
     writer = csv.writer(out, delimiter=delimiter, lineterminator="\n",
                         quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL, quotechar=None if tsv else '"')
     if header:
-        writer.writerow(["line", "premise", "hypothesis", "label", *(f"p_{label}" for label in labels), "truncated"])
+        writer.writerow(["line", *(["id"] if ids else []), "premise", "hypothesis", "label",
+                         *(f"p_{label}" for label in labels), "truncated"])
     for r in rows:
-        texts = [re.sub(r"[\t\r\n]", " ", r[key]) if tsv else r[key] for key in ("premise", "hypothesis")]
-        writer.writerow([r["line"], *texts, r["label"], *(f"{r['probabilities'][label]:.6f}" for label in labels),
+        named = ["" if r[key] is None else re.sub(r"[\t\r\n]", " ", str(r[key])) if tsv else r[key]
+                 for key in ("id", "premise", "hypothesis") if key in r]
+        writer.writerow([r["line"], *named, r["label"], *(f"{r['probabilities'][label]:.6f}" for label in labels),
                          str(r["truncated"]).lower()])
     return out.getvalue()
 
@@ -70,12 +74,13 @@ def write_predictions(chunks: Iterable[Sequence[Prediction]], examples: Sequence
     ``<output>.partial`` (which a later call that finishes removes). Returns how many pairs were read cut."""
     written = cut = whole_chunks_end = 0
     partial = output.with_name(f"{output.name}.partial") if output else None
+    ids = any(e.id is not None for e in examples)  # decided once: every chunk has the same columns
 
     def write(out: TextIO) -> None:
         nonlocal written, cut, whole_chunks_end
         for chunk in chunks:
             part = examples[written : written + len(chunk)]
-            out.write(format_predictions(part, chunk, labels, output, header=written == 0))
+            out.write(format_predictions(part, chunk, labels, output, header=written == 0, ids=ids))
             out.flush()
             written, cut = written + len(chunk), cut + sum(p.truncated for p in chunk)
             whole_chunks_end = out.tell() if out.seekable() else 0
