@@ -335,7 +335,7 @@ def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_
                  str(table), "--no-progress"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv"]  # the out-of-date part is gone
     with pytest.raises(ValueError, match="chunk_size must be at least 1, not 0"):
-        next(model.predict_chunks(examples, chunk_size=0))
+        model.predict_chunks(examples, chunk_size=0)  # at the call, not at the first chunk
 
 
 def test_predict_into_a_pipe_that_closes_stops_quietly(trained):
@@ -1066,8 +1066,12 @@ def test_nlimodel_refuses_malformed_input_and_settings(trained):
     from bertnli.errors import ConfigError
 
     model = NLIModel.load(trained["run"], device="cpu")
-    with pytest.raises(TypeError, match=r"\(premise, hypothesis\) pairs"):
+    with pytest.raises(TypeError, match=r"not one pair: put it in a list, predict\(\[\(premise, hypothesis\)\]\)"):
         model.predict(("red dog runs big", "dog"))  # one pair, not a list of pairs
+    with pytest.raises(TypeError, match=r"list of \(premise, hypothesis\) pairs, not None"):
+        model.predict(None)
+    with pytest.raises(TypeError, match=r"for a list of premises and one of hypotheses, predict_proba\(premises, "):
+        model.predict(["red dog runs big", "a dog"])
     with pytest.raises(TypeError, match="not one dict: put the pair in a list"):
         model.predict({"premise": "red dog runs big", "hypothesis": "dog"})
     with pytest.raises(TypeError, match=r"premises must be a sequence of strings \(one per pair\), not one string"):
@@ -1112,6 +1116,22 @@ def test_datasets_and_evaluate_name_what_they_were_given_instead(trained):
         evaluate(NLIModel.load(trained["run"], device="cpu"), [Example("a", "b", "entailment")])
     with pytest.raises(TypeError, match=r"read_dataset reads files .* not a list"):
         read_dataset([("a", "b")])
+    from bertnli import train, train_validation_split
+
+    with pytest.raises(TypeError, match=r"splits a bertnli Dataset .* not a list"):
+        train_validation_split([("a", "b", "entailment")])
+    with pytest.raises(TypeError, match=r"cfg must be a TrainConfig, e.g. TrainConfig\(epochs=1\), not a dict"):
+        train({"epochs": 1}, read_dataset(trained["dev"]), None, trained["root"] / "never")
+    assert not (trained["root"] / "never").exists()
+    model = NLIModel.load(trained["run"], device="cpu")
+    labelled = read_dataset(trained["dev"])
+    with pytest.raises(ValueError, match=r"top_errors is how many confident mistakes to keep "
+                                         r"\(None: all of them\), not -1"):
+        evaluate(model, labelled, top_errors=-1)
+    result = evaluate(model, labelled)
+    assert repr(result) == (f"<Evaluation on {labelled.name}: accuracy {result.accuracy:.4f}, macro F1 "
+                            f"{result.report.macro_f1():.4f}, 300 pairs>")
+    assert result._repr_markdown_() == result.to_markdown()  # a notebook shows the report
 
 
 def test_every_help_example_is_a_command_line_that_parses():

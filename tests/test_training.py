@@ -22,7 +22,14 @@ from synthetic import synthetic_dataset, tiny_d2l_checkpoint
 
 from bertnli.cli import main
 from bertnli.data import Dataset, Example, read_dataset
-from bertnli.errors import CheckpointError, ConfigError, DataError, TrainingDiverged, TrainingInterrupted
+from bertnli.errors import (
+    BertnliWarning,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    TrainingDiverged,
+    TrainingInterrupted,
+)
 from bertnli.inference import NLIModel
 from bertnli.paths import DIR_MODE
 from bertnli.plots import curves_figure
@@ -600,6 +607,10 @@ def test_a_notebook_sees_each_epochs_scores_above_the_bars(task, tmp_path, capsy
     train(cfg, synthetic_dataset(64, 1), synthetic_dataset(32, 2), tmp_path / "quiet", progress=False)
     train(cfg, synthetic_dataset(64, 1), synthetic_dataset(32, 2), tmp_path / "taken", on_epoch=lambda r: None)
     assert not re.search(r"epoch \d+: loss", capsys.readouterr().err)  # no progress asked, or records taken
+    with pytest.warns(BertnliWarning, match="no eval_set: the model kept is the one with the best training accuracy"):
+        alone = train(cfg, synthetic_dataset(64, 1), None, tmp_path / "alone", progress=False)
+    assert repr(alone) == f"TrainResult(run_dir={str(tmp_path / 'alone')!r}, epochs=2, best_accuracy=" \
+                          f"{alone.best_accuracy:.4f})"  # not every record of every epoch
 
 
 def test_tensorboard_log_is_written_when_asked(task, tmp_path):

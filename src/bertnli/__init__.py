@@ -15,35 +15,58 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "NLIModel": "bertnli.inference",
     "Prediction": "bertnli.inference",
-    "TrainConfig": "bertnli.training",
-    "train": "bertnli.training",
+    "TrainConfig": "bertnli.training.config",
+    "train": "bertnli.training.loop",
+    "TrainResult": "bertnli.training.loop",
     "Example": "bertnli.data.example",
     "Dataset": "bertnli.data.example",
     "NLI_LABELS": "bertnli.data.example",
     "read_dataset": "bertnli.data",
     "train_validation_split": "bertnli.data",
     "evaluate": "bertnli.evaluation",
+    "Evaluation": "bertnli.evaluation",
     "BertnliError": "bertnli.errors",
+    "BertnliWarning": "bertnli.errors",
+    "CheckpointError": "bertnli.errors",
+    "ConfigError": "bertnli.errors",
+    "DataError": "bertnli.errors",
+    "DownloadError": "bertnli.errors",
     "TrainingInterrupted": "bertnli.errors",
 }
 if TYPE_CHECKING:  # what type checkers and editors see: the same names, imported at once
     from bertnli.data import read_dataset, train_validation_split
     from bertnli.data.example import NLI_LABELS, Dataset, Example
-    from bertnli.errors import BertnliError, TrainingInterrupted
-    from bertnli.evaluation import evaluate
+    from bertnli.errors import (
+        BertnliError,
+        BertnliWarning,
+        CheckpointError,
+        ConfigError,
+        DataError,
+        DownloadError,
+        TrainingInterrupted,
+    )
+    from bertnli.evaluation import Evaluation, evaluate
     from bertnli.inference import NLIModel, Prediction
-    from bertnli.training import TrainConfig, train
+    from bertnli.training.config import TrainConfig
+    from bertnli.training.loop import TrainResult, train
 #: Subpackages reachable as attributes after a bare `import bertnli` (`bertnli.data.read_dataset`).
 _MODULES = ("data", "errors", "evaluation", "export", "inference", "model", "plots", "serving", "text",
             "training", "weights")
 __all__ = [  # the keys of _EXPORTS, spelled out for static tools
     "NLI_LABELS",
     "BertnliError",
+    "BertnliWarning",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
     "Dataset",
+    "DownloadError",
+    "Evaluation",
     "Example",
     "NLIModel",
     "Prediction",
     "TrainConfig",
+    "TrainResult",
     "TrainingInterrupted",
     "evaluate",
     "read_dataset",

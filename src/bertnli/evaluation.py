@@ -39,6 +39,14 @@ class Evaluation:
     def accuracy(self) -> float:
         return self.report.accuracy
 
+    def __repr__(self) -> str:
+        return (f"<Evaluation on {self.dataset}: accuracy {self.accuracy:.4f}, macro F1 "
+                f"{self.report.macro_f1():.4f}, {self.report.total:,} pairs>")
+
+    def _repr_markdown_(self) -> str:
+        """A notebook shows the whole report."""
+        return self.to_markdown()
+
     def to_dict(self) -> dict:
         return {"dataset": self.dataset, **self.report.to_dict(), "skipped": self.skipped,
                 "confident_errors": self.confident_errors, "accuracy_by_length": self.by_length,
@@ -204,6 +212,8 @@ def evaluate(model: NLIModel | str | Path, dataset: Dataset, *, two_class: bool 
     if not isinstance(dataset, Dataset):
         raise TypeError(f"evaluate scores a bertnli Dataset (read_dataset(path), or Dataset(name, [Example(premise, "
                         f"hypothesis, label), ...])), not a {type(dataset).__name__}")
+    if top_errors is not None and top_errors < 0:
+        raise ValueError(f"top_errors is how many confident mistakes to keep (None: all of them), not {top_errors}")
     require_gold_labels(dataset)
     if not isinstance(model, NLIModel):
         model = NLIModel.load(model)

@@ -22,8 +22,9 @@ from bertnli.text.packing import MIN_PAIR_TOKENS, pack_rows, row_batches
 from bertnli.weights import load_classifier, save_classifier
 from bertnli.weights.native import resolve_model_dir
 
-#: What `NLIModel.predict` takes: (premise, hypothesis) pairs, `Example`s, or a `Dataset`.
-Pairs = Iterable[tuple[str, str]] | Iterable[Mapping[str, str]] | Iterable[Example] | Dataset
+#: What `NLIModel.predict` takes: (premise, hypothesis) pairs (tuples, lists, rows of a 2-column array), JSON
+#: objects, `Example`s, or a `Dataset`.
+Pairs = Iterable[Sequence[str]] | Iterable[Mapping[str, str]] | Iterable[Example] | Dataset
 #: Pairs predicted at a time (`NLIModel.predict_chunks`), by device type: enough to sort into a few dozen
 #: well-filled batches, few enough that a chunk takes seconds (so a stop loses little) and its predictions a
 #: few hundred MB at most. Other devices take the CPU's.
@@ -137,7 +138,8 @@ class NLIModel:
         self.progress = progress  # a progress bar on standard error for long predictions
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto", precision: str = "auto", **options: Any) -> NLIModel:
+    def load(cls, path: str | Path, device: str | torch.device = "auto", precision: str = "auto", **options: Any
+             ) -> NLIModel:
         """Load a run directory or a saved model folder. ``options``: ``batch_size``, ``batch_tokens``,
         ``compile`` (torch.compile the network; pays off on long GPU jobs), ``progress``."""
         saved = load_classifier(resolve_model_dir(path))
@@ -194,8 +196,8 @@ class NLIModel:
     def _progress(self, total: int) -> tqdm:
         return progress_bar(enabled=self.progress, total=total, unit="pair", desc="predicting", leave=False)
 
-    def predict_proba(self, pairs: Pairs, hypotheses: Iterable[str] | None = None, tokenised: bool = False
-                      ) -> np.ndarray:
+    def predict_proba(self, pairs: Pairs | Iterable[str], hypotheses: Iterable[str] | None = None,
+                      tokenised: bool = False) -> np.ndarray:
         """Probabilities (pairs, labels), columns in the order of ``self.labels``. Takes what `predict` takes,
         or two sequences: ``predict_proba(premises, hypotheses)``."""
         if hypotheses is None:
@@ -213,15 +215,20 @@ class NLIModel:
 
     def predict_chunks(self, pairs: Pairs, tokenised: bool = False, chunk_size: int | None = None
                        ) -> Iterator[list[Prediction]]:
-        """`predict`, ``chunk_size`` (default: `PREDICT_CHUNK` for the device) pairs at a time, in order:
-        memory stays flat on any input, and results can be written as they come. Every pair is checked before
-        the first chunk is predicted; one progress bar spans them all."""
+        """`predict`, ``chunk_size`` (default: `PREDICT_CHUNK` for the device) pairs at a time, in order: the
+        predictions held at once stay few on any input, and can be written as they come. The pairs themselves
+        are read and checked whole at the call, before any is predicted (a bad pair costs no time); one
+        progress bar spans every chunk."""
         if chunk_size is None:
             chunk_size = PREDICT_CHUNK.get(self.device.type, PREDICT_CHUNK["cpu"])
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
         premises, hypotheses, tokenised = _split_pairs(pairs, tokenised)
         self._check_texts(*_refuse_blanks(premises, hypotheses))
+        return self._chunks(premises, hypotheses, tokenised, chunk_size)
+
+    def _chunks(self, premises: list[str], hypotheses: list[str], tokenised: bool, chunk_size: int
+                ) -> Iterator[list[Prediction]]:
         with self._progress(len(premises)) as bar:
             for start in range(0, len(premises), chunk_size):
                 encoded = encode_pairs(self.tokenizer, premises[start : start + chunk_size],
@@ -241,6 +248,11 @@ def _split_pairs(pairs: Pairs, tokenised: bool) -> tuple[list[str], list[str], b
     if hasattr(pairs, "columns") and hasattr(pairs, "itertuples"):
         raise TypeError("predict takes pairs, not a DataFrame: pass df[['premise', 'hypothesis']]"
                         ".itertuples(index=False)")
+    if pairs is None:
+        raise TypeError("predict takes a list of (premise, hypothesis) pairs, not None")
+    if isinstance(pairs, tuple) and len(pairs) == 2 and all(isinstance(text, str) for text in pairs):
+        raise TypeError("predict takes a list of (premise, hypothesis) pairs, not one pair: put it in a list, "
+                        "predict([(premise, hypothesis)])")
     if isinstance(pairs, (str, Example, Mapping)):
         raise TypeError(f"predict takes a list of (premise, hypothesis) pairs, not one {type(pairs).__name__}"
                         + (": put the pair in a list, predict([{...}])" if isinstance(pairs, Mapping) else ""))
@@ -251,8 +263,11 @@ def _split_pairs(pairs: Pairs, tokenised: bool) -> tuple[list[str], list[str], b
         elif isinstance(pair, Mapping):  # a JSON object
             pair = _texts_of(pair, i)
         elif isinstance(pair, str) or not hasattr(pair, "__len__") or len(pair) != 2:
+            hint = ("; for a list of premises and one of hypotheses, predict_proba(premises, hypotheses)"
+                    if isinstance(pair, str) else "; from pandas, itertuples(index=False)"
+                    if type(pair).__name__ == "Pandas" else "")
             raise TypeError(f"predict takes (premise, hypothesis) pairs, e.g. [('A man sleeps.', 'A person "
-                            f"rests.')] or [{{'premise': ..., 'hypothesis': ...}}]; item {i} is {_shown(pair)}")
+                            f"rests.')] or [{{'premise': ..., 'hypothesis': ...}}]; item {i} is {_shown(pair)}{hint}")
         premises.append(pair[0])
         hypotheses.append(pair[1])
     return premises, hypotheses, tokenised

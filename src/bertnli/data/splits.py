@@ -35,6 +35,9 @@ def train_validation_split(
     both parts keep the original order, are named like ``snli_1.0_dev[train 90%]``, and skip nothing
     themselves (what the source skipped stays in its own ``skipped``).
     """
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"train_validation_split splits a bertnli Dataset (read_dataset(path), or Dataset(name, "
+                        f"[Example(premise, hypothesis, label), ...])), not a {type(dataset).__name__}")
     n = len(dataset)
     if validation_size is not None and validation_fraction is not None:
         raise ConfigError("give validation_fraction or validation_size, not both")

@@ -76,6 +76,10 @@ class TrainResult:
     epochs: list[dict[str, Any]]
     best_accuracy: float | None
 
+    def __repr__(self) -> str:
+        best = "None" if self.best_accuracy is None else f"{self.best_accuracy:.4f}"
+        return f"TrainResult(run_dir={str(self.run_dir)!r}, epochs={len(self.epochs)}, best_accuracy={best})"
+
 
 @dataclass
 class RunState:
@@ -726,6 +730,8 @@ def train(
     ``eval_set``. The run seeds torch's global generator with ``cfg.seed``. Ctrl-C or SIGTERM stops it after
     the current step (or evaluation), saves a checkpoint and raises `TrainingInterrupted`; ``resume=True``
     then continues where it stopped."""
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"cfg must be a TrainConfig, e.g. TrainConfig(epochs=1), not a {type(cfg).__name__}")
     for role, dataset in (("train_set", train_set), ("eval_set", eval_set)):
         if not (isinstance(dataset, Dataset) or (role == "eval_set" and dataset is None)):
             raise TypeError(f"{role} must be a bertnli.data.Dataset, e.g. Dataset('name', [Example(premise, "
@@ -742,6 +748,10 @@ def train(
         require_gold_labels(eval_set)  # its scores would measure nothing, and its report would fail at the end
     elif cfg.eval_every and not resume:
         raise ConfigError(f"eval_every={cfg.eval_every} validates on eval_set, and none was given")
+    elif not resume:
+        warnings.warn("no eval_set: the model kept is the one with the best training accuracy, which measures "
+                      "memory more than skill; hold pairs out with bertnli.train_validation_split(data), as the "
+                      "command line does", BertnliWarning, stacklevel=2)
     if not resume:
         cfg = cfg.validated()
     # Rank 0 alone writes the run's files, and holds its folder (a group the caller started, or torchrun's).
