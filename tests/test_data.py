@@ -442,6 +442,16 @@ def test_a_raw_label_mapped_to_two_labels_is_refused():
     assert resolve_label_map({"E": "entailment", "e": "Entailment"}) == {"e": "entailment"}
 
 
+def test_a_dataset_is_a_sequence_of_examples(tmp_path):
+    data = read_dataset(write(tmp_path / "snli.jsonl", snli_jsonl()))
+    assert list(data) == data.examples and data[0] == EXPECTED[0] and data[-1] == EXPECTED[-1]
+    head = data[:2]
+    assert isinstance(head, Dataset) and head.examples == EXPECTED[:2] and head.name == "snli[0:2]"
+    assert data[::2].name == f"snli[0:{len(data)}:2]"
+    built = Dataset("built", (Example(p, h, "entailment") for p, h in [("a", "b"), ("c", "d")]))  # a generator
+    assert len(built) == 2 and [e.premise for e in built] == ["a", "c"]
+
+
 def test_read_dataset_takes_binary_streams_and_a_whole_limit():
     text = '{"premise": "a", "hypothesis": "b"}\n{"premise": "c", "hypothesis": "d"}\n'
     assert len(read_dataset(io.BytesIO(text.encode()))) == 2

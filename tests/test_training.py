@@ -277,7 +277,7 @@ def test_a_setting_of_the_wrong_kind_is_refused_before_training(setting, expecte
         TrainConfig.from_recipe(**setting)
     if "recipe" not in setting:
         with pytest.raises(ConfigError, match=re.escape(expected)):
-            TrainConfig(**setting).validated()
+            TrainConfig(**setting)  # from Python: where it is made
 
 
 def test_a_run_checkpointed_by_the_previous_version_resumes_as_it_would_have(task, tmp_path):
@@ -530,6 +530,20 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(task, tmp_
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
+def test_torchrun_names_the_error_line_as_the_root_cause(tmp_path):
+    """torchrun ends a failed job with a summary whose root cause would point to its own documentation."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"premise": "a", "hypothesis": "b", "label": "entailment"}\n{"premise": \n')
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "bertnli", "train", "--train", str(bad), "--out", str(tmp_path / "run")],
+                          env=child_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    line = f"bertnli train: error: {bad}:2: not valid JSON"
+    assert line in done.stderr[done.stderr.index("Root Cause"):], done.stderr[-3000:]
+    assert "To enable traceback" not in done.stderr  # torchrun's pointer to its documentation, in its place
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
 def test_a_run_ends_the_process_group_it_started_and_only_that_one(tmp_path):
     def start() -> None:
         torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
@@ -739,11 +753,12 @@ def test_python_callers_get_clear_errors_before_any_file_is_written(task, tmp_pa
          DataError, "labels must be lower-case names"),
         ((cfg, synthetic_dataset(64, 1), unlabelled), DataError, "1 pairs have no label"),
         ((cfg, examples, None), TypeError, "must be a bertnli.data.Dataset"),
-        ((replace(cfg, epochs=0), synthetic_dataset(64, 1), None), ConfigError, "epochs=0"),
     ]:
         with pytest.raises(error, match=message):
             train(*args, tmp_path / "run", progress=False)
         assert not (tmp_path / "run" / "config.json").exists()
+    with pytest.raises(ConfigError, match="epochs=0"):  # where the setting is made, before train is called
+        replace(cfg, epochs=0)
     with pytest.raises(ConfigError, match="not a run directory"):
         train(cfg, synthetic_dataset(64, 1), None, tmp_path / "elsewhere", resume=True, progress=False)
     assert not (tmp_path / "elsewhere").exists()

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -466,10 +467,22 @@ def _error(args: argparse.Namespace, message: str, storage: bool) -> None:
     """The error line. Under torchrun every process meets bad settings alike, and the first says so; errors
     of reading or writing files (``storage``) may be one machine's own, so each machine's first process
     says them too, naming its rank."""
+    line = f"bertnli {args.command}: error: {message}"
     if _first_process():
-        print(f"bertnli {args.command}: error: {message}", file=sys.stderr)
+        print(line, file=sys.stderr)
     elif storage and os.environ.get("LOCAL_RANK") == "0":
         print(f"bertnli {args.command}: error: (process {os.environ['RANK']}) {message}", file=sys.stderr)
+    _tell_torchrun(line)
+
+
+def _tell_torchrun(line: str) -> None:
+    """Under torchrun, the error line in the file it names for this process: its failure summary then shows the
+    line as the root cause, where it would otherwise point to its own documentation."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        with contextlib.suppress(OSError):
+            record = {"message": line, "extraInfo": {"py_callstack": line, "timestamp": str(int(time.time()))}}
+            Path(path).write_text(json.dumps({"message": record}), encoding="utf-8")  # as torch's @record writes
 
 
 def _note(text: str) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import overload
 
 #: The three NLI classes, in the GLUE / Hugging Face order that new models use by default.
 NLI_LABELS: tuple[str, ...] = ("entailment", "neutral", "contradiction")
@@ -64,6 +66,7 @@ class Dataset:
     def __post_init__(self) -> None:
         """Every item an `Example` with texts and a label name (or None): a pandas missing value (NaN) or a
         bare tuple is named here, rather than failing deep inside encoding."""
+        self.examples = list(self.examples)  # a generator, a tuple: held as a list
         for i, example in enumerate(self.examples):
             if not isinstance(example, Example):
                 raise TypeError(f"{self.name}: item {i} is a {type(example).__name__}, not an Example; build "
@@ -79,6 +82,22 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.examples)
+
+    def __iter__(self) -> Iterator[Example]:
+        return iter(self.examples)
+
+    @overload
+    def __getitem__(self, index: int) -> Example: ...
+    @overload
+    def __getitem__(self, index: slice) -> Dataset: ...
+    def __getitem__(self, index: int | slice) -> Example | Dataset:
+        """An example, or for a slice (``data[:1000]``) a dataset of those examples, named for the cut."""
+        if isinstance(index, slice):
+            start, stop, step = index.indices(len(self.examples))
+            cut = f"{start}:{stop}" + (f":{step}" if step != 1 else "")
+            return Dataset(f"{self.name}[{cut}]", self.examples[index], tokenised=self.tokenised,
+                           predicted=self.predicted)
+        return self.examples[index]
 
     def __repr__(self) -> str:
         return f"<Dataset {self.describe()}>"

@@ -86,6 +86,7 @@ class TrainConfig:
         for name, value in RECIPES[self.recipe].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        self.validated()  # a wrong setting is named where it is made, not when training starts
 
     @classmethod
     def from_recipe(cls, recipe: str = "finetune", **overrides: Any) -> TrainConfig:
