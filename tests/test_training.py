@@ -527,6 +527,11 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(task, tmp_
     assert a["eval_accuracy"] == b["eval_accuracy"]
     assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
     assert len([p for p in (tmp_path / "two").iterdir() if p.name.startswith(".")]) == 0
+    from bertnli.training.run import describe_run
+
+    shown = describe_run(json.loads((tmp_path / "two" / "config.json").read_text()))
+    assert "· batch 8 (16 a step: 2 processes), lr" in shown and shown.endswith(", 2 processes")  # the global batch
+    assert ddp.stderr.count(shown) == 1  # the run's opening line, from the first process alone
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
@@ -739,6 +744,29 @@ def test_ctrl_c_during_the_last_evaluation_still_stops_the_run(task, tmp_path):
     assert not (tmp_path / "run" / "evaluation.json").exists()  # stopped before the reports
     result = train(cfg, train_set, eval_set, tmp_path / "run", resume=True, progress=False)
     assert [e["epoch"] for e in result.epochs] == [1, 2] and (tmp_path / "run" / "evaluation.json").is_file()
+
+
+def test_sigterm_while_the_reports_are_written_says_how_to_write_them(task, tmp_path, monkeypatch):
+    """After the last checkpoint, SIGTERM (a scheduler's notice) is told as Ctrl-C is, not a silent end."""
+    from bertnli import evaluation
+
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=32)
+    train_set, eval_set = synthetic_dataset(64, 1), synthetic_dataset(32, 2)
+    def callers_handler(signum, frame):  # reached only if bertnli left SIGTERM to its caller
+        raise AssertionError("SIGTERM was not handled by the run")
+
+    report, outer = evaluation.write_report, signal.signal(signal.SIGTERM, callers_handler)
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(evaluation, "write_report", lambda *args: os.kill(os.getpid(), signal.SIGTERM))
+            with pytest.raises(TrainingInterrupted, match="resume=True") as stopped:
+                train(cfg, train_set, eval_set, tmp_path / "run", progress=False)
+        assert stopped.value.signum == signal.SIGTERM and signal.getsignal(signal.SIGTERM) is callers_handler
+    finally:
+        signal.signal(signal.SIGTERM, outer)
+    assert evaluation.write_report is report and not (tmp_path / "run" / "evaluation.json").exists()
+    train(cfg, train_set, eval_set, tmp_path / "run", resume=True, progress=False)
+    assert (tmp_path / "run" / "evaluation.json").is_file()  # written by the resume
 
 
 def test_python_callers_get_clear_errors_before_any_file_is_written(task, tmp_path):

@@ -40,7 +40,8 @@ def device_name(device: torch.device) -> str:
     """What runs the work, in words: ``NVIDIA H200`` or ``x86_64 CPU, 2 threads``."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    return f"{platform.processor() or platform.machine()} CPU, {threads} thread{'s' if threads != 1 else ''}"
 
 
 #: ``--precision`` → autocast dtype (None: plain float32).

@@ -373,7 +373,8 @@ class Trainer:
                 if self._agree(self.stop_requested):  # Ctrl-C during the evaluation: the checkpoint is saved
                     raise self._interrupted()
         if self.rank == 0:
-            self.write_reports()
+            with self._stop_as_interrupted():
+                self.write_reports()
         return TrainResult(self.run.path, p.epochs, p.best_accuracy)
 
     def write_reports(self) -> None:
@@ -597,6 +598,25 @@ class Trainer:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+
+    @contextlib.contextmanager
+    def _stop_as_interrupted(self) -> Iterator[None]:
+        """Ctrl-C or SIGTERM after the last checkpoint (while the reports are written): `TrainingInterrupted`,
+        whose message says how to resume, which writes them; SIGTERM would otherwise end the process unsaid."""
+        def stop(signum: int, frame: object) -> None:
+            self.stop_signal = signum
+            raise KeyboardInterrupt
+
+        self.stop_signal = signal.SIGINT
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, stop) if main else None
+        try:
+            yield
+        except KeyboardInterrupt:
+            raise self._interrupted() from None
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
     def _absorb(self, running: torch.Tensor, seen: int, steps: int, seconds: float) -> None:
         """Fold the running sums of the last ``steps`` steps (read from the device here, every ``log_every``

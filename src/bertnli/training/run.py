@@ -33,12 +33,15 @@ from bertnli.weights.files import clear_dead_swaps, reason
 def describe_run(config: dict) -> str:
     """Model, data, settings and hardware of a run, in one line."""
     train, data, hardware = config.get("train", {}), config.get("data", {}), config.get("hardware")
+    batch, accum = train.get("batch_size", "?"), train.get("grad_accum", 1)
+    processes = (hardware or {}).get("processes", 1)
+    if isinstance(batch, int) and processes * accum > 1:  # what a step takes, over processes and micro-batches
+        shares = [f"{processes} processes"] * (processes > 1) + [f"{accum} micro-batches"] * (accum > 1)
+        batch = f"{batch} ({batch * processes * accum} a step: {' x '.join(shares)})"
     parts = [f"{Path(str(train.get('model', '?'))).name}, {train.get('recipe', '?')} recipe",
-             f"trained on {data.get('train', {}).get('name', '?')}",
-             f"batch {train.get('batch_size', '?')}, lr {train.get('lr', '?')}"]
+             f"trained on {data.get('train', {}).get('name', '?')}", f"batch {batch}, lr {train.get('lr', '?')}"]
     if hardware:  # runs started before the hardware was recorded have none
-        processes = f" x{hardware['processes']}" if hardware.get("processes", 1) > 1 else ""
-        parts.append(f"{hardware['precision']} on {hardware['device']}{processes}")
+        parts.append(f"{hardware['precision']} on {hardware['device']}" + f", {processes} processes" * (processes > 1))
     return " · ".join(parts)
 
 
