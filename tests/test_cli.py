@@ -803,13 +803,14 @@ def test_progress_in_a_log_file_is_whole_lines(trained, tiny, tmp_path, capsys, 
     monkeypatch.setattr("bertnli.progress.LOG_INTERVAL_S", 0)  # a line at every update, not every 30 s
     assert main(["train", "--model", tiny, "--num-heads", "4", "--train", str(trained["dev"]),
                  "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "64", "--eval-every", "2"]) == 0
-    err = capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert out.startswith("best model (validation accuracy ") and len(out.splitlines()) == 1  # the result alone
     assert "\r" not in err and "\x1b" not in err  # no cursor moves either, for the validation inside the epoch
     bars = [line for line in err.splitlines() if line.startswith("epoch 1/1:")]
     counts = [bar.split("|")[-1].split()[0] for bar in bars]
     assert counts == [f"{n}/5" for n in range(6)]  # 270 pairs: 5 batches, each line once
     notes = [line.split(":")[0] for line in err.splitlines() if "validation accuracy" in line]
-    assert notes == ["step 2 (epoch 1 of 1)", "step 4 (epoch 1 of 1)"]  # a validation every 2 steps, noted
+    assert notes == ["step 2 (epoch 1 of 1)", "step 4 (epoch 1 of 1)", "epoch 1"]  # every 2 steps, then the end
 
 
 def test_progress_in_a_log_file_of_short_work_is_its_first_and_last_line(trained, tiny, tmp_path, capsys):

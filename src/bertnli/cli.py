@@ -452,9 +452,11 @@ def _load_training_data(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
 
 
 def _print_epoch(record: dict) -> None:
+    """An epoch's line on standard error, with the run's other notes (validations within epochs included):
+    standard output holds the result alone."""
     from bertnli.training.loop import describe_epoch
 
-    print(describe_epoch(record), flush=True)
+    _note(describe_epoch(record))
 
 
 def _first_process() -> bool:
