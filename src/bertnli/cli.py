@@ -613,7 +613,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
                           progress=args.input is not None and not args.no_progress)
     if args.input is None and args.output is None:
-        [p] = model.predict(examples, tokenised)
+        [p] = model.predict(examples, tokenised=tokenised)
         print(p.label)
         for label, prob in sorted(p.probabilities.items(), key=lambda kv: -kv[1]):
             print(f"  {label:15} {prob:.4f}")
@@ -622,7 +622,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         return
     from bertnli.data.writers import write_predictions
 
-    cut = write_predictions(model.predict_chunks(examples, tokenised), examples, model.labels, args.output,
+    cut = write_predictions(model.predict_chunks(examples, tokenised=tokenised), examples, model.labels, args.output,
                             sys.stdout)
     if args.output:
         print(f"{len(examples):,} prediction{'s' if len(examples) != 1 else ''} written to {args.output}",

@@ -206,14 +206,14 @@ class NLIModel:
             premises, hypotheses = (x if isinstance(x, str) else list(x) for x in (pairs, hypotheses))
         return self.probabilities(self.encode(*_refuse_blanks(premises, hypotheses), tokenised))
 
-    def predict(self, pairs: Pairs, tokenised: bool = False) -> list[Prediction]:
+    def predict(self, pairs: Pairs, *, tokenised: bool = False) -> list[Prediction]:
         """One `Prediction` (label and every label's probability) per pair, in order. ``pairs``: (premise,
         hypothesis) pairs (tuples, lists, rows of a 2-column array, ``df.itertuples(index=False)``), `Example`s,
         or a `Dataset`. ``tokenised``: the texts are d2l's tokenised parses, as `encode` says (a Dataset
         says so itself)."""
-        return [p for chunk in self.predict_chunks(pairs, tokenised) for p in chunk]
+        return [p for chunk in self.predict_chunks(pairs, tokenised=tokenised) for p in chunk]
 
-    def predict_chunks(self, pairs: Pairs, tokenised: bool = False, chunk_size: int | None = None
+    def predict_chunks(self, pairs: Pairs, *, tokenised: bool = False, chunk_size: int | None = None
                        ) -> Iterator[list[Prediction]]:
         """`predict`, ``chunk_size`` (default: `PREDICT_CHUNK` for the device) pairs at a time, in order: the
         predictions held at once stay few on any input, and can be written as they come. The pairs themselves
