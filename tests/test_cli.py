@@ -235,6 +235,8 @@ def test_predict_one_pair_and_a_file(trained, capsys, tmp_path):
     assert [(r["hypothesis"], r["label"]) for r in map(json.loads, one.read_text().splitlines())] == [
         ("cat", wanted[2].label)]
     assert capsys.readouterr().err == f"1 prediction written to {one}\n"
+    assert main(["predict", "--model", str(trained["run"]), "red dog runs big", "cat", "--output", "-"]) == 0
+    assert json.loads(capsys.readouterr().out)["label"] == wanted[2].label  # asked for: JSON lines, not the table
     assert main(["predict", "--model", str(trained["run"]), "--input", str(pairs), "--output", "-"]) == 0
     assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == rows  # -: standard output
     sheet = tmp_path / "predictions.xlsx"
@@ -1071,7 +1073,8 @@ def test_nlimodel_refuses_malformed_input_and_settings(trained):
         model.predict(("red dog runs big", "dog"))  # one pair, not a list of pairs
     with pytest.raises(TypeError, match=r"list of \(premise, hypothesis\) pairs, not None"):
         model.predict(None)
-    with pytest.raises(TypeError, match=r"for a list of premises and one of hypotheses, predict_proba\(premises, "):
+    with pytest.raises(TypeError, match=r"one pair goes in a list as \[\(premise, hypothesis\)\], and a list of "
+                                        r"premises with one of hypotheses to predict_proba\(premises, hypotheses\)"):
         model.predict(["red dog runs big", "a dog"])
     with pytest.raises(TypeError, match="not one dict: put the pair in a list"):
         model.predict({"premise": "red dog runs big", "hypothesis": "dog"})

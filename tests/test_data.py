@@ -282,7 +282,9 @@ def test_sick(tmp_path):
     with pytest.warns(BertnliWarning) as told:  # its TEST part among the rest: said, with how to choose
         every = read_dataset(path)
     assert str(told[0].message) == (f"{path} holds SemEval-2014's TRAIN, TEST, TRIAL parts, and all were read "
-                                    f"(TRAIN 2, TEST 1, TRIAL 1 pairs); to read one, name it: {path}:train")
+                                    "(TRAIN 2, TEST 1, TRIAL 1 pairs); to read one, name it after the file, as in "
+                                    "SICK.txt:train (split='train' in Python)")
+    assert told[0].filename == __file__  # said where the caller read it
     assert every.name == "SICK"
     assert [e.label for e in every.examples] == ["entailment", "neutral", "contradiction", "entailment"]
     assert every.examples[3] == Example("A girl reads", "A girl is reading", "entailment")
@@ -352,7 +354,7 @@ def test_each_pair_keeps_its_name_in_the_file(tmp_path):
     claims = read_dataset(write(tmp_path / "claims.csv", "claim_id,evidence,claim\nc-1,a,b\n,c,d\n"),
                           columns={"premise": "evidence", "hypothesis": "claim", "id": "claim_id"})
     assert [e.id for e in claims.examples] == ["c-1", None]
-    with pytest.raises(DataError, match=r"odd.jsonl:1: id 'id' is true, not a name or a whole number"):
+    with pytest.raises(DataError, match=r"odd.jsonl:1: id 'id' is true, not a string or an integer"):
         read_dataset(write(tmp_path / "odd.jsonl", '{"premise": "a", "hypothesis": "b", "id": true}\n'))
 
 
@@ -431,7 +433,8 @@ def test_a_label_the_mapping_misses_is_named_with_how_to_add_it(tmp_path):
                      label_map={"SUPPORTS": "entailment", "REFUTES": "contradiction"})
     assert str(missed.value) == (f"{claims}:3: label 'NOT ENOUGH INFO' is not in the label mapping (it maps "
                                  "supports, refutes) nor a known label (entailment, neutral, contradiction, "
-                                 "not_entailment); add it to the mapping: --label-map '...,NOT ENOUGH INFO=<label>'")
+                                 "not_entailment); add it to the mapping: --label-map '...,NOT ENOUGH INFO=<label>' "
+                                 "({..., 'NOT ENOUGH INFO': <label>} in Python)")
 
 
 def test_a_raw_label_mapped_to_two_labels_is_refused():
@@ -442,12 +445,24 @@ def test_a_raw_label_mapped_to_two_labels_is_refused():
     assert resolve_label_map({"E": "entailment", "e": "Entailment"}) == {"e": "entailment"}
 
 
+def test_a_data_folder_may_hold_a_config_json_and_a_run_may_not_be_read_as_data(tmp_path):
+    folder = tmp_path / "claims"
+    folder.mkdir()
+    write(folder / "train.jsonl", snli_jsonl())
+    write(folder / "config.json", "{}")  # a data folder's own settings
+    assert read_dataset(folder).examples == EXPECTED
+    write(folder / "metrics.jsonl", "")  # beside config.json: a run's record
+    with pytest.raises(DataError, match="a model folder or a training run, not data"):
+        read_dataset(folder)
+
+
 def test_a_dataset_is_a_sequence_of_examples(tmp_path):
     data = read_dataset(write(tmp_path / "snli.jsonl", snli_jsonl()))
     assert list(data) == data.examples and data[0] == EXPECTED[0] and data[-1] == EXPECTED[-1]
     head = data[:2]
-    assert isinstance(head, Dataset) and head.examples == EXPECTED[:2] and head.name == "snli[0:2]"
-    assert data[::2].name == f"snli[0:{len(data)}:2]"
+    assert isinstance(head, Dataset) and head.examples == EXPECTED[:2] and head.name == "snli[:2]"
+    assert data[::-1].name == "snli[::-1]" and data[::-1].examples == EXPECTED[::-1]  # named as written
+    assert head.columns == data.columns
     built = Dataset("built", (Example(p, h, "entailment") for p, h in [("a", "b"), ("c", "d")]))  # a generator
     assert len(built) == 2 and [e.premise for e in built] == ["a", "c"]
 

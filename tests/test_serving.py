@@ -160,9 +160,9 @@ def test_serve_takes_the_batching_settings_from_the_command_line(monkeypatch):
         (b'{"pairs": [{"premise": "a \\ud83d dog", "hypothesis": "b"}]}',
          "pairs[0].premise: Value error, holds the escape \\ud83d, half of a surrogate pair"),
         (b'{"pairs": [{"premise": "a", "hypothesis": "b", "id": true}]}',
-         "pairs[0].id: Value error, must be a string or a whole number"),
+         "pairs[0].id: Value error, is true, not a string or an integer"),
         (b'{"pairs": [{"premise": "a", "hypothesis": "b", "id": 1.5}]}',
-         "pairs[0].id: Value error, must be a string or a whole number"),
+         "pairs[0].id: Value error, is 1.5, not a string or an integer"),
     ],
 )
 def test_requests_of_the_wrong_shape_give_422_with_a_readable_message(client, content, message):

@@ -530,7 +530,7 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(task, tmp_
     from bertnli.training.run import describe_run
 
     shown = describe_run(json.loads((tmp_path / "two" / "config.json").read_text()))
-    assert "· batch 8 (16 a step: 2 processes), lr" in shown and shown.endswith(", 2 processes")  # the global batch
+    assert "· batch 8 (16 a step: 2 processes), lr" in shown and shown.endswith(" x 2")  # the global batch
     assert ddp.stderr.count(shown) == 1  # the run's opening line, from the first process alone
 
 
@@ -787,6 +787,11 @@ def test_python_callers_get_clear_errors_before_any_file_is_written(task, tmp_pa
         assert not (tmp_path / "run" / "config.json").exists()
     with pytest.raises(ConfigError, match="epochs=0"):  # where the setting is made, before train is called
         replace(cfg, epochs=0)
+    changed = replace(cfg)
+    changed.epochs = 0  # after it was made: train checks again
+    with pytest.raises(ConfigError, match="epochs=0"):
+        train(changed, synthetic_dataset(64, 1), None, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "config.json").exists()
     with pytest.raises(ConfigError, match="not a run directory"):
         train(cfg, synthetic_dataset(64, 1), None, tmp_path / "elsewhere", resume=True, progress=False)
     assert not (tmp_path / "elsewhere").exists()

@@ -196,8 +196,8 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                               "model whenever it is the best yet: for long epochs (0: at epoch ends only)"),
     ]:
         hp.add_argument(flag, type=kind, help=f"{text}; {_recipe_defaults(flag)}")
-    hp.add_argument("--log-every", type=int, help="steps between logged records; default: about 20 an epoch, "
-                                                  "every 50 steps at most")
+    hp.add_argument("--log-every", type=int, help="steps between logged records; default: every 50 steps, or "
+                                                  "about 20 times an epoch when epochs are shorter")
     hp.add_argument("--optimizer", choices=["adam", "adamw"], help=_recipe_defaults("--optimizer"))
     hp.add_argument("--schedule", choices=["constant", "linear"], help=_recipe_defaults("--schedule"))
     hw = p.add_argument_group("hardware")
@@ -490,9 +490,9 @@ def _tell_torchrun(line: str) -> None:
 def _note(text: str) -> None:
     """A line on standard error, from the first process only (above any progress bar drawn there)."""
     if _first_process():
-        from tqdm import tqdm
+        from bertnli.progress import progress_note
 
-        tqdm.write(text, file=sys.stderr)
+        progress_note(text)
 
 
 def _print_result(result: TrainResult) -> None:
@@ -599,6 +599,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         raise BertnliError(f"give {missing} (quoted), or --input pairs.jsonl")
     if args.input is None and (is_blank(args.premise) or is_blank(args.hypothesis)):
         raise BertnliError("the premise and the hypothesis must not be empty")
+    as_lines = args.input is not None or args.output is not None  # one pair without --output: a readable table
     if args.output is not None and str(args.output) == "-":  # standard output, as --input - is standard input
         args.output = None
     if args.output:
@@ -612,7 +613,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         examples, tokenised = dataset.examples, dataset.tokenised
     model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
                           progress=args.input is not None and not args.no_progress)
-    if args.input is None and args.output is None:
+    if not as_lines:
         [p] = model.predict(examples, tokenised=tokenised)
         print(p.label)
         for label, prob in sorted(p.probabilities.items(), key=lambda kv: -kv[1]):

@@ -176,10 +176,10 @@ def require_gold_labels(dataset: Dataset, source: str | Path | None = None) -> N
 def check_scorable(model_labels: Sequence[str], dataset: Dataset, two_class: bool = False) -> None:
     """Raise the `DataError` that `evaluate` would for ``dataset`` (no labelled pairs, gold labels the model
     does not have), without scoring anything: several datasets can be checked before the first is scored."""
-    _scored(model_labels, dataset, two_class)
+    _scoring_plan(model_labels, dataset, two_class)
 
 
-def _scored(model_labels: Sequence[str], dataset: Dataset, two_class: bool
+def _scoring_plan(model_labels: Sequence[str], dataset: Dataset, two_class: bool
             ) -> tuple[Dataset, list[Example], list[str], bool]:
     """What `evaluate` scores: the dataset (merged to two classes for ``two_class``), its labelled pairs, the
     labels of the score, and whether the model's labels are merged into two."""
@@ -217,7 +217,7 @@ def evaluate(model: NLIModel | str | Path, dataset: Dataset, *, two_class: bool 
     require_gold_labels(dataset)
     if not isinstance(model, NLIModel):
         model = NLIModel.load(model)
-    dataset, examples, labels, merge = _scored(model.labels, dataset, two_class)
+    dataset, examples, labels, merge = _scoring_plan(model.labels, dataset, two_class)
     pairs = model.encode([e.premise for e in examples], [e.hypothesis for e in examples], dataset.tokenised)
     probs = model.probabilities(pairs)
     if merge:

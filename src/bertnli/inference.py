@@ -263,7 +263,8 @@ def _split_pairs(pairs: Pairs, tokenised: bool) -> tuple[list[str], list[str], b
         elif isinstance(pair, Mapping):  # a JSON object
             pair = _texts_of(pair, i)
         elif isinstance(pair, str) or not hasattr(pair, "__len__") or len(pair) != 2:
-            hint = ("; for a list of premises and one of hypotheses, predict_proba(premises, hypotheses)"
+            hint = ("; one pair goes in a list as [(premise, hypothesis)], and a list of premises with one of "
+                    "hypotheses to predict_proba(premises, hypotheses)"
                     if isinstance(pair, str) else "; from pandas, itertuples(index=False)"
                     if type(pair).__name__ == "Pandas" else "")
             raise TypeError(f"predict takes (premise, hypothesis) pairs, e.g. [('A man sleeps.', 'A person "

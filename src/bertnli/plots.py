@@ -27,10 +27,11 @@ def plot_curves(run: RunDir | str | Path, path: str | Path | None = None) -> Pat
     return _save(curves_figure(run), path or run.path / "curves.png")
 
 
-def curves_figure(run: RunDir) -> Figure:
+def curves_figure(run: RunDir | str | Path) -> Figure:
     """Loss and accuracy per logged step (thin) and per epoch (markers), with every validation (at epoch ends,
     and within epochs with ``eval_every``) and the one whose model was kept (a star), side by side, over the
     whole run from step 0, epoch ends dotted and chance dashed."""
+    run = run if isinstance(run, RunDir) else RunDir(run)
     config = run.read_config()
     records = list(run.metrics())
     steps = [r for r in records if r.get("kind") == "step"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from collections import Counter
@@ -33,6 +34,14 @@ def surrogate_problem(text: str) -> str | None:
     if found is None:
         return None
     return f"holds the escape \\u{ord(found.group()):04x}, half of a surrogate pair: not valid Unicode text"
+
+
+def id_problem(value: object) -> str | None:
+    """What is wrong with a pair's id, which must be a string or an integer as JSON writes them (not true, not
+    1.5); None for a good one, or none at all."""
+    if value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return None
+    return f"is {json.dumps(value)}, not a string or an integer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,11 +101,10 @@ class Dataset:
     def __getitem__(self, index: slice) -> Dataset: ...
     def __getitem__(self, index: int | slice) -> Example | Dataset:
         """An example, or for a slice (``data[:1000]``) a dataset of those examples, named for the cut."""
-        if isinstance(index, slice):
-            start, stop, step = index.indices(len(self.examples))
-            cut = f"{start}:{stop}" + (f":{step}" if step != 1 else "")
-            return Dataset(f"{self.name}[{cut}]", self.examples[index], tokenised=self.tokenised,
-                           predicted=self.predicted)
+        if isinstance(index, slice):  # named as written: data[:1000] is "name[:1000]"
+            cut = ":".join("" if part is None else str(part) for part in (index.start, index.stop, index.step))
+            return Dataset(f"{self.name}[{cut.removesuffix(':')}]", self.examples[index], columns=self.columns,
+                           tokenised=self.tokenised, predicted=self.predicted)
         return self.examples[index]
 
     def __repr__(self) -> str:

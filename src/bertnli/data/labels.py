@@ -81,7 +81,8 @@ def parse_label(raw: str, label_map: Mapping[str, str] | None = None) -> str | N
         )
     if label_map:
         raise ValueError(f"label {raw!r} is not in the label mapping (it maps {', '.join(label_map)}) nor a known "
-                         f"label ({', '.join(KNOWN_LABELS)}); add it to the mapping: --label-map '...,{raw}=<label>'")
+                         f"label ({', '.join(KNOWN_LABELS)}); add it to the mapping: --label-map '...,{raw}=<label>' "
+                         f"({{..., {raw!r}: <label>}} in Python)")
     raise ValueError(
         f"unknown label {raw!r}; known labels are {', '.join(KNOWN_LABELS)} (map others to them: --label-map "
         f"'{raw}=<label>,...'; label_map= in Python)"

@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO
 
 from bertnli.data.download import DATASETS, cached_path, data_cache_dir, remote_dataset
-from bertnli.data.example import Dataset, Example, is_blank, surrogate_problem
+from bertnli.data.example import Dataset, Example, id_problem, is_blank, surrogate_problem
 from bertnli.data.labels import parse_label, resolve_label_map
 from bertnli.data.writers import holds_predictions
 from bertnli.errors import BertnliWarning, ConfigError, DataError
@@ -50,7 +50,7 @@ _SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv":
 #: Data-file suffixes, most preferred first when one split comes in several forms.
 _DATA_SUFFIXES = (".jsonl", ".ndjson", ".tsv", ".txt", ".csv")
 #: Files that mark a folder as a model (Hugging Face, bertnli, d2l) or a training run, not data.
-_MODEL_FILES = ("config.json", "pretrained.params")
+_MODEL_FILES = ("model.safetensors", "pytorch_model.bin", "pretrained.params", "checkpoint.pt")
 _SPACES = re.compile(r"\s{2,}")
 _NO_LABEL_FIELD = "no gold label (no label field)"
 
@@ -120,7 +120,7 @@ def read_dataset(
         return _read_one(lambda: io.BytesIO(data), display, display.strip("<>"), split, options)
     path, split = _locate(source, split)
     if path.is_dir():
-        if any((path / name).is_file() for name in _MODEL_FILES):
+        if _holds_a_model(path):
             raise DataError(path, "a model folder or a training run, not data; pass a data file or a folder of "
                                   f"them ({', '.join(_DATA_SUFFIXES)})")
         files = {p.relative_to(path).as_posix(): p for p in sorted(path.rglob("*")) if p.is_file()}
@@ -130,6 +130,13 @@ def read_dataset(
     if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
         return _read_zip(path, split, options)
     return _read_one(lambda: path.open("rb"), str(path), _name(path), split, options)
+
+
+def _holds_a_model(folder: Path) -> bool:
+    """A model's weights or a run's checkpoint, or a run's record (config.json beside metrics.jsonl) before its
+    first checkpoint: a folder to load or resume, not to read as data."""
+    return any((folder / name).is_file() for name in _MODEL_FILES) or all(
+        (folder / name).is_file() for name in ("config.json", "metrics.jsonl"))
 
 
 def _options(
@@ -425,8 +432,9 @@ def _examples(
     if len(read_parts) > 1:  # SICK's TEST part is no training data: say what was read, and how to choose
         names = sorted(read_parts, key=lambda p: (p != "TRAIN", p))
         warnings.warn(f"{display} holds SemEval-2014's {', '.join(names)} parts, and all were read ("
-                      f"{', '.join(f'{p} {read_parts[p]:,}' for p in names)} pairs); to read one, name it: "
-                      f"{display}:{names[0].lower()}", BertnliWarning, stacklevel=2)
+                      f"{', '.join(f'{p} {read_parts[p]:,}' for p in names)} pairs); to read one, name it after "
+                      f"the file, as in SICK.txt:{names[0].lower()} (split='{names[0].lower()}' in Python)",
+                      BertnliWarning, stacklevel=4)
     missing = [p for p in parts if p not in seen_parts]
     if missing:
         found = ", ".join(sorted(seen_parts)) or "none"
@@ -528,8 +536,9 @@ def _pair_id(record: Mapping[str, Any], fields: _Fields, options: _Options, disp
     """The row's name for its pair, a string or a whole number as the file holds it; None for a row without."""
     column = _row_column("id", record, fields, options)
     value = None if column is None else record[column]
-    if isinstance(value, bool) or not isinstance(value, (str, int, type(None))):
-        raise DataError(display, f"id {column!r} is {json.dumps(value)}, not a name or a whole number", n)
+    problem = id_problem(value)
+    if problem:
+        raise DataError(display, f"id {column!r} {problem}", n)
     return value if value != "" else None
 
 

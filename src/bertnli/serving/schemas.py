@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-from bertnli.data.example import is_blank, surrogate_problem
+from bertnli.data.example import id_problem, is_blank, surrogate_problem
 from bertnli.data.readers import DEFAULT_COLUMNS
 
 EXAMPLE_PAIRS = [
@@ -33,9 +33,10 @@ class Pair(BaseModel):
     @field_validator("id", mode="before")
     @classmethod
     def _name_or_number(cls, value: object) -> object:
-        """A string or a whole number, given back as it came (not true → 1, nor 1.5 → an error per type)."""
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
-            raise ValueError("must be a string or a whole number")
+        """A string or an integer, given back as it came (not true → 1, nor 1.5 → an error per type)."""
+        problem = id_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("premise", "hypothesis")

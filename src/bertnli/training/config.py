@@ -36,7 +36,8 @@ class TrainConfig:
     fixed shape; ``cache`` keeps encoded data on disk; ``num_heads`` (d2l checkpoints only) and ``dropout``
     replace the checkpoint's values when set; ``eval_batch_tokens`` sizes validation batches; ``log_every``,
     ``checkpoint_every`` and ``eval_every`` count optimizer steps, ``eval_every`` from each epoch's start
-    (``log_every=None``: about 20 records an epoch, every 50 steps at most, so a short run still draws a curve;
+    (``log_every=None``: every 50 steps, or often enough for about 20 records in a shorter epoch, so a short run
+    still draws a curve;
     ``checkpoint_every=0``: checkpoints at epoch ends only; ``eval_every=0``: validation at epoch ends only).
     ``early_stopping`` counts epochs in which no validation improved on the best."""
 
@@ -96,7 +97,7 @@ class TrainConfig:
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ConfigError(f"unknown training settings: {', '.join(unknown)}")
-        return cls(recipe=recipe, **{k: v for k, v in overrides.items() if v is not None}).validated()
+        return cls(recipe=recipe, **{k: v for k, v in overrides.items() if v is not None})
 
     def validated(self) -> TrainConfig:
         """This config, once every value has its type and range; else `ConfigError` naming the bad ones."""

@@ -758,24 +758,21 @@ def train(
                             f"hypothesis, label), ...]), not {type(dataset).__name__}")
     if len(train_set) == 0:
         raise ConfigError(f"the training data {train_set.name} is empty")
-    if eval_set is not None:
-        from bertnli.evaluation import require_gold_labels
-
-        if eval_set.predicted and eval_set.drawn_from is not None:
-            raise DataError(eval_set.name, "is held out from predictions written by bertnli: validating on a "
-                            "model's answers would measure agreement with that model, not accuracy; give "
-                            "gold-labelled validation data (--eval; eval_set in Python)")
-        require_gold_labels(eval_set)  # its scores would measure nothing, and its report would fail at the end
-    elif cfg.eval_every and not resume:
+    # Rank 0 alone writes the run's files and warns, and holds its folder (a group the caller started, or torchrun's).
+    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.environ.get("RANK", "0"))
+    if eval_set is not None and eval_set.predicted:  # a model's answers: its report would fail at the end too
+        held_out = "is held out from" if eval_set.drawn_from is not None else "holds"
+        raise DataError(eval_set.name, f"{held_out} predictions written by bertnli: validating on a model's answers "
+                        "would measure agreement with that model, not accuracy; give gold-labelled validation data "
+                        "(--eval; eval_set in Python)")
+    if eval_set is None and cfg.eval_every and not resume:
         raise ConfigError(f"eval_every={cfg.eval_every} validates on eval_set, and none was given")
-    elif not resume:
+    if eval_set is None and not resume and rank == 0:
         warnings.warn("no eval_set: the model kept is the one with the best training accuracy, which measures "
                       "memory more than skill; hold pairs out with bertnli.train_validation_split(data), as the "
                       "command line does", BertnliWarning, stacklevel=2)
     if not resume:
-        cfg = cfg.validated()
-    # Rank 0 alone writes the run's files, and holds its folder (a group the caller started, or torchrun's).
-    rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.environ.get("RANK", "0"))
+        cfg = cfg.validated()  # settings changed since the config was made
     held = RunDir(run_dir).lock() if rank == 0 else contextlib.nullcontext()
     with process_group_scope(), held:
         # No name keeps the Trainer: once fit returns, it and its DDP wrapper (which holds the process group)

@@ -41,7 +41,7 @@ def describe_run(config: dict) -> str:
     parts = [f"{Path(str(train.get('model', '?'))).name}, {train.get('recipe', '?')} recipe",
              f"trained on {data.get('train', {}).get('name', '?')}", f"batch {batch}, lr {train.get('lr', '?')}"]
     if hardware:  # runs started before the hardware was recorded have none
-        parts.append(f"{hardware['precision']} on {hardware['device']}" + f", {processes} processes" * (processes > 1))
+        parts.append(f"{hardware['precision']} on {hardware['device']}" + f" x {processes}" * (processes > 1))
     return " · ".join(parts)
 
 
