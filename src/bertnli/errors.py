@@ -1,8 +1,12 @@
-"""Typed errors. Library code raises these; the CLI turns each into one clear line."""
+"""Typed errors: library code raises these, and the CLI turns each into one clear line. SIGTERM can be raised
+as one too (`termination_as_interrupt`), where work in progress is to be kept rather than lost."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 
@@ -72,3 +76,21 @@ class TrainingInterrupted(Interrupted):
             how = f"train(cfg, train_set, eval_set, {str(run_dir)!r}, resume=True)"
         where = f" in {processes} processes in all, as it ran" if processes > 1 else ""
         super().__init__(f"interrupted; the checkpoint is saved: resume with `{how}`{where}", signum)
+
+
+@contextlib.contextmanager
+def termination_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's notice, `kill`) raises an `Interrupted` as Ctrl-C raises KeyboardInterrupt, for
+    the length of the block: what was done can then be kept."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted("interrupted", signum)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import os
 import re
 import signal
-import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from bertnli.data.example import Example
-from bertnli.errors import Interrupted
+from bertnli.errors import Interrupted, termination_as_interrupt
 from bertnli.paths import FILE_MODE, atomic_write
 
 if TYPE_CHECKING:
@@ -88,7 +86,7 @@ def write_predictions(chunks: Iterable[Sequence[Prediction]], examples: Sequence
     def write_file(target: Path) -> None:
         with target.open("a", encoding="utf-8") as out:  # a new file, or a stream (/dev/stdout) to add to
             try:
-                with _termination_as_interrupt():
+                with termination_as_interrupt():
                     write(out)
             except KeyboardInterrupt as stop:
                 signum = getattr(stop, "signum", signal.SIGINT)
@@ -110,21 +108,3 @@ def write_predictions(chunks: Iterable[Sequence[Prediction]], examples: Sequence
         atomic_write(output, write_file)
         partial.unlink(missing_ok=True)  # an interrupted run's, now out of date
     return cut
-
-
-@contextlib.contextmanager
-def _termination_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler's notice, `kill`) raises an `Interrupted` as Ctrl-C raises KeyboardInterrupt, for
-    the length of the block: what was done can then be kept."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise Interrupted("interrupted", signum)
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

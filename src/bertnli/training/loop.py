@@ -37,6 +37,7 @@ from bertnli.errors import (
     DataError,
     TrainingDiverged,
     TrainingInterrupted,
+    termination_as_interrupt,
 )
 from bertnli.inference import batched_logits
 from bertnli.metrics import ClassificationReport
@@ -603,20 +604,12 @@ class Trainer:
     def _stop_as_interrupted(self) -> Iterator[None]:
         """Ctrl-C or SIGTERM after the last checkpoint (while the reports are written): `TrainingInterrupted`,
         whose message says how to resume, which writes them; SIGTERM would otherwise end the process unsaid."""
-        def stop(signum: int, frame: object) -> None:
-            self.stop_signal = signum
-            raise KeyboardInterrupt
-
-        self.stop_signal = signal.SIGINT
-        main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, stop) if main else None
         try:
-            yield
-        except KeyboardInterrupt:
+            with termination_as_interrupt():
+                yield
+        except KeyboardInterrupt as stop:
+            self.stop_signal = getattr(stop, "signum", signal.SIGINT)
             raise self._interrupted() from None
-        finally:
-            if main:
-                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
     def _absorb(self, running: torch.Tensor, seen: int, steps: int, seconds: float) -> None:
         """Fold the running sums of the last ``steps`` steps (read from the device here, every ``log_every``
