@@ -180,7 +180,7 @@ def check_scorable(model_labels: Sequence[str], dataset: Dataset, two_class: boo
 
 
 def _scoring_plan(model_labels: Sequence[str], dataset: Dataset, two_class: bool
-            ) -> tuple[Dataset, list[Example], list[str], bool]:
+                  ) -> tuple[Dataset, list[Example], list[str], bool]:
     """What `evaluate` scores: the dataset (merged to two classes for ``two_class``), its labelled pairs, the
     labels of the score, and whether the model's labels are merged into two."""
     if two_class:

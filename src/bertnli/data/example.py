@@ -75,7 +75,8 @@ class Dataset:
     def __post_init__(self) -> None:
         """Every item an `Example` with texts and a label name (or None): a pandas missing value (NaN) or a
         bare tuple is named here, rather than failing deep inside encoding."""
-        self.examples = list(self.examples)  # a generator, a tuple: held as a list
+        if not isinstance(self.examples, list):  # a generator, a tuple: held as a list (a list is not copied)
+            self.examples = list(self.examples)
         for i, example in enumerate(self.examples):
             if not isinstance(example, Example):
                 raise TypeError(f"{self.name}: item {i} is a {type(example).__name__}, not an Example; build "

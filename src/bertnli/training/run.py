@@ -205,7 +205,7 @@ class RunDir:
     def recorded_settings(self, record: dict[str, Any]) -> TrainConfig:
         """The training settings of ``record`` (as `read_config` returns it), checked as a new run's are."""
         try:
-            return TrainConfig.from_dict(record["train"]).validated()
+            return TrainConfig.from_dict(record["train"])  # checked as it is made
         except (ConfigError, TypeError) as exc:
             raise CheckpointError(self.config_path, f"the recorded training settings do not hold: {exc}") from None
 
