@@ -548,6 +548,49 @@ def test_torchrun_names_the_error_line_as_the_root_cause(tmp_path):
     assert "To enable traceback" not in done.stderr  # torchrun's pointer to its documentation, in its place
 
 
+CRASH_RANK_1 = """
+import os, sys
+from bertnli.cli import main
+from bertnli.training import Trainer
+
+step = Trainer.optimizer_step
+
+def crash_rank_1(self, batch):
+    if self.rank == 1 and self.state.step == 3:  # as a process killed mid-run: no word, no clean-up
+        os._exit(9)
+    return step(self, batch)
+
+Trainer.optimizer_step = crash_rank_1
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
+def test_a_process_lost_mid_run_leaves_the_other_one_line_and_the_way_to_resume(task, tmp_path):
+    """Started as a scheduler starts each process (RANK, WORLD_SIZE, the rendezvous address; no torchrun to end
+    the survivors), so that the survivor meets the lost peer in its next collective."""
+    import socket
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    script, run = tmp_path / "crash.py", tmp_path / "run"
+    script.write_text(CRASH_RANK_1)
+    args = [sys.executable, str(script), *cli_args(task, run, "--epochs", "1", "--batch-size", "8", "--limit", "160",
+                                                     "--checkpoint-every", "2")]
+    ranks = [subprocess.Popen(args, env={**child_env(), "RANK": str(rank), "WORLD_SIZE": "2", "MASTER_PORT": str(port),
+                                         "MASTER_ADDR": "127.0.0.1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for rank in (0, 1)]
+    (_, survivor), _ = (rank.communicate(timeout=120) for rank in ranks)
+    assert [rank.returncode for rank in ranks] == [1, 9]
+    assert "Traceback" not in survivor, survivor[-3000:]
+    [line] = [line for line in survivor.splitlines() if "error" in line]
+    assert line.startswith("bertnli train: error: another process of this run stopped, so this one cannot go on (")
+    assert line.endswith(f"resume from its last checkpoint with `torchrun --nproc-per-node 2 -m bertnli train "
+                         f"--resume {run}`")
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["progress"]["step"] == 2
+
+
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
 def test_a_run_ends_the_process_group_it_started_and_only_that_one(tmp_path):
     def start() -> None:

@@ -54,6 +54,28 @@ class TrainingDiverged(BertnliError):
     """The training loss stopped being a finite number: the weights overflowed and are of no more use."""
 
 
+class ProcessLost(BertnliError):
+    """Another process of a data-parallel run stopped (it crashed, or was killed), so this one cannot go on.
+    Says how to resume from the run's last checkpoint."""
+
+    def __init__(self, run_dir: str | Path, reason: str, processes: int, command_line: bool, saved: bool) -> None:
+        self.run_dir = Path(run_dir)
+        if saved:
+            then = f"resume from its last checkpoint with `{resume_command(run_dir, command_line, processes)}`"
+        else:
+            then = "it had saved no checkpoint yet, and starts again from its first step"
+        super().__init__(f"another process of this run stopped, so this one cannot go on ({reason}); that "
+                         f"process's own output says why; {then}")
+
+
+def resume_command(run_dir: str | Path, command_line: bool, processes: int) -> str:
+    """How to go on with a stopped run: from the command line (under torchrun, as it ran), or from Python."""
+    if not command_line:
+        return f"train(cfg, train_set, eval_set, {str(run_dir)!r}, resume=True)"
+    how = f"bertnli train --resume {run_dir}"
+    return f"torchrun --nproc-per-node {processes} -m {how}" if processes > 1 else how
+
+
 class Interrupted(KeyboardInterrupt):
     """Work stopped on Ctrl-C or SIGTERM after keeping what it had done; the message says where. A
     `KeyboardInterrupt`, as the Ctrl-C it comes from: a loop that catches `Exception` still stops."""
@@ -69,11 +91,7 @@ class TrainingInterrupted(Interrupted):
 
     def __init__(self, run_dir: str | Path, command_line: bool = True, processes: int = 1, signum: int = 2) -> None:
         self.run_dir = Path(run_dir)
-        if command_line:
-            how = f"bertnli train --resume {run_dir}"
-            how = f"torchrun --nproc-per-node {processes} -m {how}" if processes > 1 else how
-        else:
-            how = f"train(cfg, train_set, eval_set, {str(run_dir)!r}, resume=True)"
+        how = resume_command(run_dir, command_line, processes)
         where = f" in {processes} processes in all, as it ran" if processes > 1 else ""
         super().__init__(f"interrupted; the checkpoint is saved: resume with `{how}`{where}", signum)
 

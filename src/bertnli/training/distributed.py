@@ -6,12 +6,15 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from bertnli.errors import ProcessLost
 from bertnli.runtime import pick_device
 
 
@@ -68,3 +71,26 @@ def process_group_scope() -> Iterator[None]:
         if not started_before and dist.is_available() and dist.is_initialized():
             gc.collect()
             dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def lost_process_as_error(run_dir: Path, checkpoint: Path, command_line: bool) -> Iterator[None]:
+    """A collective that fails because another process of the run is gone (crashed, killed) raises `ProcessLost`:
+    one line that says so and how to resume, where gloo or NCCL would leave their own traceback."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 and _lost_peer(exc)):
+            raise
+        raise ProcessLost(run_dir, _reason(exc), dist.get_world_size(), command_line, checkpoint.exists()) from None
+
+
+def _lost_peer(exc: RuntimeError) -> bool:
+    """torch.distributed's own errors (NCCL's among them), and gloo's, which come as plain RuntimeErrors."""
+    return isinstance(exc, dist.DistError) or "gloo" in str(exc)
+
+
+def _reason(exc: RuntimeError) -> str:
+    """The first sentence of a backend's message, without the source file it names: "Connection closed by peer"."""
+    text = str(exc).strip() or type(exc).__name__
+    return re.sub(r"^\[[^\]]*\]\s*", "", text.splitlines()[0]).split(". ")[0].rstrip(".")

@@ -55,7 +55,7 @@ from bertnli.text import EncodedPairs, Tokenizer, WordTokenizer, encode_pairs
 from bertnli.text.cache import encode_cached
 from bertnli.text.packing import fit_rows, pack_rows
 from bertnli.training.config import TrainConfig
-from bertnli.training.distributed import StopVote, place_process, process_group_scope
+from bertnli.training.distributed import StopVote, lost_process_as_error, place_process, process_group_scope
 from bertnli.training.optim import build_optimizer, build_schedule
 from bertnli.training.run import RunDir, describe_dataset, describe_run
 from bertnli.weights import load_pretrained, save_classifier
@@ -767,7 +767,8 @@ def train(
     if not resume:
         cfg = cfg.validated()  # settings changed since the config was made
     held = RunDir(run_dir).lock() if rank == 0 else contextlib.nullcontext()
-    with process_group_scope(), held:
+    lost = lost_process_as_error(Path(run_dir), RunDir(run_dir).checkpoint_path, command_line=source is not None)
+    with process_group_scope(), held, lost:
         # No name keeps the Trainer: once fit returns, it and its DDP wrapper (which holds the process group)
         # can go before the group is destroyed.
         return Trainer(cfg, train_set, eval_set, run_dir, resume=resume, overwrite=overwrite,
