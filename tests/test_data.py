@@ -301,6 +301,17 @@ def test_sick(tmp_path):
         read_dataset(path, split="train", sick_set="test")
 
 
+def test_rows_without_the_part_asked_for_are_counted_as_skipped(tmp_path):
+    rows = [{"premise": "A dog runs", "hypothesis": "An animal moves", "label": "entailment", "SemEval_set": "TRAIN"},
+            {"premise": "A cat sits", "hypothesis": "A cat sleeps", "label": "neutral"},
+            {"premise": "A man eats", "hypothesis": "Nobody eats", "label": "contradiction", "SemEval_set": "TEST"}]
+    path = write(tmp_path / "parts.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
+    train = read_dataset(path, sick_set="train")
+    assert [e.premise for e in train.examples] == ["A dog runs"]
+    assert dict(train.skipped) == {"no SemEval_set": 1}
+    assert len(read_dataset(path, sick_set="train", limit=1)) == 1
+
+
 def test_sick_set_needs_a_sick_file(tmp_path):
     path = write(tmp_path / "snli_1.0_dev.jsonl", snli_jsonl())
     with pytest.raises(DataError, match="no SemEval_set column"):

@@ -406,11 +406,12 @@ def _examples(
     seen_parts: set[str] = set()
     read_parts: Counter[str] = Counter()  # SICK's parts, read together when none was chosen
     for n, record in rows:
-        if options.limit is not None and len(examples) >= options.limit:
-            return examples, skipped, fields  # stopped early: the parts not yet seen may come later
         fields = fields or _resolve(list(record), options, parts, display, n, header=False)
         part = _text(record, SICK_SET_COLUMN, display, n).upper() if SICK_SET_COLUMN in record else None
         if parts:
+            if part is None:  # a JSON row without the column
+                skipped[f"no {SICK_SET_COLUMN}"] += 1
+                continue
             seen_parts.add(part)
             if part not in parts:
                 continue
@@ -429,6 +430,8 @@ def _examples(
             examples.append(example)
             if part is not None and not parts:
                 read_parts[part] += 1
+            if options.limit is not None and len(examples) >= options.limit:
+                return examples, skipped, fields  # stopped early: the parts not yet seen may come later
     if len(read_parts) > 1:  # SICK's TEST part is no training data: say what was read, and how to choose
         names = sorted(read_parts, key=lambda p: (p != "TRAIN", p))
         warnings.warn(f"{display} holds SemEval-2014's {', '.join(names)} parts, and all were read ("
@@ -439,7 +442,7 @@ def _examples(
     if missing:
         found = ", ".join(sorted(seen_parts)) or "none"
         raise DataError(display, f"no rows with {SICK_SET_COLUMN} {', '.join(missing)} (found: {found})")
-    if not examples:
+    if not examples or fields is None:
         raise DataError(display, "holds no examples" + (f" (skipped: {dict(skipped)})" if skipped else ""))
     return examples, skipped, fields
 
@@ -469,7 +472,7 @@ def _resolve(
         raise DataError(display, f"has no {SICK_SET_COLUMN} column, so {'+'.join(parts).lower()} cannot be chosen "
                                  "in it (only SICK holds its splits in one file); read that split's own file, or the "
                                  "archive or folder that holds it", line)
-    return _Fields(**chosen)
+    return _Fields(**chosen)  # type: ignore[arg-type]  # the premise's and hypothesis's, checked above
 
 
 def _column(role: str, available: list[str], options: _Options, display: str, line: int, required: bool) -> str | None:
