@@ -12,7 +12,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from bertnli.errors import (
     BertnliError,
@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_data_options(p: argparse.ArgumentParser, labels: bool = True) -> None:
+def _add_data_options(p: argparse._ActionsContainer, labels: bool = True) -> None:
     """How to read data files; ``labels``: the command reads their labels (predict ignores them)."""
     p.add_argument("--format", choices=["jsonl", "csv", "tsv"], help="the files' format (default: detected)")
     p.add_argument("--columns", type=_mapping, metavar="ROLE=COLUMN,...",
@@ -318,7 +318,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 
 # ---- commands ------------------------------------------------------------------------------------
-def _read(spec: str | Path, args: argparse.Namespace, split: str | None = None) -> Dataset:
+def _read(spec: str | Path | BinaryIO, args: argparse.Namespace, split: str | None = None) -> Dataset:
     """One data file (or an archive's split), cut to ``--limit`` pairs when given."""
     from bertnli.data import read_dataset
 
@@ -435,6 +435,7 @@ def _load_training_data(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
     from bertnli.data import download, train_validation_split
     from bertnli.data.download import remote_dataset
 
+    eval_set: Dataset | None
     if args.dataset:
         archive = download(args.dataset)  # reuses a verified copy in the cache without touching the network
         validation = remote_dataset(args.dataset).validation

@@ -197,7 +197,7 @@ def _scoring_plan(model_labels: Sequence[str], dataset: Dataset, two_class: bool
         two_class_somewhere = "not_entailment" in gold_names or tuple(labels) == TWO_CLASS_LABELS
         hint = " (merge neutral and contradiction with --two-class; two_class=True in Python)" \
             if two_class_somewhere else ""
-        raise DataError(dataset.name, f"labels {sorted(gold_names - set(labels))} are not among the model's "
+        raise DataError(dataset.name, f"labels {sorted(map(str, gold_names - set(labels)))} are not among the model's "
                                       f"{labels}{hint}")
     return dataset, examples, labels, merge
 
@@ -222,7 +222,7 @@ def evaluate(model: NLIModel | str | Path, dataset: Dataset, *, two_class: bool 
     probs = model.probabilities(pairs)
     if merge:
         probs = _merge_to_two_classes(list(model.labels), probs)
-    gold = np.array([labels.index(e.label) for e in examples])
+    gold = np.array([labels.index(e.label) for e in examples])  # type: ignore[arg-type]  # all labelled
     predicted = probs.argmax(axis=1)
     report = ClassificationReport.from_predictions(labels, gold, predicted)
     notes = []
@@ -253,7 +253,8 @@ def _accuracy_by_length(lengths: np.ndarray, correct: np.ndarray, truncated: np.
     """Accuracy by length bins (`LENGTH_EDGES`); pairs longer than ``max_len``, which the model read cut,
     come last in a bin of their own."""
     cut = np.zeros(len(lengths), dtype=bool) if truncated is None else np.asarray(truncated, dtype=bool)
-    rows, low = [], 0
+    rows: list[dict] = []
+    low: float = 0
     for high in (*LENGTH_EDGES, np.inf):
         inside = (lengths > low) & (lengths <= high) & ~cut
         if inside.any():

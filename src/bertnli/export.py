@@ -126,7 +126,8 @@ def write_tokenizer(tokenizer: Tokenizer, max_len: int, directory: Path) -> None
     )
     if isinstance(tokenizer, WordPieceTokenizer):
         vocab = tokenizer.tokenizer.get_vocab()
-        (directory / "vocab.txt").write_text("".join(t + "\n" for t in sorted(vocab, key=vocab.get)), encoding="utf-8")
+        in_order = sorted(vocab, key=vocab.__getitem__)  # by id
+        (directory / "vocab.txt").write_text("".join(t + "\n" for t in in_order), encoding="utf-8")
 
 
 # ---- ONNX -----------------------------------------------------------------------------------------

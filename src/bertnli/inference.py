@@ -69,8 +69,8 @@ def batched_logits(
     each batch held (a progress bar's ``update``)."""
     was_training = network.training
     network.eval()
-    compiled = runner is not None and runner is not network
-    run = runner if compiled else network
+    run = network if runner is None else runner
+    compiled = run is not network
     batches = _packed_batches(pairs, plan, device, width, pad_id) if compiled else _sorted_batches(pairs, plan, device)
     chunks = []
     with autocast(device, dtype):  # one autocast region: weights are cast to ``dtype`` once, not every batch
@@ -200,10 +200,10 @@ class NLIModel:
                       tokenised: bool = False) -> np.ndarray:
         """Probabilities (pairs, labels), columns in the order of ``self.labels``. Takes what `predict` takes,
         or two sequences: ``predict_proba(premises, hypotheses)``."""
-        if hypotheses is None:
+        if hypotheses is not None:
+            premises, hypotheses = _texts(pairs), _texts(hypotheses)
+        else:
             premises, hypotheses, tokenised = _split_pairs(pairs, tokenised)
-        else:  # strings go on whole, for `encode` to refuse
-            premises, hypotheses = (x if isinstance(x, str) else list(x) for x in (pairs, hypotheses))
         return self.probabilities(self.encode(*_refuse_blanks(premises, hypotheses), tokenised))
 
     def predict(self, pairs: Pairs, *, tokenised: bool = False) -> list[Prediction]:
@@ -233,6 +233,7 @@ class NLIModel:
             for start in range(0, len(premises), chunk_size):
                 encoded = encode_pairs(self.tokenizer, premises[start : start + chunk_size],
                                        hypotheses[start : start + chunk_size], self.max_len, tokenised)
+                assert encoded.truncated is not None  # known for text just encoded (not for cached arrays)
                 yield [Prediction.from_probabilities(self.labels, row, cut)
                        for row, cut in zip(_softmax(self._logits(encoded, bar.update)), encoded.truncated)]
 
@@ -257,6 +258,7 @@ def _split_pairs(pairs: Pairs, tokenised: bool) -> tuple[list[str], list[str], b
         raise TypeError(f"predict takes a list of (premise, hypothesis) pairs, not one {type(pairs).__name__}"
                         + (": put the pair in a list, predict([{...}])" if isinstance(pairs, Mapping) else ""))
     premises, hypotheses = [], []
+    pair: Any  # whatever the caller gave: checked here
     for i, pair in enumerate(pairs):
         if isinstance(pair, Example):
             pair = (pair.premise, pair.hypothesis)
@@ -284,6 +286,11 @@ def _texts_of(record: Mapping, i: int) -> tuple[Any, Any]:
                             f"name it {' or '.join(DEFAULT_COLUMNS[role])}")
         texts.append(record[key])
     return texts[0], texts[1]
+
+
+def _texts(texts: Iterable[Any]) -> Sequence[str]:
+    """Texts given as a sequence, as given: a string goes on whole, for `encode` to refuse."""
+    return texts if isinstance(texts, str) else list(texts)
 
 
 def _refuse_blanks(premises: Sequence[str], hypotheses: Sequence[str]) -> tuple[Sequence[str], Sequence[str]]:

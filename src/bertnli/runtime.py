@@ -10,6 +10,7 @@ import shutil
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -89,7 +90,8 @@ class DeviceBatch:
     positions: torch.Tensor | None = None
     cls_index: torch.Tensor | None = None
 
-    def model_inputs(self) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor | None]]:
+    def model_inputs(self) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+                                    dict[str, torch.Tensor | None]]:
         """Positional and keyword arguments for `BERTClassifier.forward`."""
         extra = {"attn_mask": self.attn_mask, "positions": self.positions, "cls_index": self.cls_index}
         return (self.token_ids, self.segments, self.valid_lens), extra
@@ -162,7 +164,8 @@ def compile_network(network: torch.nn.Module, enabled: bool, *, cuda_graphs: boo
     device = next(network.parameters()).device
     _check_compiler(device)
     on_gpu = device.type == "cuda"
-    return torch.compile(network, dynamic=False, mode="reduce-overhead" if cuda_graphs and on_gpu else None)
+    compiled = torch.compile(network, dynamic=False, mode="reduce-overhead" if cuda_graphs and on_gpu else None)
+    return cast(torch.nn.Module, compiled)  # an OptimizedModule, which torch types as a mere callable
 
 
 def _check_compiler(device: torch.device) -> None:

@@ -91,7 +91,7 @@ def parse_label(raw: str, label_map: Mapping[str, str] | None = None) -> str | N
 
 def merge_to_two_classes(dataset: Dataset) -> Dataset:
     """Neutral and contradiction become ``not_entailment``: for 3-class models on 2-class (RTE) data."""
-    unknown = {e.label for e in dataset.examples} - {*TWO_CLASS_MAP, None}
+    unknown = {e.label for e in dataset.examples if e.label is not None} - TWO_CLASS_MAP.keys()
     if unknown:
         raise DataError(dataset.name, f"labels {sorted(unknown)} have no two-class counterpart")
     examples = [replace(e, label=TWO_CLASS_MAP[e.label] if e.label else None) for e in dataset.examples]

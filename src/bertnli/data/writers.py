@@ -71,7 +71,6 @@ def write_predictions(chunks: Iterable[Sequence[Prediction]], examples: Sequence
     every prediction is in. Ctrl-C or SIGTERM raises `Interrupted`, having kept the chunks done so far in
     ``<output>.partial`` (which a later call that finishes removes). Returns how many pairs were read cut."""
     written = cut = whole_chunks_end = 0
-    partial = output.with_name(f"{output.name}.partial") if output else None
     ids = any(e.id is not None for e in examples)  # decided once: every chunk has the same columns
 
     def write(out: TextIO) -> None:
@@ -82,6 +81,11 @@ def write_predictions(chunks: Iterable[Sequence[Prediction]], examples: Sequence
             out.flush()
             written, cut = written + len(chunk), cut + sum(p.truncated for p in chunk)
             whole_chunks_end = out.tell() if out.seekable() else 0
+
+    if output is None:
+        write(stream)
+        return cut
+    partial = output.with_name(f"{output.name}.partial")
 
     def write_file(target: Path) -> None:
         with target.open("a", encoding="utf-8") as out:  # a new file, or a stream (/dev/stdout) to add to
@@ -102,9 +106,6 @@ def write_predictions(chunks: Iterable[Sequence[Prediction]], examples: Sequence
                 raise Interrupted(f"interrupted; the first {written:,} of {len(examples):,} predictions are in "
                                   f"{partial}", signum) from None
 
-    if output is None:
-        write(stream)
-    else:
-        atomic_write(output, write_file)
-        partial.unlink(missing_ok=True)  # an interrupted run's, now out of date
+    atomic_write(output, write_file)
+    partial.unlink(missing_ok=True)  # an interrupted run's, now out of date
     return cut

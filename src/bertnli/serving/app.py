@@ -166,7 +166,7 @@ class BodyLimit:
             return
         length = dict(scope["headers"]).get(b"content-length", b"0")
         if length.isdigit() and int(length) > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(receive, send)
             return
         received = 0
 
@@ -181,11 +181,11 @@ class BodyLimit:
         try:
             await self.app(scope, counted, send)
         except _TooLarge:
-            await self._refuse(send)
+            await self._refuse(receive, send)
 
-    async def _refuse(self, send: Any) -> None:
+    async def _refuse(self, receive: Any, send: Any) -> None:
         detail = f"the request body is over {self.max_bytes:,} bytes, more than the server's limits allow"
-        await JSONResponse({"detail": detail}, status_code=413)({"type": "http"}, None, send)
+        await JSONResponse({"detail": detail}, status_code=413)({"type": "http"}, receive, send)
 
 
 class _TooLarge(BaseException):  # not an Exception: FastAPI turns those met while reading a body into 400s

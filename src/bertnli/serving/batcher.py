@@ -189,6 +189,7 @@ class _ModelThread:
     def _serve(self) -> None:
         while (call := self._calls.get()) is not None:
             loop, future, function, args = call
+            outcome: tuple[Any, Exception | None]
             try:
                 outcome = (function(*args), None)
             except BaseException as exc:  # handed to the request that waits for it

@@ -53,7 +53,8 @@ class Pair(BaseModel):
 class PredictRequest(BaseModel):
     """Pairs to classify; the server's limits on their number and length are at ``GET /model``."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"pairs": EXAMPLE_PAIRS}]})
+    model_config = ConfigDict(extra="forbid",  # pydantic types JSON as invariant lists and dicts of JsonValue:
+                              json_schema_extra={"examples": [{"pairs": EXAMPLE_PAIRS}]})  # type: ignore[dict-item]
 
     pairs: list[Pair] = Field(min_length=1, description="One or more pairs, answered in the same order.")
 

@@ -24,6 +24,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     ),
 }
 
+#: The default of a recipe's setting: None, filled in from `RECIPES` as the config is made (typed Any, so that
+#: type checkers see the value a made config holds, an int or a float, rather than ``int | None``).
+_RECIPES_VALUE: Any = None
+
 
 @dataclass
 class TrainConfig:
@@ -43,16 +47,16 @@ class TrainConfig:
 
     model: str = "minilm"
     recipe: Literal["d2l", "finetune"] = "finetune"
-    # The recipe's settings (None: the recipe's value).
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    max_len: int | None = None
-    optimizer: Literal["adam", "adamw"] | None = None
-    weight_decay: float | None = None
-    warmup_ratio: float | None = None
-    schedule: Literal["constant", "linear"] | None = None
-    grad_clip: float | None = None
+    # The recipe's settings: left unset (or None), the recipe's value, so a made config always holds one.
+    epochs: int = _RECIPES_VALUE
+    batch_size: int = _RECIPES_VALUE
+    lr: float = _RECIPES_VALUE
+    max_len: int = _RECIPES_VALUE
+    optimizer: Literal["adam", "adamw"] = _RECIPES_VALUE
+    weight_decay: float = _RECIPES_VALUE
+    warmup_ratio: float = _RECIPES_VALUE
+    schedule: Literal["constant", "linear"] = _RECIPES_VALUE
+    grad_clip: float = _RECIPES_VALUE
     # Settings of every recipe.
     max_tokens: int | None = None
     pack: bool = False
@@ -90,7 +94,7 @@ class TrainConfig:
         self.validated()  # a wrong setting is named where it is made, not when training starts
 
     @classmethod
-    def from_recipe(cls, recipe: str = "finetune", **overrides: Any) -> TrainConfig:
+    def from_recipe(cls, recipe: Literal["d2l", "finetune"] = "finetune", **overrides: Any) -> TrainConfig:
         """The recipe's values, then ``overrides``, checked. None means "keep the default", so settings that
         can be off are turned off with 0 (``grad_clip=0``, ``checkpoint_every=0``)."""
         known = {f.name for f in fields(cls)}

@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -60,6 +60,9 @@ from bertnli.training.optim import build_optimizer, build_schedule
 from bertnli.training.run import RunDir, describe_dataset, describe_run
 from bertnli.weights import load_pretrained, save_classifier
 from bertnli.weights.files import read_json_object
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 #: A new run's opening line and where a resumed run takes up, at INFO (the command line shows them).
 logger = logging.getLogger(__name__)
@@ -197,7 +200,8 @@ def gold_indices(dataset: Dataset, labels: list[str]) -> np.ndarray:
                                       "columns={'label': COLUMN} in Python)")
     if unknown:
         raise DataError(dataset.name, f"labels {sorted(map(str, unknown))} are not among the model's {labels}")
-    return np.fromiter((index[e.label] for e in dataset.examples), dtype=np.int64, count=len(dataset))
+    return np.fromiter((index[e.label] for e in dataset.examples),  # type: ignore[index]  # checked above
+                       dtype=np.int64, count=len(dataset))
 
 
 def encode_dataset(dataset: Dataset, tokenizer: Tokenizer, max_len: int, cache: bool = True) -> EncodedPairs:
@@ -252,7 +256,7 @@ class Trainer:
         self.schedule = build_schedule(self.optimizer, cfg, self.total_steps)
         self.state = RunState()
         self.stop_requested, self.stop_signal = False, signal.SIGINT
-        self.board = None
+        self.board: SummaryWriter | None = None
         if resume:
             self._go_on()
         elif self.rank == 0:
@@ -290,7 +294,7 @@ class Trainer:
 
     def _stopped_early(self) -> bool:
         """Whether validation has not improved for ``early_stopping`` epochs."""
-        return bool(self.cfg.early_stopping) and self.state.stale_epochs >= self.cfg.early_stopping
+        return self.cfg.early_stopping is not None and self.state.stale_epochs >= self.cfg.early_stopping
 
     def _resume_note(self) -> str:
         p, cfg = self.state, self.cfg
@@ -457,7 +461,8 @@ class Trainer:
             with self._maybe_no_sync(i == len(micro_batches) - 1), autocast(self.device, self.dtype):
                 args, kwargs = batch.model_inputs()
                 logits = self.step_model(*args, **kwargs)
-                loss_sum = F.cross_entropy(logits.float(), batch.labels, reduction="sum")
+                loss_sum = F.cross_entropy(logits.float(), batch.labels,  # type: ignore[arg-type]  # labelled
+                                           reduction="sum")
             self.scaler.scale(loss_sum * scale).backward()
             loss_value = loss_sum.detach().double()
             if self.scaler.is_enabled():  # fp16: a loss that overflows is a step the scaler skips; counted apart
@@ -544,6 +549,7 @@ class Trainer:
 
     def validate(self) -> ClassificationReport:
         """Validation scores. Under DDP each rank scores every world-th pair and the counts are summed."""
+        assert self.eval_pairs is not None and self.eval_gold is not None, "validation needs an eval_set"
         index = np.arange(self.rank, len(self.eval_pairs), self.world)
         with progress_bar(enabled=self.show_progress and self.rank == 0, total=len(index), unit="pair",
                           desc="validating", leave=False) as bar:
@@ -646,7 +652,7 @@ class Trainer:
         raise TrainingDiverged(f"{what} by step {p.step} (epoch {p.epoch + 1}): {advice}{kept}")
 
     def _maybe_no_sync(self, sync: bool) -> contextlib.AbstractContextManager:
-        if sync or self.world == 1:
+        if sync or not isinstance(self.wrapped, DistributedDataParallel):
             return contextlib.nullcontext()
         return self.wrapped.no_sync()
 
@@ -680,7 +686,7 @@ class Trainer:
                "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
         ranks_rng = [rng]
         if self.vote is not None:
-            ranks_rng = [None] * self.world
+            ranks_rng = [{}] * self.world
             dist.all_gather_object(ranks_rng, rng, group=self.vote.group)
         return {
             "model": self.model.state_dict(),

@@ -215,7 +215,8 @@ class RunDir:
         labels and scores depend on them), with batches that can be cut again as they were."""
         for role, dataset in (("training", train_set), ("validation", eval_set)):
             before = record["data"].get("train" if role == "training" else "eval")
-            if (before is None) != (dataset is None) or (before and before["sha256"] != dataset_fingerprint(dataset)):
+            recorded = before["sha256"] if before else None
+            if recorded != (None if dataset is None else dataset_fingerprint(dataset)):
                 raise ConfigError(f"the {role} data differ from those this run started with; a resumed run must "
                                   "see the same data (start a new run with --out to train on other data)")
         # Runs started before ``max_tokens`` was per process and micro-batch read it per optimizer step.
