@@ -1055,7 +1055,9 @@ def test_a_path_of_the_wrong_kind_is_named_for_what_it_is(trained, tmp_path, cap
     (tmp_path / "runs").mkdir()
     monkeypatch.setattr("bertnli.weights.pretrained.hub_download", lambda name: pytest.fail("sent to the hub"))
     assert main(["train", "--model", "runs/nope", "--train", "nowhere.jsonl", "--out", "new"]) == 1
-    assert capsys.readouterr().err.strip() == "bertnli train: error: runs/nope: no such file or folder"
+    assert capsys.readouterr().err.strip() == ("bertnli train: error: runs/nope: no such file or folder (read as a "
+                                               "path since the folder runs/ is here; for the Hugging Face Hub model "
+                                               "runs/nope, run where no runs/ is)")
 
 
 def test_num_heads_is_refused_for_checkpoints_that_record_their_heads(trained, tmp_path, capsys):

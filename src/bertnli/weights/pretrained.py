@@ -65,9 +65,11 @@ def check_model_source(name_or_path: str | Path) -> None:
     name = str(name_or_path)
     if path.exists() or is_minilm(name) or is_d2l_name(name):
         return
-    if looks_like_hub_id(name) and not (path.parent != Path(".") and path.parent.is_dir()):
-        return
-    raise CheckpointError(path, "no such file or folder")
+    if not looks_like_hub_id(name):
+        raise CheckpointError(path, "no such file or folder")
+    if path.parent != Path(".") and path.parent.is_dir():
+        raise CheckpointError(path, f"no such file or folder (read as a path since the folder {path.parent}/ is "
+                                    f"here; for the Hugging Face Hub model {name}, run where no {path.parent}/ is)")
 
 
 def _load_folder(directory: Path) -> Pretrained:
