@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from bertnli.cli import main
 from bertnli.errors import CheckpointError, ConfigError
@@ -107,6 +108,18 @@ def test_hf_export_gives_bertnli_tokens_logits_and_labels(wordpiece_model, root)
     assert config["label2id"] == {label: i for i, label in enumerate(LABELS)}
 
 
+@pytest.mark.parametrize("cased", [True, False])
+def test_hf_export_tells_vocab_txt_readers_whether_the_model_is_cased(root, cased):
+    vocab = root / f"vocab-{cased}.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "Paris", "paris", "is", "here"]) + "\n")
+    model = save_tiny(root / f"cased-{cased}", WordPieceTokenizer.from_vocab(vocab, lowercase=not cased))
+    out = export(model, root / f"cased-{cased}-hf", "hf")
+    slow = transformers.BertTokenizer.from_pretrained(out)  # reads vocab.txt and tokenizer_config.json
+    ours = NLIModel.load(model, device="cpu").encode(["Paris is here"], ["PARIS"])
+    assert slow("Paris is here", "PARIS")["input_ids"] == list(ours.token_ids[0])
+    assert bool(ours.token_ids[0, 1] == slow.vocab["Paris"]) is cased
+
+
 def test_hf_pipeline_predicts_what_bertnli_predicts(wordpiece_model, root):
     out = export(wordpiece_model, root / "wordpiece-pipeline", "hf")
     pipe = transformers.pipeline("text-classification", model=str(out), top_k=None, device="cpu")
@@ -116,6 +129,42 @@ def test_hf_pipeline_predicts_what_bertnli_predicts(wordpiece_model, root):
     for scores, prediction in zip(got, expected):
         assert scores[0]["label"] == prediction.label
         assert {s["label"]: s["score"] for s in scores} == pytest.approx(prediction.probabilities, abs=1e-5)
+
+
+def test_a_hugging_face_nli_classifier_loads_whole_its_outputs_named_by_id2label_in_any_case(wordpiece_model, root,
+                                                                                              capsys):
+    # The export with its outputs in another order, named in upper case: the same model.
+    folder = shutil.copytree(export(wordpiece_model, root / "theirs-src", "hf"), root / "theirs")
+    order = [2, 0, 1]
+    weights = load_file(folder / "model.safetensors")
+    weights = {**weights, **{k: weights[k][order] for k in ("classifier.weight", "classifier.bias")}}
+    save_file(weights, str(folder / "model.safetensors"))
+    config = json.loads((folder / "config.json").read_text())
+    config["id2label"] = {str(i): LABELS[j].upper() for i, j in enumerate(order)}
+    (folder / "config.json").write_text(json.dumps(config))
+
+    ours, theirs = (NLIModel.load(path, device="cpu") for path in (wordpiece_model, folder))
+    assert theirs.labels == [LABELS[j] for j in order] and theirs.max_len == MAX_LEN
+    pairs = [(p, h) for p, h in PAIRS if h]
+    expected, got = ours.predict(pairs), theirs.predict(pairs)
+    assert [p.label for p in got] == [p.label for p in expected]
+    assert all(g.probabilities == pytest.approx(e.probabilities, abs=1e-5) for g, e in zip(got, expected))
+    assert main(["evaluate", "--model", str(folder), "--data", str(write_pairs(root / "gold.jsonl", pairs, got))]) == 0
+    assert "accuracy 1.0000" in capsys.readouterr().out
+
+    config["id2label"] = {str(i): f"LABEL_{i}" for i in range(3)}  # names that say nothing of the labels
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"config.json: id2label .*'LABEL_0'.* names its outputs, not NLI "
+                                              r"labels \(entailment, neutral, contradiction, not_entailment, in any "
+                                              r"case\); name each output there"):
+        NLIModel.load(folder)
+
+
+def write_pairs(path: Path, pairs, predictions) -> Path:
+    """Pairs with the labels of ``predictions`` as gold labels, as JSON lines."""
+    path.write_text("".join(json.dumps({"premise": p, "hypothesis": h, "label": prediction.label}) + "\n"
+                            for (p, h), prediction in zip(pairs, predictions)))
+    return path
 
 
 def test_word_level_tokenizer_exports_to_an_identical_fast_tokenizer(word_model, root):
@@ -221,6 +270,13 @@ def test_export_never_replaces_a_bertnli_model_folder(wordpiece_model, tmp_path)
 @pytest.mark.parametrize("format", ["hf", "onnx"])
 def test_cli_export_replaces_an_earlier_export_but_never_a_file_it_would_not_write(wordpiece_model, tmp_path,
                                                                                     capsys, format):
+    clone = tmp_path / f"{format}-clone"  # a fresh clone of a hub repository: its history, settings and card
+    (clone / ".git").mkdir(parents=True)
+    (clone / ".gitattributes").write_text("*.safetensors filter=lfs\n")
+    (clone / "README.md").write_text("---\nlicense: mit\n---\n# An NLI model\n")
+    assert main(["export", str(wordpiece_model), str(clone), "--format", format]) == 0
+    assert main(["export", str(wordpiece_model), str(clone), "--format", format]) == 0  # and again, card kept
+    assert (clone / "README.md").read_text().endswith("# An NLI model\n") and (clone / ".git").is_dir()
     out = tmp_path / format
     assert main(["export", str(wordpiece_model), str(out), "--format", format]) == 0
     first = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}

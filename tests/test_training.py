@@ -924,6 +924,29 @@ def test_ctrl_c_seen_by_one_rank_stops_every_rank_and_the_resumed_run_ends_as_on
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
 
 
+def test_training_on_from_a_classifier_keeps_its_output_layer_when_it_scores_the_same_labels(task, tmp_path):
+    from bertnli.model import BERTClassifier
+    from bertnli.weights import load_pretrained, save_classifier
+
+    pretrained = load_pretrained(task["model"], num_heads=4)
+    source = BERTClassifier.from_pretrained(pretrained.model, 3)
+    order = ["neutral", "entailment", "contradiction"]
+    save_classifier(tmp_path / "source", source, pretrained.tokenizer, order, 64)
+    cfg = TrainConfig.from_recipe("d2l", model=str(tmp_path / "source"), epochs=1, batch_size=32)
+    trainer = Trainer(cfg, synthetic_dataset(64, 1), None, tmp_path / "on", progress=False)
+    assert trainer.labels == ["entailment", "contradiction", "neutral"]  # d2l's order, not the source's
+    rows = [order.index(label) for label in trainer.labels]
+    assert torch.equal(trainer.model.output.weight, source.output.weight[rows])
+    assert torch.equal(trainer.model.output.bias, source.output.bias[rows])
+    # Two-class data: the three-class layer cannot serve, and a new one is trained, as said.
+    two_class = Dataset("rte", [Example(e.premise, e.hypothesis, "not_entailment" if e.label != "entailment"
+                                        else "entailment") for e in synthetic_dataset(64, 1).examples])
+    with pytest.warns(BertnliWarning, match="classifies neutral, entailment, contradiction, the training data "
+                                            "entailment, not_entailment: its output layer is left behind"):
+        trainer = Trainer(cfg, two_class, None, tmp_path / "rte", progress=False)
+    assert not torch.equal(trainer.model.output.weight[:2], source.output.weight[:2])
+
+
 def test_time_spent_saving_mid_epoch_checkpoints_is_not_counted_as_training(task, tmp_path, monkeypatch):
     """The clock stands still except while a checkpoint is saved: the epoch's training time must stay 0."""
     clock = [0.0]

@@ -111,23 +111,22 @@ def fast_tokenizer(tokenizer: Tokenizer, max_len: int) -> FastTokenizer:
 def write_tokenizer(tokenizer: Tokenizer, max_len: int, directory: Path) -> None:
     """``tokenizer.json`` and ``tokenizer_config.json`` (plus ``vocab.txt`` for WordPiece) for `AutoTokenizer`."""
     fast_tokenizer(tokenizer, max_len).save(str(directory / "tokenizer.json"))
-    specials = WORDPIECE_SPECIALS if isinstance(tokenizer, WordPieceTokenizer) else D2L_SPECIALS
-    _write_json(
-        directory / "tokenizer_config.json",
-        {
-            "tokenizer_class": "PreTrainedTokenizerFast",
-            "model_max_length": max_len,
-            "model_input_names": list(ONNX_INPUTS),
-            "padding_side": "right",
-            "truncation_side": "right",
-            "clean_up_tokenization_spaces": False,
-            **{f"{role}_token": token for role, token in specials.items()},
-        },
-    )
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": max_len,
+        "model_input_names": list(ONNX_INPUTS),
+        "padding_side": "right",
+        "truncation_side": "right",
+        "clean_up_tokenization_spaces": False,
+    }
     if isinstance(tokenizer, WordPieceTokenizer):
+        # Readers of vocab.txt (BertTokenizer) would otherwise lower-case a cased model's text.
+        config["do_lower_case"] = tokenizer.lowercases()
         vocab = tokenizer.tokenizer.get_vocab()
         in_order = sorted(vocab, key=vocab.__getitem__)  # by id
         (directory / "vocab.txt").write_text("".join(t + "\n" for t in in_order), encoding="utf-8")
+    specials = WORDPIECE_SPECIALS if isinstance(tokenizer, WordPieceTokenizer) else D2L_SPECIALS
+    _write_json(directory / "tokenizer_config.json", config | {f"{role}_token": t for role, t in specials.items()})
 
 
 # ---- ONNX -----------------------------------------------------------------------------------------

@@ -222,6 +222,11 @@ class WordPieceTokenizer(Tokenizer):
     def fingerprint(self) -> str:
         return hashlib.sha256(self.tokenizer.to_str().encode()).hexdigest()
 
+    def lowercases(self) -> bool:
+        """Whether the pipeline lower-cases text, as an uncased model's does."""
+        normalizer = self.tokenizer.normalizer
+        return normalizer is not None and normalizer.normalize_str("A") == "a"
+
     def save(self, directory: Path) -> None:
         self.tokenizer.save(str(Path(directory) / "tokenizer.json"))
 

@@ -60,6 +60,7 @@ from bertnli.training.optim import build_optimizer, build_schedule
 from bertnli.training.run import RunDir, describe_dataset, describe_run
 from bertnli.weights import load_pretrained, save_classifier
 from bertnli.weights.files import read_json_object
+from bertnli.weights.pretrained import ClassifierHead
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
@@ -317,6 +318,8 @@ class Trainer:
         self.tokenizer = pretrained.tokenizer
         self.labels = choose_labels(train_set, self.cfg.recipe)
         model = BERTClassifier.from_pretrained(pretrained.model, len(self.labels), self.cfg.dropout)
+        if pretrained.head is not None:
+            self._take_over(pretrained.head, model, pretrained.source)
         self.model = model.to(self.device)
         on_gpu = self.device.type == "cuda"
         self.wrapped = (DistributedDataParallel(self.model, device_ids=[self.device] if on_gpu else None)
@@ -324,6 +327,22 @@ class Trainer:
         # Compiled training runs on packed rows (see `_device_batch`): a few fixed shapes, each compiled once.
         self.step_model = compile_network(self.wrapped, self.cfg.compile,
                                           cuda_graphs=self.world == 1 and self.cfg.grad_accum == 1)
+
+    def _take_over(self, head: ClassifierHead, model: BERTClassifier, source: str) -> None:
+        """Training on from a fine-tuned classifier keeps its output layer, its rows put in the order of this run's
+        labels, when it scores the same labels; otherwise the new layer is trained in its place, as said."""
+        if sorted(head.labels) != sorted(self.labels):
+            if self.rank == 0:
+                warnings.warn(f"{source} classifies {', '.join(head.labels)}, the training data "
+                              f"{', '.join(self.labels)}: its output layer is left behind, and a new one is trained",
+                              BertnliWarning, stacklevel=2)
+            return
+        rows = [head.labels.index(label) for label in self.labels]
+        with torch.no_grad():
+            model.output.weight.copy_(head.output.weight[rows])
+            model.output.bias.copy_(head.output.bias[rows])
+        if self.rank == 0:
+            logger.info("%s: trains on from %s's output layer (%s)", self.run.path, source, ", ".join(head.labels))
 
     def _encode_data(self, train_set: Dataset, eval_set: Dataset | None) -> None:
         cfg = self.cfg

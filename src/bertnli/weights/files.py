@@ -96,7 +96,7 @@ def atomic_directory(directory: Path, replaceable: Callable[[Path], bool],
     clear_dead_swaps(directory)
     if directory.exists() and not directory.is_dir():
         raise CheckpointError(directory, "is a file; name a folder")
-    if directory.exists() and not (_is_empty(directory) or replaceable(directory)):
+    if directory.exists() and not (_holds_only_repository_files(directory) or replaceable(directory)):
         names = sorted(p.name for p in directory.iterdir())
         raise CheckpointError(directory, f"holds {some_of(names)}, not a model folder of this kind; refusing to "
                                          f"replace it (name a new folder)")
@@ -136,16 +136,18 @@ def clear_dead_swaps(directory: Path, *, any_owner: bool = False) -> None:
 def _settle_old_files(directory: Path, staging: Path, model_files: Collection[str] | None) -> None:
     """What becomes of the files of ``directory`` that ``staging`` does not write again. Hidden entries (a hub
     clone's .git/ and .gitattributes, .DS_Store) stay, moved into the new folder once it is in place
-    (`_retire`). Of the others, without ``model_files`` (exports) any refuses the swap with a
-    `CheckpointError`; with them (model folders, which training rewrites at every better epoch) those names
-    go (parts of an older model that would mislead a reader), and every other file is copied over."""
+    (`_retire`); a model card (README.md) is copied over. Of the others, without ``model_files`` (exports) any
+    refuses the swap with a `CheckpointError`; with them (model folders, which training rewrites at every better
+    epoch) those names go (parts of an older model that would mislead a reader), and every other file is copied
+    over."""
     if not directory.exists():
         return
     others = [p.relative_to(directory) for p in directory.rglob("*") if not p.is_dir()
               and not p.relative_to(directory).parts[0].startswith(".")
               and not (staging / p.relative_to(directory)).exists()]
-    if model_files is None and others:
-        raise CheckpointError(directory, f"holds {some_of(sorted(others))}, which the new folder would not keep; "
+    strays = [path for path in others if not _repository_file(str(path))]
+    if model_files is None and strays:
+        raise CheckpointError(directory, f"holds {some_of(sorted(strays))}, which the new folder would not keep; "
                                          "move them out, or write elsewhere")
     for path in others:
         if len(path.parts) > 1 or path.name not in (model_files or ()):
@@ -153,8 +155,15 @@ def _settle_old_files(directory: Path, staging: Path, model_files: Collection[st
             shutil.copy2(directory / path, staging / path)
 
 
-def _is_empty(directory: Path) -> bool:
-    return next(directory.iterdir(), None) is None
+def _repository_file(name: str) -> bool:
+    """An entry of a hub repository's own, which stays when a model is written into its clone: a hidden one
+    (.git/, .gitattributes) or the model card (README.md)."""
+    return name.startswith(".") or name == "README.md"
+
+
+def _holds_only_repository_files(directory: Path) -> bool:
+    """An empty folder, or a fresh clone of a hub repository: a model may be written into either."""
+    return all(_repository_file(entry.name) for entry in directory.iterdir())
 
 
 def _swap_in(staging: Path, directory: Path, aside: Path) -> None:

@@ -2,7 +2,7 @@
 ``tokenizer.json`` and/or ``vocab.txt``.
 
 Reads `BertModel` checkpoints (unprefixed names) and `BertFor*` ones (``bert.``-prefixed, plus ``cls.*``
-heads); writes `BertForSequenceClassification`.
+heads), and NLI classifiers whole (`load_hf_classifier`); writes `BertForSequenceClassification`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from bertnli.data.labels import KNOWN_LABELS
 from bertnli.errors import CheckpointError, ConfigError
 from bertnli.model.bert import Activation, BERTClassifier, BertConfig, BERTModel
 from bertnli.text.tokenizers import Tokenizer, load_tokenizer
@@ -76,6 +77,57 @@ def load_huggingface(directory: str | Path) -> tuple[BERTModel, Tokenizer]:
     tokenizer = load_tokenizer(directory, lowercase=_lowercase(directory))
     check_vocab(tokenizer, cfg, directory)
     return model, tokenizer
+
+
+def is_classifier(config: Mapping[str, Any]) -> bool:
+    """Whether a Hugging Face ``config.json`` describes a sequence classifier (`BertForSequenceClassification`)."""
+    return any(str(name).endswith("ForSequenceClassification") for name in config.get("architectures") or [])
+
+
+def classifier_labels(config: Mapping[str, Any]) -> list[str] | None:
+    """The NLI label that each output of a Hugging Face classifier scores, read off its ``id2label`` in any
+    case (``ENTAILMENT`` is entailment) and any order; None when a name is none of them (``LABEL_0``)."""
+    id2label = config.get("id2label")
+    if not isinstance(id2label, Mapping) or not id2label:
+        return None
+    names = [str(id2label.get(str(i), "")).strip().lower() for i in range(len(id2label))]
+    return names if set(names) <= set(KNOWN_LABELS) and len(set(names)) == len(names) else None
+
+
+def outputs_named(config: Mapping[str, Any]) -> str:
+    """How a classifier's ``config.json`` names its outputs, for a message: its id2label, or that it has none."""
+    return f"id2label {config['id2label']!r} names its outputs" if config.get("id2label") else "it has no id2label"
+
+
+def load_hf_classifier(directory: Path) -> tuple[BERTClassifier, Tokenizer, list[str], int]:
+    """A Hugging Face `BertForSequenceClassification` trained for NLI, as bertnli's classifier (eval mode, CPU):
+    the network, its tokenizer, the label each output scores (`classifier_labels`), and the max_len its
+    tokenizer records (at most its positions; 512 when it records none)."""
+    source = directory / "config.json"
+    config = read_json_object(source)
+    labels = classifier_labels(config)
+    if labels is None:
+        raise CheckpointError(source, f"{outputs_named(config)}, not NLI labels "
+                                      f"({', '.join(KNOWN_LABELS)}, in any case); name each output there, as in "
+                                      '{"0": "entailment", "1": "neutral", "2": "contradiction"}, in the order '
+                                      "the model was trained with")
+    cfg = config_from_hf(config, source)
+    state, weights = _read_weights(directory)
+    model = empty_model(BERTClassifier, cfg, len(labels))
+    hf_keys("bert.").load(model, _normalize(state, "bert.", tied=False), weights)
+    tokenizer = load_tokenizer(directory, lowercase=_lowercase(directory))
+    check_vocab(tokenizer, cfg, directory)
+    return model.eval(), tokenizer, labels, _max_len(directory, cfg)
+
+
+def _max_len(directory: Path, cfg: BertConfig) -> int:
+    """The longest input a classifier's tokenizer records (``model_max_length``) where its positions allow it;
+    otherwise 512, or fewer positions."""
+    path = directory / "tokenizer_config.json"
+    recorded = read_json_object(path).get("model_max_length") if path.is_file() else None
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and 3 <= recorded <= cfg.max_position:
+        return recorded
+    return min(cfg.max_position, 512)
 
 
 def _add_missing_pooler(state: StateDict, prefix: str, hidden: int, std: float) -> None:

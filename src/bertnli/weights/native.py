@@ -17,6 +17,7 @@ from bertnli.model.bert import BERTClassifier, BertConfig
 from bertnli.text.tokenizers import WORD_RULES, Tokenizer, load_tokenizer
 from bertnli.weights.d2l import PARAMS
 from bertnli.weights.files import atomic_directory, read_json_object, read_safetensors
+from bertnli.weights.huggingface import is_classifier, load_hf_classifier
 from bertnli.weights.keymap import (
     check_finite,
     check_shapes,
@@ -95,7 +96,8 @@ def save_classifier(
 
 
 def load_classifier(directory: str | Path) -> SavedClassifier:
-    """Read a folder written by `save_classifier`."""
+    """Read a folder written by `save_classifier`, or a Hugging Face BERT classifier whose ``id2label`` names
+    NLI labels (a bertnli export among them)."""
     directory = Path(directory)
     pretrained = (f"a pretrained checkpoint, not a model fine-tuned by bertnli: fine-tune it first "
                   f"(bertnli train --model {directory} ...), then load the run")
@@ -115,9 +117,8 @@ def load_classifier(directory: str | Path) -> SavedClassifier:
     meta = read_json_object(directory / CONFIG)
     source = directory / CONFIG
     if meta.get("format") != FORMAT:
-        if any(str(a).endswith("ForSequenceClassification") for a in meta.get("architectures") or []):
-            raise CheckpointError(directory, "a Hugging Face classifier (a bertnli export, say), not a bertnli model "
-                                             "folder: load the run it was exported from, or use it with transformers")
+        if is_classifier(meta):
+            return SavedClassifier(*load_hf_classifier(directory), meta)
         if meta.get("model_type") == "bert":
             raise CheckpointError(directory, pretrained)
         if "train" in meta:  # a run's own config.json: the run has not saved its model/ yet

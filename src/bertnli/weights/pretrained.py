@@ -2,29 +2,43 @@
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from bertnli.errors import CheckpointError
+import torch
+
+from bertnli.errors import BertnliWarning, CheckpointError
 from bertnli.model.bert import BERTModel
 from bertnli.text.tokenizers import Tokenizer
 from bertnli.weights.d2l import PARAMS, load_d2l
-from bertnli.weights.huggingface import load_huggingface
+from bertnli.weights.files import read_json_object
+from bertnli.weights.huggingface import classifier_labels, is_classifier, load_huggingface, outputs_named
 from bertnli.weights.keymap import empty_model
 from bertnli.weights.native import is_native, load_classifier, resolve_model_dir
 from bertnli.weights.sources import d2l_download, hub_download, is_d2l_name, is_minilm, looks_like_hub_id, minilm_path
 
 
 @dataclass
+class ClassifierHead:
+    """The output layer of a fine-tuned classifier, and the label that each of its rows scores."""
+
+    labels: list[str]
+    output: torch.nn.Linear
+
+
+@dataclass
 class Pretrained:
-    """A pretrained BERT, its tokenizer, the local file or folder it was read from, and its format."""
+    """A pretrained BERT, its tokenizer, the local file or folder it was read from, and its format; for a
+    fine-tuned classifier, its ``head`` as well, which training that goes on from it keeps."""
 
     model: BERTModel
     tokenizer: Tokenizer
     source: str
     kind: Literal["d2l", "huggingface", "bertnli"]
+    head: ClassifierHead | None = None
 
 
 def load_pretrained(name_or_path: str | Path, *, num_heads: int | None = None) -> Pretrained:
@@ -74,10 +88,7 @@ def check_model_source(name_or_path: str | Path) -> None:
 
 def _load_folder(directory: Path) -> Pretrained:
     if is_native(directory):
-        saved = load_classifier(directory)
-        bert = empty_model(BERTModel, saved.model.config, False, False)
-        bert.encoder, bert.hidden = saved.model.encoder, saved.model.hidden
-        return Pretrained(bert.train(), saved.tokenizer, str(directory), "bertnli")
+        return _from_classifier(directory, "bertnli")
     if (directory / "config.json").is_file():
         return _load_huggingface(directory)
     raise CheckpointError(
@@ -86,5 +97,21 @@ def _load_folder(directory: Path) -> Pretrained:
 
 
 def _load_huggingface(directory: Path) -> Pretrained:
+    """A Hugging Face folder: an NLI classifier whole, or the encoder of any other BERT."""
+    config = read_json_object(directory / "config.json")
+    if is_classifier(config):
+        if classifier_labels(config) is not None:
+            return _from_classifier(directory, "huggingface")
+        warnings.warn(f"{directory} is a classifier, and {outputs_named(config)}, not NLI labels: its output layer "
+                      "is left behind, and a new one is trained", BertnliWarning, stacklevel=5)
     model, tokenizer = load_huggingface(directory)
     return Pretrained(model, tokenizer, str(directory), "huggingface")
+
+
+def _from_classifier(directory: Path, kind: Literal["huggingface", "bertnli"]) -> Pretrained:
+    """A fine-tuned classifier's encoder and pooler, with its output layer as the `ClassifierHead`."""
+    saved = load_classifier(directory)
+    bert = empty_model(BERTModel, saved.model.config, False, False)
+    bert.encoder, bert.hidden = saved.model.encoder, saved.model.hidden
+    return Pretrained(bert.train(), saved.tokenizer, str(directory), kind, ClassifierHead(saved.labels,
+                                                                                           saved.model.output))
