@@ -367,6 +367,37 @@ def test_each_pair_keeps_its_name_in_the_file(tmp_path):
     assert [e.id for e in claims.examples] == ["c-1", None]
     with pytest.raises(DataError, match=r"odd.jsonl:1: id 'id' is true, not a string or an integer"):
         read_dataset(write(tmp_path / "odd.jsonl", '{"premise": "a", "hypothesis": "b", "id": true}\n'))
+    # A key named for the id that no JSON row has (a typo): said, as a missing premise is, not left out unsaid.
+    docs = write(tmp_path / "docs.jsonl", '{"source": "a", "claim": "b", "doc_id": 1}\n{"source": "c", "claim": "d"}\n')
+    named = {"premise": "source", "hypothesis": "claim"}
+    assert [e.id for e in read_dataset(docs, columns={**named, "id": "doc_id"}).examples] == [1, None]
+    with pytest.raises(DataError, match=r"docs.jsonl: no row has the key 'docid' named for the id \(--columns "
+                                        r"id=docid"):
+        read_dataset(docs, columns={**named, "id": "docid"})
+
+
+def test_tsv_quoted_as_csv_writers_quote_it_is_said_rather_than_read_with_its_quotes_unsaid(tmp_path):
+    import csv
+
+    path = tmp_path / "quoted.tsv"
+    with path.open("w", newline="") as f:  # Python's csv module (as pandas) quotes a field holding a quote
+        writer = csv.writer(f, delimiter="\t")
+        writer.writerows([["premise", "hypothesis", "label"], ["A dog runs", "An animal moves", "entailment"],
+                          ['"Stop," she said', "She spoke", "entailment"]])
+    with pytest.warns(BertnliWarning, match=r"quoted.tsv:3: a field is quoted as CSV writers quote it .*TSV is "
+                                            r"read unquoted, as GLUE writes it") as told:
+        data = read_dataset(path)
+    assert told[0].filename == __file__  # said where the caller read it
+    assert data.examples[1].premise == '"""Stop,"" she said"'  # as GLUE's files are read: quotes are text
+    with path.open("w", newline="") as f:
+        csv.writer(f, delimiter="\t").writerows([["premise", "hypothesis"], ["a\tb", "c"]])
+    with pytest.raises(DataError, match=r"quoted.tsv:2: 3 tab-separated fields where the header has 2; TSV is read "
+                                        r"unquoted"):
+        read_dataset(path)
+    with warnings.catch_warnings():  # GLUE's own quotes, as RTE has them: no warning
+        warnings.simplefilter("error")
+        read_dataset(write(tmp_path / "rte.tsv", 'index\tsentence1\tsentence2\tlabel\n0\t"Yes," he said.\tHe '
+                                                 'spoke.\tentailment\n'))
 
 
 def test_semicolon_separated_tables_as_spreadsheets_write_them_where_commas_mark_decimals(tmp_path):
@@ -508,6 +539,14 @@ def test_missing_values_are_skipped_and_counted_like_empty_ones(tmp_path):
     dataset = read_dataset(write(tmp_path / "nulls.jsonl", "".join(rows)))
     assert len(dataset) == 2 and [e.line for e in dataset.examples] == [1, 5]
     assert dataset.skipped == {"empty premise or hypothesis": 2, "no gold label (empty)": 1}
+    # Each reason's rows are named by line, the first few of them, to be found and mended.
+    assert dataset.describe().endswith("; skipped 2 empty premise or hypothesis (lines 2, 3), 1 no gold label "
+                                       "(empty) (line 4)")
+    many = read_dataset(write(tmp_path / "many.jsonl", "".join([GOOD, *[rows[1]] * 5])))
+    assert many.skipped_lines == {"empty premise or hypothesis": [2, 3, 4]}
+    assert many.describe().endswith("skipped 5 empty premise or hypothesis (lines 2, 3, 4, ...)")
+    with pytest.raises(DataError, match=r"holds no examples \(skipped 2 empty premise or hypothesis \(lines 1, 2\)\)"):
+        read_dataset(write(tmp_path / "none.jsonl", "".join(rows[1:3])))
     dataset = read_dataset(write(tmp_path / "t.csv", "premise,hypothesis,label\na,b,neutral\na,b,\n"))
     assert len(dataset) == 1 and dataset.skipped == {"no gold label (empty)": 1}
     # Characters a font may lack (private use, newer than this Python's Unicode tables) are text all the same.
@@ -708,6 +747,7 @@ def test_json_lines_may_mix_rows_with_and_without_a_label(tmp_path):
         data = read_dataset(write(tmp_path / "mixed.jsonl", "".join(json.dumps(r) + "\n" for r in rows)))
         assert [(e.label, e.line) for e in data.examples] == [("neutral", n) for n in lines]
         assert data.skipped == {"no gold label (no label field)": len(rows) - len(lines)}
+        assert data.skipped_lines == {"no gold label (no label field)": sorted(set(range(1, len(rows) + 1)) - {*lines})}
         assert data.columns["label"] == "label"
     assert "label" not in read_dataset(write(tmp_path / "bare.jsonl", json.dumps(bare) + "\n")).columns
     # Named label and genre columns may also be missing from the first row.

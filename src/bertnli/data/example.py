@@ -6,7 +6,7 @@ import json
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import overload
 
@@ -69,6 +69,8 @@ class Dataset:
     columns: dict[str, str] = field(default_factory=dict)  # read from a file: the column of each role
     tokenised: bool = False  # the texts are d2l's tokenised parses (read with d2l_text), punctuation apart
     predicted: bool = False  # read from predictions bertnli wrote: the labels are a model's answers
+    # The lines of the first few rows skipped for each reason (a file's), to find them by.
+    skipped_lines: dict[str, list[int]] = field(default_factory=dict, repr=False, compare=False)
     # A part of another dataset (`train_validation_split`): that whole, and the positions of these pairs in it.
     drawn_from: tuple[Dataset, list[int]] | None = field(default=None, repr=False, compare=False)
 
@@ -119,5 +121,16 @@ class Dataset:
         labels = ", ".join(f"{k} {v:,}" for k, v in sorted(self.label_counts().items()))
         text = f"{self.name}: {len(self):,} pairs ({labels or 'unlabelled'})"
         if self.skipped:
-            text += "; skipped " + ", ".join(f"{v:,} {k}" for k, v in sorted(self.skipped.items()))
+            text += "; skipped " + describe_skipped(self.skipped, self.skipped_lines)
         return text
+
+
+def describe_skipped(counts: Mapping[str, int], lines: Mapping[str, list[int]]) -> str:
+    """What was skipped, by reason, with the lines of the first few rows: "2 empty premise or hypothesis (lines 4,
+    9)"."""
+    def where(reason: str, count: int) -> str:
+        shown = lines.get(reason) or []
+        more = ", ..." if count > len(shown) else ""
+        return f" (line{'s' * (count > 1)} {', '.join(map(str, shown))}{more})" if shown else ""
+
+    return ", ".join(f"{count:,} {reason}{where(reason, count)}" for reason, count in sorted(counts.items()))

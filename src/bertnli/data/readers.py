@@ -18,13 +18,13 @@ import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import chain
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, BinaryIO
 
 from bertnli.data.download import DATASETS, cached_path, data_cache_dir, remote_dataset
-from bertnli.data.example import Dataset, Example, id_problem, is_blank, surrogate_problem
+from bertnli.data.example import Dataset, Example, describe_skipped, id_problem, is_blank, surrogate_problem
 from bertnli.data.labels import parse_label, resolve_label_map
 from bertnli.data.writers import holds_predictions
 from bertnli.errors import BertnliWarning, ConfigError, DataError
@@ -43,6 +43,8 @@ DEFAULT_COLUMNS: dict[str, tuple[str, ...]] = {
 D2L_COLUMNS = {"premise": "sentence1_binary_parse", "hypothesis": "sentence2_binary_parse"}
 #: SICK's column naming the SemEval-2014 part of each pair (TRAIN, TRIAL, TEST).
 SICK_SET_COLUMN = "SemEval_set"
+#: How many of the rows skipped for each reason have their lines named (in `Dataset.skipped_lines`).
+SKIPPED_LINES_KEPT = 3
 #: Split names recognised at the end of a file name (``snli_1.0_dev.jsonl``, ``RTE/train.tsv``).
 SPLIT_NAMES = ("dev_mismatched", "dev_matched", "validation", "train", "trial", "test", "dev")
 
@@ -289,8 +291,8 @@ def _read_one(
         examples, skipped, fields = _examples(header, rows, display, options, parts)
     if parts:
         name += f"[{'+'.join(parts)}]"
-    return Dataset(name, examples, skipped, {role: column for role, column in vars(fields).items() if column},
-                   tokenised=options.d2l_text, predicted=holds_predictions(columns))
+    return Dataset(name, examples, skipped.counts, {role: column for role, column in vars(fields).items() if column},
+                   tokenised=options.d2l_text, predicted=holds_predictions(columns), skipped_lines=skipped.lines)
 
 
 def _decode(stream: IO[bytes], display: str) -> Iterator[str]:
@@ -351,6 +353,7 @@ def _tsv_rows(lines: Iterator[str], display: str) -> tuple[list[str], _Rows]:
     header = next(lines).rstrip("\r\n").split("\t")
 
     def rows() -> _Rows:
+        warned = False
         for n, line in enumerate(lines, 2):
             line = line.rstrip("\r\n")
             if not line:
@@ -358,10 +361,19 @@ def _tsv_rows(lines: Iterator[str], display: str) -> tuple[list[str], _Rows]:
             fields = line.split("\t")
             if len(fields) != len(header):
                 problem = f"{len(fields)} tab-separated fields where the header has {len(header)}"
-                raise DataError(display, problem, n)
+                raise DataError(display, problem + (f"; {_TSV_UNQUOTED}" if '"' in line else ""), n)
+            if not warned and any(len(f) > 1 and f[0] == f[-1] == '"' and '""' in f[1:-1] for f in fields):
+                warnings.warn(f"{display}:{n}: a field is quoted as CSV writers quote it (\"...\"\"...\"); "
+                              f"{_TSV_UNQUOTED}", BertnliWarning, stacklevel=5)
+                warned = True
             yield n, dict(zip(header, fields))
 
     return header, rows()
+
+
+#: TSV's reading, for a file that looks written another way.
+_TSV_UNQUOTED = ("TSV is read unquoted, as GLUE writes it, so quotes are kept as text: write it without quoting "
+                 "(csv.QUOTE_NONE; pandas quoting=3) or save it as .csv")
 
 
 def _csv_rows(lines: Iterator[str], display: str) -> tuple[list[str], _Rows]:
@@ -397,20 +409,38 @@ def _csv_rows(lines: Iterator[str], display: str) -> tuple[list[str], _Rows]:
 _ROW_READERS = {"jsonl": _jsonl_rows, "tsv": _tsv_rows, "csv": _csv_rows}
 
 
+@dataclass
+class _Skipped:
+    """The rows left out, by reason: how many, and the lines of the first few (`SKIPPED_LINES_KEPT`)."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    lines: dict[str, list[int]] = field(default_factory=dict)
+
+    def add(self, reason: str, *lines: int) -> None:
+        self.counts[reason] += len(lines)
+        kept = self.lines.setdefault(reason, [])
+        kept += lines[: SKIPPED_LINES_KEPT - len(kept)]
+
+
 def _examples(
     header: list[str] | None, rows: _Rows, display: str, options: _Options, parts: tuple[str, ...]
-) -> tuple[list[Example], Counter[str], _Fields]:
+) -> tuple[list[Example], _Skipped, _Fields]:
     fields = None if header is None else _resolve(header, options, parts, display, 1, header=True)
     examples: list[Example] = []
-    skipped: Counter[str] = Counter()
+    skipped = _Skipped()
     seen_parts: set[str] = set()
     read_parts: Counter[str] = Counter()  # SICK's parts, read together when none was chosen
+    # Keys named for a label, genre or id that no JSON row has yet (a header's columns are checked at once).
+    unseen = {} if header is not None else {role: name for role, name in options.columns.items()
+                                             if name is not None and role not in ("premise", "hypothesis")}
     for n, record in rows:
         fields = fields or _resolve(list(record), options, parts, display, n, header=False)
+        for role in [role for role, name in unseen.items() if name in record]:
+            del unseen[role]
         part = _text(record, SICK_SET_COLUMN, display, n).upper() if SICK_SET_COLUMN in record else None
         if parts:
             if part is None:  # a JSON row without the column
-                skipped[f"no {SICK_SET_COLUMN}"] += 1
+                skipped.add(f"no {SICK_SET_COLUMN}", n)
                 continue
             seen_parts.add(part)
             if part not in parts:
@@ -419,13 +449,13 @@ def _examples(
         if label is not None and fields.label is None:  # the first labelled row: the file is labelled after all
             fields = replace(fields, label=label)
             if examples:
-                skipped[_NO_LABEL_FIELD] += len(examples)
+                skipped.add(_NO_LABEL_FIELD, *(e.line or 0 for e in examples))
                 examples.clear()
         example = _example(record, fields, label, options, display, n)
         if example is None:
-            skipped["empty premise or hypothesis"] += 1
+            skipped.add("empty premise or hypothesis", n)
         elif example.label is None and fields.label is not None:
-            skipped[_no_gold_label(record, label, display, n)] += 1
+            skipped.add(_no_gold_label(record, label, display, n), n)
         else:
             examples.append(example)
             if part is not None and not parts:
@@ -438,12 +468,17 @@ def _examples(
                       f"{', '.join(f'{p} {read_parts[p]:,}' for p in names)} pairs); to read one, name it after "
                       f"the file, as in SICK.txt:{names[0].lower()} (split='{names[0].lower()}' in Python)",
                       BertnliWarning, stacklevel=4)
+    if unseen:
+        role, name = next(iter(unseen.items()))
+        raise DataError(display, f"no row has the key {name!r} named for the {role} (--columns {role}={name}; "
+                                 f"columns= in Python)")
     missing = [p for p in parts if p not in seen_parts]
     if missing:
         found = ", ".join(sorted(seen_parts)) or "none"
         raise DataError(display, f"no rows with {SICK_SET_COLUMN} {', '.join(missing)} (found: {found})")
     if not examples or fields is None:
-        raise DataError(display, "holds no examples" + (f" (skipped: {dict(skipped)})" if skipped else ""))
+        skips = f" (skipped {describe_skipped(skipped.counts, skipped.lines)})" if skipped.counts else ""
+        raise DataError(display, f"holds no examples{skips}")
     return examples, skipped, fields
 
 
