@@ -491,6 +491,52 @@ def test_plot_redraws_the_figures(trained, capsys):
     assert capsys.readouterr().out.split() == [str(figure) for figure in figures]
 
 
+def test_plot_compares_runs_in_a_table_and_on_one_figure_against_epochs(trained, tiny, tmp_path, capsys,
+                                                                        monkeypatch):
+    from bertnli.plots import comparison_figure
+
+    # 128 pairs in batches of 32: 4 steps an epoch, validated every 2 steps and at each epoch's end.
+    often = tmp_path / "often"
+    assert main(["train", "--model", tiny, "--num-heads", "4", "--train", str(trained["train"]), "--eval",
+                 str(trained["dev"]), "--limit", "128", "--out", str(often), "--recipe", "d2l", "--lr", "1e-3",
+                 "--batch-size", "32", "--epochs", "2", "--eval-every", "2", "--no-progress"]) == 0
+    capsys.readouterr()
+    monkeypatch.chdir(tmp_path)
+    assert main(["plot", str(trained["run"]), str(often)]) == 0
+    header, *rows, figure = capsys.readouterr().out.splitlines()
+    assert figure == "comparison.png" and (tmp_path / "comparison.png").read_bytes().startswith(b"\x89PNG")
+    assert header.split()[:6] == ["run", "model", "recipe", "batch", "lr", "epochs"]
+    for row, run in zip(rows, (trained["run"], often), strict=True):
+        kept = RunDir(run).kept_validation()
+        assert row.startswith(f"{run}  ") and f" {kept['eval_accuracy']:.4f} " in row
+        assert f"epoch {kept['epoch']}, step {kept['step']}" in row
+    assert " 30 of 30 " in rows[0] and " 2 of 2 " in rows[1]
+
+    def validation_line(figure, run):
+        [line] = [line for line in figure.axes[1].lines if line.get_label() == str(run)]
+        return list(line.get_xdata()), list(line.get_ydata())
+
+    shown = comparison_figure([trained["run"], often])
+    assert validation_line(shown, trained["run"])[0] == list(range(1, 31))
+    x, y = validation_line(shown, often)
+    assert x == [0.5, 1.0, 1.5, 2.0] and y == [r["eval_accuracy"] for r in RunDir(often).validations()]
+    # A run stopped within its second epoch: that epoch is taken to be as long as the first.
+    stopped = tmp_path / "stopped"
+    shutil.copytree(often, stopped)
+    records = [r for r in RunDir(stopped).metrics() if r["step"] <= 6]
+    (stopped / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert validation_line(comparison_figure([often, stopped]), stopped)[0] == [0.5, 1.0, 1.5]
+    # Stopped within its first: as long as its data and batch make it.
+    records = [r for r in records if r["step"] <= 3]
+    (stopped / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert validation_line(comparison_figure([often, stopped]), stopped)[0] == [0.5]
+
+    assert main(["plot", str(often), "--out", "one.png"]) == 1
+    assert "--out names the figure that compares several runs" in capsys.readouterr().err
+    assert main(["plot", str(often), str(trained["dev"])]) == 1
+    assert capsys.readouterr().err.strip() == f"bertnli plot: error: {trained['dev']} is a file, not a run directory"
+
+
 def test_drawing_figures_leaves_a_notebooks_matplotlib_as_it_was(trained, tmp_path):
     """A notebook's backend and its open figures are its own: drawing a run's figures changes neither."""
     script = f"""

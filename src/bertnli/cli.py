@@ -26,7 +26,7 @@ from bertnli.errors import (
 if TYPE_CHECKING:  # imported where used, so that `bertnli --help` starts at once
     from bertnli.data import Dataset
     from bertnli.evaluation import Evaluation
-    from bertnli.training import TrainConfig, TrainResult
+    from bertnli.training import RunDir, TrainConfig, TrainResult
 
 EXAMPLES = {
     "train": """examples:
@@ -52,7 +52,8 @@ EXAMPLES = {
   bertnli data download snli                 # fetch and verify snli_1.0.zip into the cache
   bertnli data inspect ../shared/data/sick/SICK.txt""",
     "plot": """examples:
-  bertnli plot runs/dev                      # curves, confusion, class_scores and accuracy .png""",
+  bertnli plot runs/dev                      # curves, confusion, class_scores and accuracy .png
+  bertnli plot runs/d2l runs/finetune --out recipes.png   # a table of the runs, and their curves on one figure""",
     "serve": """examples:
   bertnli serve --model runs/dev --port 8000
   curl -s localhost:8000/predict -H 'content-type: application/json' \\
@@ -110,8 +111,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_evaluate(command("evaluate", "Score a fine-tuned model on labelled data."))
     _add_predict(command("predict", "Label premise–hypothesis pairs."))
     _add_data(command("data", "Download or inspect NLI datasets."))
-    plot = command("plot", "Draw a run's curves, confusion matrix, per-class scores and accuracy breakdown.")
-    plot.add_argument("run", help="the run directory")
+    plot = command("plot", "Draw a run's curves, confusion matrix, per-class scores and accuracy breakdown; "
+                           "or compare several runs.")
+    plot.add_argument("runs", nargs="+", metavar="RUN", help="a run directory; several to compare them")
+    plot.add_argument("--out", type=Path, help="where several runs' comparison goes (default: comparison.png)")
     _add_serve(command("serve", "Serve a model over HTTP (JSON API with OpenAPI docs)."))
     _add_export(command("export", "Export a model to Hugging Face or ONNX."))
     return parser
@@ -686,18 +689,44 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 def cmd_plot(args: argparse.Namespace) -> None:
     from bertnli.evaluation import read_report
-    from bertnli.plots import plot_curves, plot_evaluation
+    from bertnli.plots import plot_comparison, plot_curves, plot_evaluation
     from bertnli.training import RunDir
 
-    run = RunDir(args.run)
-    run.read_config()
-    run.require_metrics()
+    runs = [RunDir(path) for path in args.runs]
+    for run in runs:
+        run.read_config()
+        run.require_metrics()
+    if len(runs) > 1:
+        print(_runs_table(runs))
+        print(plot_comparison(runs, args.out or Path("comparison.png")))
+        return
+    if args.out is not None:
+        raise BertnliError("--out names the figure that compares several runs; one run's figures go in its folder")
+    [run] = runs
     paths = [plot_curves(run)]
     saved = run.path / "evaluation.json"
     if saved.is_file():
         paths += plot_evaluation(read_report(saved), run.path)
     for path in paths:
         print(path)
+
+
+def _runs_table(runs: list[RunDir]) -> str:
+    """Each run's settings, how far it went, and its kept model's validation, one line each."""
+    rows = [("run", "model", "recipe", "batch", "lr", "epochs", "best validation", "kept at", "training")]
+    for run in runs:
+        config, records = run.read_config(), list(run.metrics())
+        train = config.get("train", {})
+        done = sum(r["kind"] == "epoch" for r in records)
+        kept = run.kept_validation()
+        seconds = sum(r.get("train_seconds", 0) for r in records if r["kind"] == "epoch")
+        rows.append((str(run.path), Path(str(train.get("model", "?"))).name, str(train.get("recipe", "?")),
+                     str(train.get("batch_size", "?")), str(train.get("lr", "?")),
+                     f"{done} of {train.get('epochs', '?')}", f"{kept['eval_accuracy']:.4f}" if kept else "-",
+                     f"epoch {kept['epoch']}, step {kept['step']}" if kept else "(no validation)",
+                     f"{seconds:,.0f} s"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:

@@ -1,15 +1,20 @@
-"""PNG figures: training curves, confusion matrix, per-class scores, accuracy by pair length and genre.
+"""PNG figures: training curves, confusion matrix, per-class scores, accuracy by pair length and genre, and
+several runs compared.
 
 Drawn on `matplotlib.figure.Figure` directly, without pyplot: nothing here changes the backend or the open
 figures of a notebook that trains a model."""
 
 from __future__ import annotations
 
+import math
 import textwrap
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -36,8 +41,7 @@ def curves_figure(run: RunDir | str | Path) -> Figure:
     records = list(run.metrics())
     steps = [r for r in records if r.get("kind") == "step"]
     epochs = [r for r in records if r.get("kind") == "epoch"]
-    validated = sorted((r for r in records  # at epoch ends, and every eval_every
-                        if r.get("kind") in ("epoch", "eval") and "eval_accuracy" in r), key=lambda r: r["step"])
+    validated = run.validations()
     fig = Figure(figsize=(11, 4))
     loss_ax, acc_ax = fig.subplots(1, 2)
     if steps:
@@ -54,13 +58,10 @@ def curves_figure(run: RunDir | str | Path) -> Figure:
     if validated:
         acc_ax.plot([r["step"] for r in validated], [r["eval_accuracy"] for r in validated], "s-",
                     label="validation accuracy")
-        kept = [r for r in validated if r.get("best")][-1:]  # the last validation that beat all before it
+        kept = run.kept_validation()
         if kept:
-            acc_ax.plot(kept[0]["step"], kept[0]["eval_accuracy"], "*", color="gold", markeredgecolor="black",
-                        markersize=14, label="the kept model", zorder=3)
-    classes = len(config.get("labels") or []) or 3
-    loss_ax.axhline(np.log(classes), color="grey", ls="--", lw=1, label=f"chance (ln {classes})")
-    acc_ax.axhline(1 / classes, color="grey", ls="--", lw=1, label=f"chance (1/{classes})")
+            _star(acc_ax, kept["step"], kept["eval_accuracy"], label="the kept model")
+    _chance(loss_ax, acc_ax, _classes(config))
     loss_ax.set(xlabel="optimizer step", ylabel="cross-entropy", title="Loss")
     loss_ax.set_ylim(bottom=0)
     acc_ax.set(xlabel="optimizer step", ylabel="accuracy", title="Accuracy", ylim=(0, 1))
@@ -74,6 +75,92 @@ def curves_figure(run: RunDir | str | Path) -> Figure:
     fig.suptitle(f"{run.path.name}\n{describe_run(config)}", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_comparison(runs: Sequence[RunDir | str | Path], path: str | Path) -> Path:
+    """`comparison_figure` saved to ``path``."""
+    return _save(comparison_figure(runs), path)
+
+
+def comparison_figure(runs: Sequence[RunDir | str | Path]) -> Figure:
+    """Several runs on one figure, against epochs, so that runs of other batch sizes line up: the training loss
+    as logged, and every validation, each run's kept model starred. Each run is named as given, and described
+    below the axes."""
+    dirs = [run if isinstance(run, RunDir) else RunDir(run) for run in runs]
+    configs = [run.read_config() for run in dirs]
+    fig = Figure(figsize=(11, 4.4 + 0.22 * len(dirs)))
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    for run, config, color in zip(dirs, configs, _colours(len(dirs))):
+        records = list(run.metrics())
+        at = _in_epochs(records, config)
+        steps = [r for r in records if r["kind"] == "step"]
+        loss_ax.plot([at(r) for r in steps], [r["loss"] for r in steps], color=color, lw=1,
+                     marker="." if len(steps) < 20 else None, label=str(run.path))
+        validated = run.validations()
+        acc_ax.plot([at(r) for r in validated], [r["eval_accuracy"] for r in validated], "s-", color=color,
+                    markersize=4, label=str(run.path))
+        kept = run.kept_validation()
+        if kept:
+            _star(acc_ax, at(kept), kept["eval_accuracy"])
+    classes = {_classes(config) for config in configs}
+    if len(classes) == 1:  # the same task: one chance level
+        _chance(loss_ax, acc_ax, classes.pop())
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="Training loss (mean since the last log)")
+    loss_ax.set_ylim(bottom=0)
+    acc_ax.set(xlabel="epoch", ylabel="accuracy", title="Validation accuracy (\u2605 the kept model)", ylim=(0, 1))
+    for ax in (loss_ax, acc_ax):
+        ax.set_xlim(left=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    described = "\n".join(f"{run.path}: {describe_run(config)}" for run, config in zip(dirs, configs))
+    fig.text(0.01, 0.01, described, fontsize=8, va="bottom", family="monospace")
+    fig.tight_layout(rect=(0, 0.03 + 0.03 * len(dirs), 1, 1))
+    return fig
+
+
+def _in_epochs(records: list[dict], config: dict) -> Callable[[dict], float]:
+    """Where a logged record falls, in epochs: step 100 of an epoch of 400 steps is 0.25 into it. An epoch not
+    finished is taken to be as long as the one before; a first epoch not finished, as its data and batch make it."""
+    ends = {r["epoch"]: r["step"] for r in records if r["kind"] == "epoch"}
+    train, hardware = config.get("train", {}), config.get("hardware") or {}
+    pairs_a_step = train.get("batch_size", 1) * train.get("grad_accum", 1) * hardware.get("processes", 1)
+    planned = max(1, math.ceil(config.get("data", {}).get("train", {}).get("pairs", 1) / pairs_a_step))
+
+    def position(record: dict) -> float:
+        epoch = record["epoch"]
+        start = ends.get(epoch - 1, 0)
+        if epoch in ends:
+            length = ends[epoch] - start
+        elif epoch > 1:
+            length = start - ends.get(epoch - 2, 0)  # as long as the one before
+        else:
+            length = planned
+        return epoch - 1 + (record["step"] - start) / max(length, 1)
+
+    return position
+
+
+def _classes(config: dict) -> int:
+    """How many labels a run's model tells apart."""
+    return len(config.get("labels") or []) or 3
+
+
+def _chance(loss_ax: Axes, acc_ax: Axes, classes: int) -> None:
+    """Dashed lines at the loss and accuracy of guessing among ``classes`` labels."""
+    loss_ax.axhline(np.log(classes), color="grey", ls="--", lw=1, label=f"chance (ln {classes})")
+    acc_ax.axhline(1 / classes, color="grey", ls="--", lw=1, label=f"chance (1/{classes})")
+
+
+def _star(ax: Axes, x: float, y: float, label: str | None = None) -> None:
+    """The mark of a kept model."""
+    ax.plot(x, y, "*", color="gold", markeredgecolor="black", markersize=14, label=label, zorder=3)
+
+
+def _colours(n: int) -> list:
+    """``n`` colours that tell runs apart: matplotlib's ten, then a colour map's evenly spaced."""
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    return [colormaps["viridis"](i / (n - 1)) for i in range(n)]
 
 
 def plot_confusion(report: ClassificationReport, path: str | Path, title: str = "") -> Path:

@@ -258,6 +258,15 @@ class RunDir:
                                       f"line {number} is not a record of a step, validation or epoch")
             yield record
 
+    def validations(self) -> list[dict[str, Any]]:
+        """Every validation logged (at epoch ends, and every ``eval_every`` steps), in step order."""
+        return sorted((r for r in self.metrics() if r["kind"] in ("epoch", "eval") and "eval_accuracy" in r),
+                      key=lambda r: r["step"])
+
+    def kept_validation(self) -> dict[str, Any] | None:
+        """The validation whose model was kept: the last that beat every one before it (None without any)."""
+        return next((r for r in reversed(self.validations()) if r.get("best")), None)
+
     def truncate_metrics(self, keep_step: int) -> None:
         """Drop records logged after ``keep_step`` (they belong to work a resume will redo)."""
         kept = [r for r in self.metrics() if r.get("step", 0) <= keep_step]
