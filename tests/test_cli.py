@@ -90,6 +90,10 @@ def test_evaluate_prints_json_and_writes_reports(trained, capsys, tmp_path):
     assert main(["evaluate", "--model", str(trained["run"]), "--data", str(trained["dev"]), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["accuracy"] > 0.9 and result["total"] == 300
+    from bertnli.metrics import wilson_interval
+
+    low, high = result["accuracy_interval"]
+    assert (low, high) == wilson_interval(result["accuracy"], 300) and low < result["accuracy"] <= high
     assert sum(map(sum, result["confusion"])) == 300
     assert set(result["per_class"]) == {"entailment", "contradiction", "neutral"}
     assert sum(b["pairs"] for b in result["accuracy_by_length"]) == 300
@@ -99,6 +103,7 @@ def test_evaluate_prints_json_and_writes_reports(trained, capsys, tmp_path):
                  "--data", str(trained["train"]), "--data", str(trained["dev"]), "--report", str(report)]) == 0
     out = capsys.readouterr().out
     assert "/dev: accuracy" in out and "/train: accuracy" in out and "macro F1" in out
+    assert "on 300 pairs (95% interval 0." in out
     folder = trained["root"].name  # files named dev/train inside a folder are named folder/dev, folder/train
     assert (report / f"{folder}_dev_evaluation.md").read_text().startswith(f"# Evaluation on {folder}/dev")
     assert (report / f"{folder}_train_confusion.png").stat().st_size > 1000
@@ -385,6 +390,11 @@ def test_predict_reads_standard_input(trained, capsys, monkeypatch):
     assert main(["predict", "--model", str(trained["run"]), "--input", "-"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["line"], r["hypothesis"]) for r in rows] == [(1, "dog"), (3, "cat")]
+    # A wrong model is found before the input is read: the stream is left for the corrected command.
+    stream = io.BytesIO(lines.encode())
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(stream))
+    assert main(["predict", "--model", str(trained["root"] / "nope"), "--input", "-"]) == 1
+    assert "nope: no such model folder" in capsys.readouterr().err and stream.tell() == 0
 
 
 def test_predictions_written_as_tsv_read_back_with_the_same_texts(trained, tmp_path):

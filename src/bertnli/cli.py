@@ -563,8 +563,7 @@ def _training_files(model: str) -> list[str]:
 def _print_evaluation(result: Evaluation) -> None:
     report = result.report
     width = max(len(label) for label in report.labels) + 2
-    print(f"\n{result.dataset}: accuracy {report.accuracy:.4f} on {report.total:,} pairs"
-          f" (macro F1 {report.macro_f1():.4f})")
+    print(f"\n{result.dataset}: accuracy {result.describe_accuracy()}, macro F1 {report.macro_f1():.4f}")
     for note in result.notes:
         print(note)
     if result.skipped:
@@ -608,6 +607,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
         args.output = None
     if args.output:
         _check_output(args.output, args.input)
+    # The model first: a wrong --model must not cost the input's reading, nor a stream that cannot be read again.
+    model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
+                          progress=args.input is not None and not args.no_progress)
     examples, tokenised = [Example(args.premise, args.hypothesis)], False
     if args.input:
         args.columns = {**(args.columns or {}), "label": None}  # labels in the file are not read
@@ -615,8 +617,6 @@ def cmd_predict(args: argparse.Namespace) -> None:
         if dataset.skipped:
             print(dataset.describe(), file=sys.stderr)
         examples, tokenised = dataset.examples, dataset.tokenised
-    model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
-                          progress=args.input is not None and not args.no_progress)
     if not as_lines:
         [p] = model.predict(examples, tokenised=tokenised)
         print(p.label)

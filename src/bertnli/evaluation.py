@@ -16,7 +16,7 @@ from bertnli.data.example import Dataset, Example
 from bertnli.data.labels import TWO_CLASS_LABELS, TWO_CLASS_MAP, merge_to_two_classes
 from bertnli.errors import BertnliWarning, CheckpointError, DataError, some_of
 from bertnli.inference import NLIModel
-from bertnli.metrics import ClassificationReport
+from bertnli.metrics import ClassificationReport, wilson_interval
 from bertnli.paths import write_text
 from bertnli.weights.files import read_json_object
 
@@ -39,6 +39,16 @@ class Evaluation:
     def accuracy(self) -> float:
         return self.report.accuracy
 
+    @property
+    def accuracy_interval(self) -> tuple[float, float]:
+        """The 95% (Wilson) interval of the accuracy: where it would fall on other pairs of the same kind."""
+        return wilson_interval(self.accuracy, self.report.total)
+
+    def describe_accuracy(self) -> str:
+        """"0.6600 on 100 pairs (95% interval 0.5628–0.7450)"."""
+        low, high = self.accuracy_interval
+        return f"{self.accuracy:.4f} on {self.report.total:,} pairs (95% interval {low:.4f}–{high:.4f})"
+
     def __repr__(self) -> str:
         return (f"<Evaluation on {self.dataset}: accuracy {self.accuracy:.4f}, macro F1 "
                 f"{self.report.macro_f1():.4f}, {self.report.total:,} pairs>")
@@ -48,14 +58,15 @@ class Evaluation:
         return self.to_markdown()
 
     def to_dict(self) -> dict:
-        return {"dataset": self.dataset, **self.report.to_dict(), "skipped": self.skipped,
+        return {"dataset": self.dataset, **self.report.to_dict(), "accuracy_interval": list(self.accuracy_interval),
+                "skipped": self.skipped,
                 "confident_errors": self.confident_errors, "accuracy_by_length": self.by_length,
                 "accuracy_by_genre": self.by_genre, "notes": self.notes}
 
     def to_markdown(self) -> str:
         r = self.report
         lines = [f"# Evaluation on {self.dataset}", "",
-                 f"Accuracy **{r.accuracy:.4f}** on {r.total:,} pairs (macro F1 {r.macro_f1():.4f}).", ""]
+                 f"Accuracy **{self.describe_accuracy()}**, macro F1 {r.macro_f1():.4f}.", ""]
         lines += [*self.notes, ""] if self.notes else []
         if self.skipped:
             lines += ["Skipped: " + ", ".join(f"{v:,} {k}" for k, v in self.skipped.items()), ""]
