@@ -255,6 +255,16 @@ def test_export_refuses_bad_input_and_never_leaves_half_a_folder(wordpiece_model
         export(wordpiece_model, precious / "notes.txt", "onnx")
     assert [p.name for p in precious.iterdir()] == ["notes.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "precious"]
+    # Folders of the wrong kind, named for what they are.
+    onnx, hf = export(wordpiece_model, tmp_path / "onnx", "onnx"), export(wordpiece_model, tmp_path / "hf", "hf")
+    with pytest.raises(CheckpointError, match=r"hf: holds a --format hf export; export each format to a folder of "
+                                              r"its own"):
+        export(wordpiece_model, hf, "onnx")
+    with pytest.raises(CheckpointError, match=r"onnx: an ONNX export, which onnxruntime runs"):
+        NLIModel.load(onnx)
+    with pytest.raises(CheckpointError, match=rf"a file, not a model folder .*: the model folder that holds it is "
+                                              rf"{wordpiece_model}$"):
+        NLIModel.load(wordpiece_model / "model.safetensors")
 
 
 def test_export_never_replaces_a_bertnli_model_folder(wordpiece_model, tmp_path):

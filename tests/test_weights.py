@@ -532,7 +532,8 @@ def test_hub_name_downloads_only_checkpoint_files(tmp_path: Path, monkeypatch: p
     assert calls[0][0] == "some-org/tiny-bert"
     # A checkpoint's files and no others (not the TF, Flax or ONNX copies a hub repository may also hold).
     assert sorted(calls[0][1]["allow_patterns"]) == sorted(["config.json", "*.safetensors", "pytorch_model.bin",
-                                                            "vocab.txt", "tokenizer.json", "tokenizer_config.json"])
+                                                            "model.safetensors.index.json", "vocab.txt",
+                                                            "tokenizer.json", "tokenizer_config.json"])
     assert calls[0][1]["local_files_only"] is False
 
 
@@ -584,6 +585,21 @@ def test_a_pretrained_checkpoint_where_a_fine_tuned_model_is_expected_says_to_fi
             load_classifier(given)
     with pytest.raises(CheckpointError, match="no such model folder"):
         load_classifier(tmp_path / "missing")
+
+
+def test_a_checkpoint_saved_in_shards_loads_as_the_same_model(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    hf = transformers.BertModel(_hf_config())
+    whole = load_pretrained(_hf_folder(tmp_path / "whole", hf)).model.state_dict()
+    sharded = tmp_path / "sharded"
+    hf.save_pretrained(sharded, max_shard_size="20KB")  # as save_pretrained splits a large model
+    _write_vocab_txt(sharded, [f"w{i}" for i in range(30)])
+    assert (sharded / "model.safetensors.index.json").is_file() and not (sharded / "model.safetensors").exists()
+    loaded = load_pretrained(sharded).model.state_dict()
+    assert loaded.keys() == whole.keys() and all(torch.equal(loaded[k], whole[k]) for k in whole)
+    next(sharded.glob("model-0000*.safetensors")).unlink()  # a shard missing
+    with pytest.raises(CheckpointError, match=r"model-0000.-of-0000..safetensors: file not found"):
+        load_pretrained(sharded)
 
 
 def test_a_path_that_does_not_exist(tmp_path: Path) -> None:

@@ -29,15 +29,14 @@ from tokenizers import Regex, models, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as FastTokenizer
 from torch import nn
 
-from bertnli.errors import ConfigError
+from bertnli.errors import CheckpointError, ConfigError
 from bertnli.inference import NLIModel
 from bertnli.model import BERTClassifier
 from bertnli.text.tokenizers import D2L_SPECIALS, WORDPIECE_SPECIALS, Tokenizer, WordPieceTokenizer, WordTokenizer
 from bertnli.weights import hf_config, to_hf_state_dict
 from bertnli.weights.files import atomic_directory
-from bertnli.weights.native import is_native
+from bertnli.weights.native import ONNX_META, is_native
 
-ONNX_META = "bertnli_onnx.json"
 #: The metadata key that marks the weights of a Hugging Face export as bertnli's.
 HF_MARK = "bertnli_export"
 ONNX_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
@@ -55,6 +54,9 @@ def export(model_path: str | Path, out_dir: str | Path, format: str) -> Path:
     writer, is_export = _WRITERS[format]
     model = NLIModel.load(model_path, device="cpu", precision="fp32")
     out = Path(out_dir)
+    other = next((name for name, (_, is_other) in _WRITERS.items() if name != format and is_other(out)), None)
+    if other is not None:
+        raise CheckpointError(out, f"holds a --format {other} export; export each format to a folder of its own")
     with atomic_directory(out, is_export) as staging:
         writer(model, staging)
     return out

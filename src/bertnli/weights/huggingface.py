@@ -224,12 +224,23 @@ def _number(
 
 
 def _read_weights(directory: Path) -> tuple[StateDict, Path]:
-    safetensors, pickled = (directory / name for name in _WEIGHT_FILES)
-    if safetensors.is_file():
-        return read_safetensors(safetensors), safetensors
-    if pickled.is_file():
-        return read_torch(pickled, pickled), pickled
-    raise CheckpointError(directory, f"no weights found (expected {' or '.join(_WEIGHT_FILES)})")
+    """The weights of a folder: one file, or the shards its index names (``model.safetensors.index.json``, as
+    `save_pretrained` writes a large model)."""
+    for name in _WEIGHT_FILES:
+        whole, index = directory / name, directory / f"{name}.index.json"
+        read = read_safetensors if name.endswith(".safetensors") else (lambda path: read_torch(path, path))
+        if whole.is_file():
+            return read(whole), whole
+        if index.is_file():
+            shards = read_json_object(index).get("weight_map")
+            if not isinstance(shards, dict) or not all(isinstance(f, str) for f in shards.values()):
+                raise CheckpointError(index, "has no weight_map of tensor names to shard files")
+            state: StateDict = {}
+            for shard in sorted(set(shards.values())):
+                state.update(read(directory / shard))
+            return state, index
+    raise CheckpointError(directory, f"no weights found (expected {' or '.join(_WEIGHT_FILES)}, or the shards "
+                                     "that an index of either names)")
 
 
 def _normalize(state: StateDict, prefix: str, tied: bool) -> StateDict:

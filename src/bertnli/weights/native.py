@@ -35,6 +35,8 @@ WEIGHTS = "model.safetensors"
 #: Every file a model folder may hold. Saving over a folder drops the ones not written again (a reader
 #: would take an older model's vocab.json for this one's) and keeps any other file found there.
 MODEL_FILES = (CONFIG, WEIGHTS, "vocab.json", WORD_RULES, "tokenizer.json", "vocab.txt")
+#: The labels and settings of an ONNX export (`bertnli.export`), which mark its folder as one.
+ONNX_META = "bertnli_onnx.json"
 
 
 @dataclass
@@ -106,13 +108,17 @@ def load_classifier(directory: str | Path) -> SavedClassifier:
         if (directory.is_file() and directory.suffix.lower() == ".zip") or is_minilm(name) or is_d2l_name(name):
             raise CheckpointError(directory, pretrained)
         if directory.is_file():
-            run = f": the run that holds it is {directory.parent}" if is_native(directory.parent / "model") else ""
+            holder = (f": the model folder that holds it is {directory.parent}" if is_native(directory.parent) else
+                      f": the run that holds it is {directory.parent}" if is_native(directory.parent / "model") else "")
             raise CheckpointError(directory, f"a file, not a model folder (a fine-tuned model is a run directory or "
-                                             f"its model/){run}")
+                                             f"its model/){holder}")
         raise CheckpointError(directory, "no such model folder (a fine-tuned model: a run directory or its model/)")
     if not (directory / CONFIG).is_file():
         if (directory / PARAMS).is_file():
             raise CheckpointError(directory, pretrained)
+        if (directory / ONNX_META).is_file():
+            raise CheckpointError(directory, "an ONNX export, which onnxruntime runs (see bertnli export --help); "
+                                             "bertnli loads the run or model folder it was exported from")
         raise CheckpointError(directory, "not a bertnli model folder or run directory (no config.json)")
     meta = read_json_object(directory / CONFIG)
     source = directory / CONFIG

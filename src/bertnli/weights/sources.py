@@ -16,6 +16,7 @@ MINILM_NAMES = frozenset({"minilm", "all-minilm-l6-v2", "sentence-transformers/a
 HUB_FILES = [
     "config.json",
     "*.safetensors",
+    "model.safetensors.index.json",  # a large model's shards: their names
     "pytorch_model.bin",
     "vocab.txt",
     "tokenizer.json",
