@@ -397,6 +397,27 @@ def test_predict_reads_standard_input(trained, capsys, monkeypatch):
     assert "nope: no such model folder" in capsys.readouterr().err and stream.tell() == 0
 
 
+def test_predict_on_an_input_with_no_pairs_writes_an_output_with_none(trained, tmp_path, capsys, monkeypatch):
+    """A pipeline's batch may come empty: that is no error, and the output says so by holding no predictions."""
+    import io
+
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("id,premise,hypothesis\n")
+    out = tmp_path / "out.csv"
+    assert main(["predict", "--model", str(trained["run"]), "--input", str(header_only), "--output", str(out)]) == 0
+    assert out.read_text().startswith("line,premise,hypothesis,label,p_") and len(out.read_text().splitlines()) == 1
+    assert f"{header_only}: holds no examples; no predictions to write" in capsys.readouterr().err
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text('{"premise": "red dog", "hypothesis": " "}\n')
+    assert main(["predict", "--model", str(trained["run"]), "--input", str(blank), "--output", "-"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and "(skipped 1 empty premise or hypothesis (line 1)); no predictions" in captured.err
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    assert main(["predict", "--model", str(trained["run"]), "--input", "-"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["evaluate", "--model", str(trained["run"]), "--data", str(header_only)]) == 1  # nothing to score
+
+
 def test_predictions_written_as_tsv_read_back_with_the_same_texts(trained, tmp_path):
     """TSV is written the way the readers read it: quotes stay plain text, tabs and line breaks become spaces."""
     from bertnli.data import read_dataset

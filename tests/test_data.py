@@ -400,6 +400,21 @@ def test_tsv_quoted_as_csv_writers_quote_it_is_said_rather_than_read_with_its_qu
                                                  'spoke.\tentailment\n'))
 
 
+def test_gzip_compressed_files_and_streams_are_read_as_what_they_hold(tmp_path):
+    import gzip
+
+    text = snli_jsonl()
+    plain = read_dataset(write(tmp_path / "snli.jsonl", text))
+    packed = tmp_path / "snli.jsonl.gz"
+    packed.write_bytes(gzip.compress(text.encode()))
+    data = read_dataset(packed)
+    assert data.examples == plain.examples and data.name == "snli"
+    assert read_dataset(io.BytesIO(gzip.compress(text.encode()))).examples == plain.examples  # standard input
+    packed.write_bytes(gzip.compress(text.encode())[:-12])  # cut short, as by an interrupted copy
+    with pytest.raises(DataError, match=r"snli.jsonl.gz: a gzip file cut short or damaged"):
+        read_dataset(packed)
+
+
 def test_semicolon_separated_tables_as_spreadsheets_write_them_where_commas_mark_decimals(tmp_path):
     text = ('premise;hypothesis;label\n"Il pleut; il fait 3,5 degrés";Il fait chaud;contradiction\n'
             "Un chat, noir;Un animal;entailment\n")

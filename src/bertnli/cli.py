@@ -21,6 +21,7 @@ from bertnli.errors import (
     DataError,
     DownloadError,
     Interrupted,
+    NoPairs,
 )
 
 if TYPE_CHECKING:  # imported where used, so that `bertnli --help` starts at once
@@ -591,7 +592,7 @@ def _comparison_table(results: list[Evaluation]) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from bertnli.data import Example
+    from bertnli.data import Dataset, Example
     from bertnli.data.example import is_blank
     from bertnli.inference import NLIModel
 
@@ -613,7 +614,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
     examples, tokenised = [Example(args.premise, args.hypothesis)], False
     if args.input:
         args.columns = {**(args.columns or {}), "label": None}  # labels in the file are not read
-        dataset = _read(sys.stdin.buffer if str(args.input) == "-" else args.input, args)
+        try:
+            dataset = _read(sys.stdin.buffer if str(args.input) == "-" else args.input, args)
+        except NoPairs as empty:  # a pipeline's batch may come empty: its output is empty too
+            _note(f"{empty}; no predictions to write")
+            dataset = Dataset(str(args.input), [])
         if dataset.skipped:
             print(dataset.describe(), file=sys.stderr)
         examples, tokenised = dataset.examples, dataset.tokenised

@@ -34,6 +34,11 @@ class DataError(BertnliError):
         super().__init__(f"{where}: {problem}")
 
 
+class NoPairs(DataError):
+    """A data source holds no pairs: an empty file, or one whose every row was skipped. An error for training
+    and evaluation; prediction writes an empty output (a batch of a pipeline may come empty)."""
+
+
 class CheckpointError(BertnliError):
     """A checkpoint is missing, corrupt, or does not fit the model. Names the file."""
 

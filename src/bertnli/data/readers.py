@@ -8,6 +8,7 @@ Every problem in a file is a DataError naming the file and its 1-based line; row
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import numbers
@@ -27,7 +28,7 @@ from bertnli.data.download import DATASETS, cached_path, data_cache_dir, remote_
 from bertnli.data.example import Dataset, Example, describe_skipped, id_problem, is_blank, surrogate_problem
 from bertnli.data.labels import parse_label, resolve_label_map
 from bertnli.data.writers import holds_predictions
-from bertnli.errors import BertnliWarning, ConfigError, DataError
+from bertnli.errors import BertnliWarning, ConfigError, DataError, NoPairs
 
 FORMATS = ("jsonl", "csv", "tsv")
 ROLES = ("premise", "hypothesis", "label", "genre", "id")
@@ -257,8 +258,10 @@ def _contents(names: Sequence[str]) -> str:
 
 
 def _name(path: PurePosixPath | Path) -> str:
-    """``snli_1.0_dev`` for snli_1.0_dev.jsonl; ``RTE/train`` for RTE/train.tsv (a split's file is named
-    with its folder)."""
+    """``snli_1.0_dev`` for snli_1.0_dev.jsonl (and .jsonl.gz); ``RTE/train`` for RTE/train.tsv (a split's file
+    is named with its folder)."""
+    if path.suffix.lower() == ".gz":
+        path = path.with_suffix("")
     if path.stem.lower() in SPLIT_NAMES and path.parent.name:
         return f"{path.parent.name}/{path.stem}"
     return path.stem
@@ -276,10 +279,10 @@ def _read_one(
     except OSError as e:
         raise DataError(display, f"cannot read ({e.strerror})") from None
     with stream:
-        lines = _decode(stream, display)
+        lines = _decode(_uncompressed(stream), display)
         first = next(lines, None)
         if first is None:
-            raise DataError(display, "empty file")
+            raise NoPairs(display, "empty file")
         if "\r" in first.rstrip("\r\n"):
             raise DataError(display, "its lines end in a carriage return alone (old Mac style); convert them to LF "
                                      "or CRLF line endings", 1)
@@ -295,20 +298,34 @@ def _read_one(
                    tokenised=options.d2l_text, predicted=holds_predictions(columns), skipped_lines=skipped.lines)
 
 
-def _decode(stream: IO[bytes], display: str) -> Iterator[str]:
-    """The lines of ``stream`` as text, line endings kept; DataError on bytes that are not UTF-8."""
-    for n, raw in enumerate(stream, 1):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            problem = f"not UTF-8 text (byte 0x{raw[e.start]:02x} at position {e.start + 1})"
-            raise DataError(display, problem, n) from None
-        yield text.removeprefix("\ufeff") if n == 1 else text
+def _uncompressed(stream: IO[bytes]) -> IO[bytes] | gzip.GzipFile:
+    """``stream``, or what it holds when it is gzip-compressed (``pairs.jsonl.gz``), told by its first bytes."""
+    if hasattr(stream, "peek"):
+        magic = stream.peek(2)[:2]
+    else:
+        magic = stream.read(2)
+        stream.seek(0)
+    return gzip.GzipFile(fileobj=stream) if magic == b"\x1f\x8b" else stream
+
+
+def _decode(stream: Iterable[bytes], display: str) -> Iterator[str]:
+    """The lines of ``stream`` as text, line endings kept; DataError on bytes that are not UTF-8, and on a gzip
+    stream cut short or damaged."""
+    try:
+        for n, raw in enumerate(stream, 1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                problem = f"not UTF-8 text (byte 0x{raw[e.start]:02x} at position {e.start + 1})"
+                raise DataError(display, problem, n) from None
+            yield text.removeprefix("\ufeff") if n == 1 else text
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise DataError(display, f"a gzip file cut short or damaged ({e})") from None
 
 
 def _detect(display: str, first_line: str) -> str:
     """The format from the file suffix, or else from its first line."""
-    fmt = _SUFFIX_FORMATS.get(PurePosixPath(display).suffix.lower())
+    fmt = _SUFFIX_FORMATS.get(PurePosixPath(display.removesuffix(".gz")).suffix.lower())
     head = first_line.lstrip()
     if fmt:
         return fmt
@@ -478,7 +495,7 @@ def _examples(
         raise DataError(display, f"no rows with {SICK_SET_COLUMN} {', '.join(missing)} (found: {found})")
     if not examples or fields is None:
         skips = f" (skipped {describe_skipped(skipped.counts, skipped.lines)})" if skipped.counts else ""
-        raise DataError(display, f"holds no examples{skips}")
+        raise NoPairs(display, f"holds no examples{skips}")
     return examples, skipped, fields
 
 

@@ -81,6 +81,8 @@ def write_predictions(chunks: Iterable[Sequence[Prediction]], examples: Sequence
             out.flush()
             written, cut = written + len(chunk), cut + sum(p.truncated for p in chunk)
             whole_chunks_end = out.tell() if out.seekable() else 0
+        if not examples:  # an input with no pairs: a CSV or TSV still gets its header
+            out.write(format_predictions([], [], labels, output, header=True, ids=False))
 
     if output is None:
         write(stream)
