@@ -106,12 +106,14 @@ def test_evaluate_prints_json_and_writes_reports(trained, capsys, tmp_path):
     assert "on 300 pairs (95% interval 0." in out
     folder = trained["root"].name  # files named dev/train inside a folder are named folder/dev, folder/train
     assert (report / f"{folder}_dev_evaluation.md").read_text().startswith(f"# Evaluation on {folder}/dev")
+    assert "on 300 pairs (95% interval 0." in (report / f"{folder}_dev_evaluation.md").read_text()
     assert (report / f"{folder}_train_confusion.png").stat().st_size > 1000
     # The same name twice: the second report is numbered rather than written over the first.
     first, second = (json.loads((report / f"{folder}_dev{n}_evaluation.json").read_text()) for n in ("", "_2"))
     assert first["total"] == second["total"] == 300
     comparison = (report / "comparison.md").read_text().splitlines()
     assert [line.split(" | ")[1] for line in comparison[4:]] == ["300", "3,000", "300"]
+    assert comparison[4].split(" | ")[3] == "{:.4f}–{:.4f}".format(*wilson_interval(first["accuracy"], 300))
     # The same folder again for one dataset: the earlier files stay (they may be kept on purpose), named.
     assert main(["evaluate", "--model", str(trained["run"]), "--data", str(trained["dev"]), "--report",
                  str(report)]) == 0
@@ -395,6 +397,19 @@ def test_predict_reads_standard_input(trained, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(stream))
     assert main(["predict", "--model", str(trained["root"] / "nope"), "--input", "-"]) == 1
     assert "nope: no such model folder" in capsys.readouterr().err and stream.tell() == 0
+
+
+def test_evaluate_and_train_name_the_lines_they_skipped(trained, tiny, tmp_path, capsys):
+    rows = trained["dev"].read_text().splitlines(keepends=True)[:40]
+    rows[2] = json.dumps({"sentence1": "red dog", "sentence2": "", "gold_label": "neutral"}) + "\n"
+    data = tmp_path / "gappy.jsonl"
+    data.write_text("".join(rows))
+    assert main(["evaluate", "--model", str(trained["run"]), "--data", str(data), "--report", str(tmp_path / "r")]) == 0
+    assert "skipped 1 empty premise or hypothesis (line 3)" in capsys.readouterr().out
+    assert "Skipped: 1 empty premise or hypothesis (line 3)" in (tmp_path / "r" / "evaluation.md").read_text()
+    assert main(["train", "--model", tiny, "--num-heads", "4", "--train", str(data), "--epochs", "1",
+                 "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert "; skipped 1 empty premise or hypothesis (line 3)" in capsys.readouterr().err
 
 
 def test_predict_on_an_input_with_no_pairs_writes_an_output_with_none(trained, tmp_path, capsys, monkeypatch):

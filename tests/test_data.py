@@ -309,7 +309,11 @@ def test_rows_without_the_part_asked_for_are_counted_as_skipped(tmp_path):
     train = read_dataset(path, sick_set="train")
     assert [e.premise for e in train.examples] == ["A dog runs"]
     assert dict(train.skipped) == {"no SemEval_set": 1}
-    assert len(read_dataset(path, sick_set="train", limit=1)) == 1
+    # --limit stops as its last pair is read: a broken line after it is never reached.
+    broken = write(tmp_path / "broken.jsonl", '{"premise": "a", "hypothesis": "b", "label": "neutral"}\n{not json\n')
+    assert len(read_dataset(broken, limit=1)) == 1
+    with pytest.raises(DataError, match=r"broken.jsonl:2: not valid JSON"):
+        read_dataset(broken)
 
 
 def test_sick_set_needs_a_sick_file(tmp_path):
@@ -389,6 +393,10 @@ def test_tsv_quoted_as_csv_writers_quote_it_is_said_rather_than_read_with_its_qu
         data = read_dataset(path)
     assert told[0].filename == __file__  # said where the caller read it
     assert data.examples[1].premise == '"""Stop,"" she said"'  # as GLUE's files are read: quotes are text
+    first = write(tmp_path / "first.tsv", 'premise\thypothesis\n"""Stop,"" she said"\tShe spoke\n')
+    with pytest.warns(BertnliWarning, match=r"first.tsv:2: a field is quoted") as told:  # the first row, read apart
+        read_dataset(first)
+    assert told[0].filename == __file__
     with path.open("w", newline="") as f:
         csv.writer(f, delimiter="\t").writerows([["premise", "hypothesis"], ["a\tb", "c"]])
     with pytest.raises(DataError, match=r"quoted.tsv:2: 3 tab-separated fields where the header has 2; TSV is read "

@@ -160,6 +160,25 @@ def test_a_hugging_face_nli_classifier_loads_whole_its_outputs_named_by_id2label
         NLIModel.load(folder)
 
 
+def test_a_bertnli_export_loads_back_with_its_own_label_names(root):
+    vocab = root / "vocab-own.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n", encoding="utf-8")
+    torch.manual_seed(0)
+    own = ["refutes", "supports"]  # a model trained from Python on labels of its own
+    save_classifier(root / "own", BERTClassifier(tiny_config(len(WORDS) + 5), 2).eval(),
+                    WordPieceTokenizer.from_vocab(vocab), own, MAX_LEN)
+    exported = export(root / "own", root / "own-hf", "hf")
+    pairs = [(p, h) for p, h in PAIRS if h]
+    back = NLIModel.load(exported)
+    assert back.labels == own
+    np.testing.assert_allclose(back.predict_proba(pairs), NLIModel.load(root / "own").predict_proba(pairs), atol=1e-5)
+    theirs = shutil.copytree(exported, root / "own-theirs")
+    weights = load_file(theirs / "model.safetensors")
+    save_file(weights, str(theirs / "model.safetensors"))  # the same weights, without bertnli's mark
+    with pytest.raises(CheckpointError, match="names its outputs, not NLI labels"):
+        NLIModel.load(theirs)
+
+
 def write_pairs(path: Path, pairs, predictions) -> Path:
     """Pairs with the labels of ``predictions`` as gold labels, as JSON lines."""
     path.write_text("".join(json.dumps({"premise": p, "hypothesis": h, "label": prediction.label}) + "\n"

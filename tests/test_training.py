@@ -548,44 +548,50 @@ def test_torchrun_names_the_error_line_as_the_root_cause(tmp_path):
     assert "To enable traceback" not in done.stderr  # torchrun's pointer to its documentation, in its place
 
 
-CRASH_RANK_1 = """
+CRASH_A_RANK = """
 import os, sys
 from bertnli.cli import main
 from bertnli.training import Trainer
 
 step = Trainer.optimizer_step
 
-def crash_rank_1(self, batch):
-    if self.rank == 1 and self.state.step == 3:  # as a process killed mid-run: no word, no clean-up
+def crash(self, batch):
+    if self.rank == int(os.environ["CRASH_RANK"]) and self.state.step == 3:  # as a process killed: no word
         os._exit(9)
     return step(self, batch)
 
-Trainer.optimizer_step = crash_rank_1
+Trainer.optimizer_step = crash
 sys.exit(main(sys.argv[1:]))
 """
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="this torch build has no torch.distributed")
-def test_a_process_lost_mid_run_leaves_the_other_one_line_and_the_way_to_resume(task, tmp_path):
+@pytest.mark.parametrize("lost", [1, 0])
+def test_a_process_lost_mid_run_leaves_the_other_one_line_and_the_way_to_resume(task, tmp_path, lost):
     """Started as a scheduler starts each process (RANK, WORLD_SIZE, the rendezvous address; no torchrun to end
-    the survivors), so that the survivor meets the lost peer in its next collective."""
+    the survivors), so that the survivor meets the lost peer in its next collective. Whichever is lost, the first
+    process or another, the survivor says so."""
     import socket
 
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
     script, run = tmp_path / "crash.py", tmp_path / "run"
-    script.write_text(CRASH_RANK_1)
+    script.write_text(CRASH_A_RANK)
     args = [sys.executable, str(script), *cli_args(task, run, "--epochs", "1", "--batch-size", "8", "--limit", "160",
                                                      "--checkpoint-every", "2")]
-    ranks = [subprocess.Popen(args, env={**child_env(), "RANK": str(rank), "WORLD_SIZE": "2", "MASTER_PORT": str(port),
-                                         "MASTER_ADDR": "127.0.0.1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for rank in (0, 1)]
-    (_, survivor), _ = (rank.communicate(timeout=120) for rank in ranks)
-    assert [rank.returncode for rank in ranks] == [1, 9]
+    env = {**child_env(), "WORLD_SIZE": "2", "MASTER_PORT": str(port), "MASTER_ADDR": "127.0.0.1",
+           "CRASH_RANK": str(lost)}
+    ranks = [subprocess.Popen(args, env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)}, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for rank in (0, 1)]
+    errors = [rank.communicate(timeout=120)[1] for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [9 if rank == lost else 1 for rank in (0, 1)]
+    survivor = errors[1 - lost]
     assert "Traceback" not in survivor, survivor[-3000:]
     [line] = [line for line in survivor.splitlines() if "error" in line]
-    assert line.startswith("bertnli train: error: another process of this run stopped, so this one cannot go on (")
+    named = "" if lost else "(process 1) "  # a process other than the first names itself
+    assert line.startswith(f"bertnli train: error: {named}another process of this run stopped, so this one cannot "
+                           "go on (")
     assert line.endswith(f"resume from its last checkpoint with `torchrun --nproc-per-node 2 -m bertnli train "
                          f"--resume {run}`")
     assert torch.load(run / "checkpoint.pt", weights_only=True)["progress"]["step"] == 2
@@ -941,10 +947,31 @@ def test_training_on_from_a_classifier_keeps_its_output_layer_when_it_scores_the
     # Two-class data: the three-class layer cannot serve, and a new one is trained, as said.
     two_class = Dataset("rte", [Example(e.premise, e.hypothesis, "not_entailment" if e.label != "entailment"
                                         else "entailment") for e in synthetic_dataset(64, 1).examples])
-    with pytest.warns(BertnliWarning, match="classifies neutral, entailment, contradiction, the training data "
-                                            "entailment, not_entailment: its output layer is left behind"):
+    with pytest.warns(BertnliWarning, match="classifies neutral, entailment, contradiction, and the training data "
+                                            "has entailment, not_entailment: its output layer is left behind"):
         trainer = Trainer(cfg, two_class, None, tmp_path / "rte", progress=False)
-    assert not torch.equal(trainer.model.output.weight[:2], source.output.weight[:2])
+    assert trainer.model.output.weight.shape == (2, source.output.weight.shape[1])  # one row a label of its own
+
+
+def test_figures_draw_the_chance_level_of_the_runs_own_labels(task, tmp_path):
+    from bertnli.plots import comparison_figure
+
+    def two_class(data):
+        return Dataset("rte", [Example(e.premise, e.hypothesis, "entailment" if e.label == "entailment" else
+                                       "not_entailment") for e in data.examples])
+
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=32)
+    train(cfg, two_class(synthetic_dataset(64, 1)), two_class(synthetic_dataset(32, 2)), tmp_path / "two",
+          progress=False)
+    train(cfg, synthetic_dataset(64, 1), synthetic_dataset(32, 2), tmp_path / "three", progress=False)
+
+    def chance(figure):
+        return [line.get_label() for line in figure.axes[1].lines if line.get_label().startswith("chance")]
+
+    assert chance(curves_figure(tmp_path / "two")) == ["chance (1/2)"]
+    assert chance(curves_figure(tmp_path / "three")) == ["chance (1/3)"]
+    assert chance(comparison_figure([tmp_path / "two", tmp_path / "two"])) == ["chance (1/2)"]
+    assert chance(comparison_figure([tmp_path / "two", tmp_path / "three"])) == []  # two tasks: no one level
 
 
 def test_time_spent_saving_mid_epoch_checkpoints_is_not_counted_as_training(task, tmp_path, monkeypatch):

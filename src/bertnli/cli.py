@@ -22,12 +22,13 @@ from bertnli.errors import (
     DownloadError,
     Interrupted,
     NoPairs,
+    ProcessLost,
 )
 
 if TYPE_CHECKING:  # imported where used, so that `bertnli --help` starts at once
     from bertnli.data import Dataset
     from bertnli.evaluation import Evaluation
-    from bertnli.training import RunDir, TrainConfig, TrainResult
+    from bertnli.training import TrainConfig, TrainResult
 
 EXAMPLES = {
     "train": """examples:
@@ -335,7 +336,8 @@ def _combine(name: str, parts: list[Dataset]) -> Dataset:
     from bertnli.data import Dataset
 
     combined = Dataset(name, [e for part in parts for e in part.examples], tokenised=parts[0].tokenised,
-                       predicted=any(part.predicted for part in parts))
+                       predicted=any(part.predicted for part in parts),
+                       skipped_lines=parts[0].skipped_lines if len(parts) == 1 else {})  # several: whose line?
     for part in parts:
         combined.skipped.update(part.skipped)
     return combined
@@ -381,7 +383,7 @@ def _resume(args: argparse.Namespace) -> None:
     if not all(f is None or (isinstance(f, list) and all(isinstance(name, str) for name in f)) for f in files):
         raise BertnliError(f"{run.config_path}: data.source is not the record of data files that bertnli writes")
     train_set, eval_set = _load_training_data(argparse.Namespace(**source))
-    _print_result(train(TrainConfig(), train_set, eval_set, args.resume, resume=True,
+    _print_result(train(TrainConfig(), train_set, eval_set, args.resume, resume=True, source=source,
                         progress=not args.no_progress, on_epoch=_print_epoch))
 
 
@@ -470,14 +472,15 @@ def _first_process() -> bool:
     return os.environ.get("RANK", "0") == "0" or "LOCAL_RANK" not in os.environ
 
 
-def _error(args: argparse.Namespace, message: str, storage: bool) -> None:
+def _error(args: argparse.Namespace, message: str, storage: bool, own: bool = False) -> None:
     """The error line. Under torchrun every process meets bad settings alike, and the first says so; errors
     of reading or writing files (``storage``) may be one machine's own, so each machine's first process
-    says them too, naming its rank."""
+    says them too, naming its rank; an ``own`` error (a lost peer, which the first process may be) every
+    process says that meets it."""
     line = f"bertnli {args.command}: error: {message}"
     if _first_process():
         print(line, file=sys.stderr)
-    elif storage and os.environ.get("LOCAL_RANK") == "0":
+    elif own or (storage and os.environ.get("LOCAL_RANK") == "0"):
         print(f"bertnli {args.command}: error: (process {os.environ['RANK']}) {message}", file=sys.stderr)
     _tell_torchrun(line)
 
@@ -562,13 +565,15 @@ def _training_files(model: str) -> list[str]:
 
 
 def _print_evaluation(result: Evaluation) -> None:
+    from bertnli.data.example import describe_skipped
+
     report = result.report
     width = max(len(label) for label in report.labels) + 2
     print(f"\n{result.dataset}: accuracy {result.describe_accuracy()}, macro F1 {report.macro_f1():.4f}")
     for note in result.notes:
         print(note)
     if result.skipped:
-        print("skipped " + ", ".join(f"{n:,} {why}" for why, n in sorted(result.skipped.items())))
+        print("skipped " + describe_skipped(result.skipped, result.skipped_lines))
     print(f"{'':{width}}{'precision':>10}{'recall':>10}{'F1':>10}{'support':>10}")
     for label, s in report.per_class().items():
         print(f"{label:{width}}{s['precision']:>10.4f}{s['recall']:>10.4f}{s['f1']:>10.4f}{s['support']:>10,}")
@@ -585,9 +590,9 @@ def _print_evaluation(result: Evaluation) -> None:
 
 def _comparison_table(results: list[Evaluation]) -> str:
     width = max(40, *(len(r.dataset) + 1 for r in results))  # names whole: "[2-class]" ends some
-    lines = [f"{'dataset':{width}}{'pairs':>10}{'accuracy':>10}{'macro F1':>10}"]
-    lines += [f"{r.dataset:{width}}{r.report.total:>10,}{r.accuracy:>10.4f}{r.report.macro_f1():>10.4f}"
-              for r in results]
+    lines = [f"{'dataset':{width}}{'pairs':>10}{'accuracy':>10}{'95% interval':>16}{'macro F1':>10}"]
+    lines += [f"{r.dataset:{width}}{r.report.total:>10,}{r.accuracy:>10.4f}"
+              f"{'{:.4f}–{:.4f}'.format(*r.accuracy_interval):>16}{r.report.macro_f1():>10.4f}" for r in results]
     return "\n".join(lines)
 
 
@@ -696,13 +701,14 @@ def cmd_plot(args: argparse.Namespace) -> None:
     from bertnli.evaluation import read_report
     from bertnli.plots import plot_comparison, plot_curves, plot_evaluation
     from bertnli.training import RunDir
+    from bertnli.training.run import runs_table
 
     runs = [RunDir(path) for path in args.runs]
     for run in runs:
         run.read_config()
         run.require_metrics()
     if len(runs) > 1:
-        print(_runs_table(runs))
+        print(runs_table(runs))
         print(plot_comparison(runs, args.out or Path("comparison.png")))
         return
     if args.out is not None:
@@ -714,24 +720,6 @@ def cmd_plot(args: argparse.Namespace) -> None:
         paths += plot_evaluation(read_report(saved), run.path)
     for path in paths:
         print(path)
-
-
-def _runs_table(runs: list[RunDir]) -> str:
-    """Each run's settings, how far it went, and its kept model's validation, one line each."""
-    rows = [("run", "model", "recipe", "batch", "lr", "epochs", "best validation", "kept at", "training")]
-    for run in runs:
-        config, records = run.read_config(), list(run.metrics())
-        train = config.get("train", {})
-        done = sum(r["kind"] == "epoch" for r in records)
-        kept = run.kept_validation()
-        seconds = sum(r.get("train_seconds", 0) for r in records if r["kind"] == "epoch")
-        rows.append((str(run.path), Path(str(train.get("model", "?"))).name, str(train.get("recipe", "?")),
-                     str(train.get("batch_size", "?")), str(train.get("lr", "?")),
-                     f"{done} of {train.get('epochs', '?')}", f"{kept['eval_accuracy']:.4f}" if kept else "-",
-                     f"epoch {kept['epoch']}, step {kept['step']}" if kept else "(no validation)",
-                     f"{seconds:,.0f} s"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -814,7 +802,8 @@ def _run(args: argparse.Namespace) -> int:
         _note(f"bertnli {args.command}: {exc}")
         return 128 + exc.signum  # as a shell reports a process ended by that signal
     except BertnliError as exc:
-        _error(args, str(exc), storage=isinstance(exc, (DataError, CheckpointError, DownloadError)))
+        _error(args, str(exc), storage=isinstance(exc, (DataError, CheckpointError, DownloadError)),
+               own=isinstance(exc, ProcessLost))
         return 1
     except BrokenPipeError:  # the reader left (`| head`): stop quietly, as the shell's own tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit

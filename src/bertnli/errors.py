@@ -65,10 +65,9 @@ class ProcessLost(BertnliError):
 
     def __init__(self, run_dir: str | Path, reason: str, processes: int, command_line: bool, saved: bool) -> None:
         self.run_dir = Path(run_dir)
-        if saved:
-            then = f"resume from its last checkpoint with `{resume_command(run_dir, command_line, processes)}`"
-        else:
-            then = "it had saved no checkpoint yet, and starts again from its first step"
+        how = resume_command(run_dir, command_line, processes)
+        then = (f"resume from its last checkpoint with `{how}`" if saved else
+                f"it saved no checkpoint yet: `{how}` starts it again from its first step")
         super().__init__(f"another process of this run stopped, so this one cannot go on ({reason}); that "
                          f"process's own output says why; {then}")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bertnli.data.example import Dataset, Example
+from bertnli.data.example import Dataset, Example, describe_skipped
 from bertnli.data.labels import TWO_CLASS_LABELS, TWO_CLASS_MAP, merge_to_two_classes
 from bertnli.errors import BertnliWarning, CheckpointError, DataError, some_of
 from bertnli.inference import NLIModel
@@ -34,6 +34,7 @@ class Evaluation:
     by_length: list[dict]
     by_genre: list[dict] = field(default_factory=list)  # empty when the data name no genres
     notes: list[str] = field(default_factory=list)  # how the scores were made, where a reader must know
+    skipped_lines: dict[str, list[int]] = field(default_factory=dict)  # the first few lines skipped, by reason
 
     @property
     def accuracy(self) -> float:
@@ -41,7 +42,8 @@ class Evaluation:
 
     @property
     def accuracy_interval(self) -> tuple[float, float]:
-        """The 95% (Wilson) interval of the accuracy: where it would fall on other pairs of the same kind."""
+        """The 95% (Wilson) interval of the accuracy: where the accuracy on data of this kind lies, with 95%
+        confidence (a sample of few pairs gives a wide one)."""
         return wilson_interval(self.accuracy, self.report.total)
 
     def describe_accuracy(self) -> str:
@@ -59,7 +61,7 @@ class Evaluation:
 
     def to_dict(self) -> dict:
         return {"dataset": self.dataset, **self.report.to_dict(), "accuracy_interval": list(self.accuracy_interval),
-                "skipped": self.skipped,
+                "skipped": self.skipped, "skipped_lines": self.skipped_lines,
                 "confident_errors": self.confident_errors, "accuracy_by_length": self.by_length,
                 "accuracy_by_genre": self.by_genre, "notes": self.notes}
 
@@ -69,7 +71,7 @@ class Evaluation:
                  f"Accuracy **{self.describe_accuracy()}**, macro F1 {r.macro_f1():.4f}.", ""]
         lines += [*self.notes, ""] if self.notes else []
         if self.skipped:
-            lines += ["Skipped: " + ", ".join(f"{v:,} {k}" for k, v in self.skipped.items()), ""]
+            lines += ["Skipped: " + describe_skipped(self.skipped, self.skipped_lines), ""]
         lines += ["| label | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
         lines += [f"| {k} | {v['precision']:.4f} | {v['recall']:.4f} | {v['f1']:.4f} | {v['support']:,} |"
                   for k, v in r.per_class().items()]
@@ -110,9 +112,10 @@ def write_reports(evaluations: Sequence[Evaluation], directory: str | Path) -> l
     for evaluation, stem in zip(evaluations, _report_stems([e.dataset for e in evaluations])):
         paths += write_report(evaluation, directory, stem)
     if len(evaluations) > 1:
-        lines = ["# Comparison", "", "| dataset | pairs | accuracy | macro F1 |", "|---|---:|---:|---:|"]
-        lines += [f"| {_cell(e.dataset)} | {e.report.total:,} | {e.accuracy:.4f} | {e.report.macro_f1():.4f} |"
-                  for e in evaluations]
+        lines = ["# Comparison", "", "| dataset | pairs | accuracy | 95% interval | macro F1 |",
+                 "|---|---:|---:|---|---:|"]
+        lines += [f"| {_cell(e.dataset)} | {e.report.total:,} | {e.accuracy:.4f} | {_interval(e)} | "
+                  f"{e.report.macro_f1():.4f} |" for e in evaluations]
         write_text(directory / "comparison.md", "\n".join(lines) + "\n")
         paths.append(directory / "comparison.md")
     _note_older_reports(directory, paths)
@@ -160,7 +163,7 @@ def read_report(path: str | Path) -> Evaluation:
     return Evaluation(str(data.get("dataset", path.parent.name)), ClassificationReport(labels, confusion),
                       dict(data.get("skipped", {})), list(data.get("confident_errors", [])),
                       list(data.get("accuracy_by_length", [])), list(data.get("accuracy_by_genre", [])),
-                      list(data.get("notes", [])))
+                      list(data.get("notes", [])), dict(data.get("skipped_lines", {})))
 
 
 def _cell(text: str) -> str:
@@ -246,7 +249,13 @@ def evaluate(model: NLIModel | str | Path, dataset: Dataset, *, two_class: bool 
     return Evaluation(dataset.name, report, dict(dataset.skipped),
                       _confident_errors(examples, labels, gold, predicted, probs, top_errors),
                       _accuracy_by_length(pairs.valid_lens, gold == predicted, pairs.truncated, model.max_len),
-                      _accuracy_by_genre([e.genre for e in examples], gold == predicted), notes)
+                      _accuracy_by_genre([e.genre for e in examples], gold == predicted), notes,
+                      {reason: list(lines) for reason, lines in dataset.skipped_lines.items()})
+
+
+def _interval(evaluation: Evaluation) -> str:
+    low, high = evaluation.accuracy_interval
+    return f"{low:.4f}–{high:.4f}"
 
 
 def _confident_errors(examples: list[Example], labels: list[str], gold: np.ndarray, predicted: np.ndarray,

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from tokenizers import Regex, models, normalizers, pre_tokenizers, processors
 from tokenizers import Tokenizer as FastTokenizer
@@ -35,10 +34,9 @@ from bertnli.model import BERTClassifier
 from bertnli.text.tokenizers import D2L_SPECIALS, WORDPIECE_SPECIALS, Tokenizer, WordPieceTokenizer, WordTokenizer
 from bertnli.weights import hf_config, to_hf_state_dict
 from bertnli.weights.files import atomic_directory
+from bertnli.weights.huggingface import EXPORT_MARK, is_bertnli_export
 from bertnli.weights.native import ONNX_META, is_native
 
-#: The metadata key that marks the weights of a Hugging Face export as bertnli's.
-HF_MARK = "bertnli_export"
 ONNX_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
 ONNX_OPSET = 17
 
@@ -69,21 +67,14 @@ def write_hf(model: NLIModel, directory: Path) -> None:
     config["pad_token_id"] = model.tokenizer.pad_id
     _write_json(directory / "config.json", config)
     save_file(to_hf_state_dict(model.network), str(directory / "model.safetensors"),
-              metadata={"format": "pt", HF_MARK: "1"})
+              metadata={"format": "pt", EXPORT_MARK: "1"})
     write_tokenizer(model.tokenizer, model.max_len, directory)
 
 
 def _is_hf_export(directory: Path) -> bool:
     """An earlier Hugging Face export by bertnli, told by the mark in its weights' metadata: it may be replaced
     (never another Hugging Face model, nor a bertnli model folder)."""
-    weights = directory / "model.safetensors"
-    if not weights.is_file() or is_native(directory):
-        return False
-    try:
-        with safe_open(weights, framework="pt") as f:
-            return HF_MARK in (f.metadata() or {})
-    except (OSError, SafetensorError):
-        return False
+    return is_bertnli_export(directory) and not is_native(directory)
 
 
 # ---- tokenizer --------------------------------------------------------------------------------------

@@ -120,7 +120,8 @@ def comparison_figure(runs: Sequence[RunDir | str | Path]) -> Figure:
 
 def _in_epochs(records: list[dict], config: dict) -> Callable[[dict], float]:
     """Where a logged record falls, in epochs: step 100 of an epoch of 400 steps is 0.25 into it. An epoch not
-    finished is taken to be as long as the one before; a first epoch not finished, as its data and batch make it."""
+    finished is taken to be as long as the one before; a first epoch not finished, as its data and batch make it
+    (about as long: batches cut by --max-tokens or packed rows are more or fewer)."""
     ends = {r["epoch"]: r["step"] for r in records if r["kind"] == "epoch"}
     train, hardware = config.get("train", {}), config.get("hardware") or {}
     pairs_a_step = train.get("batch_size", 1) * train.get("grad_accum", 1) * hardware.get("processes", 1)
@@ -141,8 +142,8 @@ def _in_epochs(records: list[dict], config: dict) -> Callable[[dict], float]:
 
 
 def _classes(config: dict) -> int:
-    """How many labels a run's model tells apart."""
-    return len(config.get("labels") or []) or 3
+    """How many labels a run's model tells apart (as its config.json records them)."""
+    return len(config.get("train", {}).get("labels") or []) or 3
 
 
 def _chance(loss_ax: Axes, acc_ax: Axes, classes: int) -> None:

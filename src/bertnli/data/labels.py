@@ -96,4 +96,4 @@ def merge_to_two_classes(dataset: Dataset) -> Dataset:
         raise DataError(dataset.name, f"labels {sorted(unknown)} have no two-class counterpart")
     examples = [replace(e, label=TWO_CLASS_MAP[e.label] if e.label else None) for e in dataset.examples]
     return Dataset(f"{dataset.name}[2-class]", examples, dataset.skipped.copy(), tokenised=dataset.tokenised,
-                   predicted=dataset.predicted, skipped_lines=dataset.skipped_lines)
+                   predicted=dataset.predicted, skipped_lines={k: list(v) for k, v in dataset.skipped_lines.items()})

@@ -14,6 +14,7 @@ import json
 import numbers
 import os
 import re
+import sys
 import warnings
 import zipfile
 import zlib
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import chain
 from pathlib import Path, PurePosixPath
+from types import FrameType
 from typing import IO, Any, BinaryIO
 
 from bertnli.data.download import DATASETS, cached_path, data_cache_dir, remote_dataset
@@ -308,6 +310,16 @@ def _uncompressed(stream: IO[bytes]) -> IO[bytes] | gzip.GzipFile:
     return gzip.GzipFile(fileobj=stream) if magic == b"\x1f\x8b" else stream
 
 
+def _caller() -> int:
+    """The ``stacklevel`` that names the first frame outside this module: a warning points at the line that
+    read the data, however deep in the reading it was found."""
+    frame: FrameType | None = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def _decode(stream: Iterable[bytes], display: str) -> Iterator[str]:
     """The lines of ``stream`` as text, line endings kept; DataError on bytes that are not UTF-8, and on a gzip
     stream cut short or damaged."""
@@ -381,7 +393,7 @@ def _tsv_rows(lines: Iterator[str], display: str) -> tuple[list[str], _Rows]:
                 raise DataError(display, problem + (f"; {_TSV_UNQUOTED}" if '"' in line else ""), n)
             if not warned and any(len(f) > 1 and f[0] == f[-1] == '"' and '""' in f[1:-1] for f in fields):
                 warnings.warn(f"{display}:{n}: a field is quoted as CSV writers quote it (\"...\"\"...\"); "
-                              f"{_TSV_UNQUOTED}", BertnliWarning, stacklevel=5)
+                              f"{_TSV_UNQUOTED}", BertnliWarning, stacklevel=_caller())
                 warned = True
             yield n, dict(zip(header, fields))
 
@@ -390,7 +402,7 @@ def _tsv_rows(lines: Iterator[str], display: str) -> tuple[list[str], _Rows]:
 
 #: TSV's reading, for a file that looks written another way.
 _TSV_UNQUOTED = ("TSV is read unquoted, as GLUE writes it, so quotes are kept as text: write it without quoting "
-                 "(csv.QUOTE_NONE; pandas quoting=3) or save it as .csv")
+                 "(csv.writer(f, delimiter='\\t', quoting=csv.QUOTE_NONE, quotechar=None)) or save it as .csv")
 
 
 def _csv_rows(lines: Iterator[str], display: str) -> tuple[list[str], _Rows]:
@@ -484,7 +496,7 @@ def _examples(
         warnings.warn(f"{display} holds SemEval-2014's {', '.join(names)} parts, and all were read ("
                       f"{', '.join(f'{p} {read_parts[p]:,}' for p in names)} pairs); to read one, name it after "
                       f"the file, as in SICK.txt:{names[0].lower()} (split='{names[0].lower()}' in Python)",
-                      BertnliWarning, stacklevel=4)
+                      BertnliWarning, stacklevel=_caller())
     if unseen:
         role, name = next(iter(unseen.items()))
         raise DataError(display, f"no row has the key {name!r} named for the {role} (--columns {role}={name}; "

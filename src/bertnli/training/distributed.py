@@ -82,12 +82,17 @@ def lost_process_as_error(run_dir: Path, checkpoint: Path, command_line: bool) -
     except RuntimeError as exc:
         if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 and _lost_peer(exc)):
             raise
-        raise ProcessLost(run_dir, _reason(exc), dist.get_world_size(), command_line, checkpoint.exists()) from None
+        raise ProcessLost(run_dir, _reason(exc), dist.get_world_size(), command_line, checkpoint.exists()) from exc
+
+
+#: What gloo and NCCL say when a peer's end of the group is gone (not a timeout, which a slow peer also meets).
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "remote process exited")
 
 
 def _lost_peer(exc: RuntimeError) -> bool:
-    """torch.distributed's own errors (NCCL's among them), and gloo's, which come as plain RuntimeErrors."""
-    return isinstance(exc, dist.DistError) or "gloo" in str(exc)
+    """A collective that failed because a peer's connection is gone, as gloo (in plain RuntimeErrors) and NCCL
+    (in torch.distributed's own errors) say it."""
+    return any(sign in str(exc) for sign in PEER_GONE)
 
 
 def _reason(exc: RuntimeError) -> str:

@@ -244,7 +244,7 @@ class Trainer:
         self.rank, self.world, self.device = place_process(cfg.device)
         self.dtype = autocast_dtype(self.device, cfg.precision)
         torch.manual_seed(cfg.seed)
-        self._build_model(train_set)
+        self._build_model(train_set, resume)
         if self.rank:  # each rank draws its own dropout masks; the weights are rank 0's, through DDP
             torch.manual_seed(int(np.random.SeedSequence([cfg.seed, self.rank]).generate_state(1)[0]))
         self.vote = StopVote() if self.world > 1 else None
@@ -304,7 +304,7 @@ class Trainer:
                     f"are written again. To train further, start a new run from its model, {self.run.model_dir}")
         return f"resuming {self.run.path} at step {p.step} (epoch {p.epoch + 1} of {cfg.epochs})"
 
-    def _build_model(self, train_set: Dataset) -> None:
+    def _build_model(self, train_set: Dataset, resume: bool) -> None:
         """The classifier on the pretrained encoder; ``wrapped`` for DDP, ``step_model`` as trained."""
         pretrained = load_pretrained(self.cfg.model, num_heads=self.cfg.num_heads)
         heads = pretrained.model.config.num_heads
@@ -318,7 +318,7 @@ class Trainer:
         self.tokenizer = pretrained.tokenizer
         self.labels = choose_labels(train_set, self.cfg.recipe)
         model = BERTClassifier.from_pretrained(pretrained.model, len(self.labels), self.cfg.dropout)
-        if pretrained.head is not None:
+        if pretrained.head is not None and not resume:  # a resumed run's checkpoint holds its own layer
             self._take_over(pretrained.head, model, pretrained.source)
         self.model = model.to(self.device)
         on_gpu = self.device.type == "cuda"
@@ -333,7 +333,7 @@ class Trainer:
         labels, when it scores the same labels; otherwise the new layer is trained in its place, as said."""
         if sorted(head.labels) != sorted(self.labels):
             if self.rank == 0:
-                warnings.warn(f"{source} classifies {', '.join(head.labels)}, the training data "
+                warnings.warn(f"{source} classifies {', '.join(head.labels)}, and the training data has "
                               f"{', '.join(self.labels)}: its output layer is left behind, and a new one is trained",
                               BertnliWarning, stacklevel=2)
             return

@@ -16,7 +16,7 @@ import json
 import os
 import platform
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +38,35 @@ def describe_run(config: dict) -> str:
     if isinstance(batch, int) and processes * accum > 1:  # what a step takes, over processes and micro-batches
         shares = [f"{processes} processes"] * (processes > 1) + [f"{accum} micro-batches"] * (accum > 1)
         batch = f"{batch} ({batch * processes * accum} a step: {' x '.join(shares)})"
-    parts = [f"{Path(str(train.get('model', '?'))).name}, {train.get('recipe', '?')} recipe",
+    parts = [f"{_model_name(train)}, {train.get('recipe', '?')} recipe",
              f"trained on {data.get('train', {}).get('name', '?')}", f"batch {batch}, lr {train.get('lr', '?')}"]
     if hardware:  # runs started before the hardware was recorded have none
         parts.append(f"{hardware['precision']} on {hardware['device']}" + f" x {processes}" * (processes > 1))
     return " · ".join(parts)
+
+
+def runs_table(runs: Sequence[RunDir]) -> str:
+    """Each run's settings, how far it went, and its kept model's validation, one line each (as `bertnli plot`
+    prints it for several runs)."""
+    rows = [("run", "model", "recipe", "batch", "lr", "epochs", "best validation", "kept at", "training")]
+    for run in runs:
+        config, records = run.read_config(), list(run.metrics())
+        train = config.get("train", {})
+        done = sum(r["kind"] == "epoch" for r in records)
+        kept = run.kept_validation()
+        seconds = sum(r.get("train_seconds", 0) for r in records if r["kind"] == "epoch")
+        rows.append((str(run.path), _model_name(train), str(train.get("recipe", "?")),
+                     str(train.get("batch_size", "?")), str(train.get("lr", "?")),
+                     f"{done} of {train.get('epochs', '?')}", f"{kept['eval_accuracy']:.4f}" if kept else "-",
+                     f"epoch {kept['epoch']}, step {kept['step']}" if kept else "(no validation)",
+                     f"{seconds:,.0f} s"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
+def _model_name(train: dict[str, Any]) -> str:
+    """The model a run started from, by its last name (``minilm``, ``bert.small``, a folder's name)."""
+    return Path(str(train.get("model", "?"))).name
 
 
 def dataset_fingerprint(dataset: Dataset) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from bertnli.data.labels import KNOWN_LABELS
 from bertnli.errors import CheckpointError, ConfigError
@@ -51,6 +52,8 @@ _ACTIVATIONS: dict[str, Activation] = {
 }
 _HF_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+#: The metadata key that marks the weights of a Hugging Face export as bertnli's.
+EXPORT_MARK = "bertnli_export"
 _WORDS = "embeddings.word_embeddings.weight"
 #: Buffers some versions of `transformers` save beside the weights: 0, 1, 2, ... and zeros.
 _BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
@@ -84,14 +87,28 @@ def is_classifier(config: Mapping[str, Any]) -> bool:
     return any(str(name).endswith("ForSequenceClassification") for name in config.get("architectures") or [])
 
 
-def classifier_labels(config: Mapping[str, Any]) -> list[str] | None:
+def classifier_labels(config: Mapping[str, Any], exported: bool = False) -> list[str] | None:
     """The NLI label that each output of a Hugging Face classifier scores, read off its ``id2label`` in any
-    case (``ENTAILMENT`` is entailment) and any order; None when a name is none of them (``LABEL_0``)."""
+    case (``ENTAILMENT`` is entailment) and any order; None when a name is none of them (``LABEL_0``), unless
+    the classifier is a bertnli export (``exported``), whose names are its model's own."""
     id2label = config.get("id2label")
     if not isinstance(id2label, Mapping) or not id2label:
         return None
     names = [str(id2label.get(str(i), "")).strip().lower() for i in range(len(id2label))]
-    return names if set(names) <= set(KNOWN_LABELS) and len(set(names)) == len(names) else None
+    named = all(names) and len(set(names)) == len(names)
+    return names if named and (exported or set(names) <= set(KNOWN_LABELS)) else None
+
+
+def is_bertnli_export(directory: Path) -> bool:
+    """Whether ``directory``'s weights carry the mark that bertnli's Hugging Face exports put in their metadata."""
+    weights = directory / "model.safetensors"
+    if not weights.is_file():
+        return False
+    try:
+        with safe_open(weights, framework="pt") as f:
+            return EXPORT_MARK in (f.metadata() or {})
+    except (OSError, SafetensorError):
+        return False
 
 
 def outputs_named(config: Mapping[str, Any]) -> str:
@@ -105,13 +122,13 @@ def load_hf_classifier(directory: Path) -> tuple[BERTClassifier, Tokenizer, list
     tokenizer records (at most its positions; 512 when it records none)."""
     source = directory / "config.json"
     config = read_json_object(source)
-    labels = classifier_labels(config)
+    cfg = config_from_hf(config, source)  # first: a classifier of another architecture is refused as such
+    labels = classifier_labels(config, exported=is_bertnli_export(directory))
     if labels is None:
         raise CheckpointError(source, f"{outputs_named(config)}, not NLI labels "
                                       f"({', '.join(KNOWN_LABELS)}, in any case); name each output there, as in "
                                       '{"0": "entailment", "1": "neutral", "2": "contradiction"}, in the order '
                                       "the model was trained with")
-    cfg = config_from_hf(config, source)
     state, weights = _read_weights(directory)
     model = empty_model(BERTClassifier, cfg, len(labels))
     hf_keys("bert.").load(model, _normalize(state, "bert.", tied=False), weights)
