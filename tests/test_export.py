@@ -179,6 +179,21 @@ def test_a_bertnli_export_loads_back_with_its_own_label_names(root):
         NLIModel.load(theirs)
 
 
+def test_training_on_from_a_hugging_face_classifier_keeps_its_output_layer(wordpiece_model, root):
+    from bertnli.data import Dataset, Example
+    from bertnli.training import TrainConfig, Trainer
+
+    exported = export(wordpiece_model, root / "to-train-on", "hf")
+    source = NLIModel.load(exported).network
+    data = Dataset("pairs", [Example(p, h, label) for (p, h), label in zip(PAIRS, [*LABELS, *LABELS]) if h])
+    cfg = TrainConfig(model=str(exported), recipe="d2l", epochs=1, batch_size=2, max_len=MAX_LEN, device="cpu")
+    trainer = Trainer(cfg, data, None, root / "trained-on", progress=False)
+    rows = [LABELS.index(label) for label in trainer.labels]  # d2l's order, from the export's
+    assert trainer.labels != LABELS
+    assert torch.equal(trainer.model.output.weight, source.output.weight[rows])
+    assert torch.equal(trainer.model.output.bias, source.output.bias[rows])
+
+
 def write_pairs(path: Path, pairs, predictions) -> Path:
     """Pairs with the labels of ``predictions`` as gold labels, as JSON lines."""
     path.write_text("".join(json.dumps({"premise": p, "hypothesis": h, "label": prediction.label}) + "\n"
