@@ -433,6 +433,26 @@ def test_predict_on_an_input_with_no_pairs_writes_an_output_with_none(trained, t
     assert main(["evaluate", "--model", str(trained["run"]), "--data", str(header_only)]) == 1  # nothing to score
 
 
+def test_predictions_go_to_standard_output_in_the_format_asked_for(trained, tmp_path, capsys):
+    model = ["predict", "--model", str(trained["run"])]
+    assert main([*model, "--input", str(trained["dev"]), "--limit", "3", "--output-format", "csv"]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert [row["line"] for row in rows] == ["1", "2", "3"] and {"p_entailment", "truncated"} <= rows[0].keys()
+    assert main([*model, "red dog runs", "dog", "--output-format", "tsv"]) == 0  # one pair, as a table row too
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split("\t")[:4] == ["line", "premise", "hypothesis", "label"] and row.split("\t")[1] == "red dog runs"
+    assert main([*model, "red dog", "dog", "--output", str(tmp_path / "p.jsonl"), "--output-format", "csv"]) == 1
+    assert "--output-format is for standard output" in capsys.readouterr().err
+    # Without the texts: what joins back to the input, and the prediction.
+    out = tmp_path / "bare.csv"
+    assert main([*model, "--input", str(trained["dev"]), "--limit", "3", "--no-texts", "--output", str(out)]) == 0
+    labels = json.loads((trained["run"] / "config.json").read_text())["train"]["labels"]
+    assert out.read_text().splitlines()[0] == ",".join(["line", "label", *(f"p_{x}" for x in labels), "truncated"])
+    assert main([*model, "--input", str(trained["dev"]), "--limit", "2", "--no-texts"]) == 0
+    assert [set(json.loads(line)) for line in capsys.readouterr().out.splitlines()] == [
+        {"line", "label", "probabilities", "truncated"}] * 2
+
+
 def test_predictions_written_as_tsv_read_back_with_the_same_texts(trained, tmp_path):
     """TSV is written the way the readers read it: quotes stay plain text, tabs and line breaks become spaces."""
     from bertnli.data import read_dataset

@@ -49,6 +49,7 @@ EXAMPLES = {
   bertnli predict --model runs/dev --input pairs.jsonl --output predictions.jsonl
   bertnli predict --model runs/dev --input claims.csv --columns premise=evidence,hypothesis=claim --output out.csv
   cat pairs.jsonl | bertnli predict --model runs/dev --input - > predictions.jsonl
+  zcat pairs.jsonl.gz | bertnli predict --model runs/dev --input - --output-format csv | csvlook
   bertnli predict --model runs/dev --input million.jsonl --output labels.jsonl --compile   # big job, GPU""",
     "data": """examples:
   bertnli data download snli                 # fetch and verify snli_1.0.zip into the cache
@@ -261,8 +262,14 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path,
                    help="where to write the predictions: the input line of each pair, its texts, label and "
                         "probabilities, as CSV or TSV for a .csv or .tsv file, else JSON lines (.jsonl; - or "
-                        "none: standard output, JSON lines); written a chunk at a time (8,192 pairs on a CPU, "
-                        "65,536 on a GPU): Ctrl-C or SIGTERM keeps the chunks done in OUTPUT.partial")
+                        "none: standard output, JSON lines unless --output-format says otherwise); written a chunk "
+                        "at a time (8,192 pairs on a CPU, 65,536 on a GPU): Ctrl-C or SIGTERM keeps the chunks done "
+                        "in OUTPUT.partial")
+    p.add_argument("--output-format", choices=["jsonl", "csv", "tsv"],
+                   help="the format on standard output (a file's is its suffix's)")
+    p.add_argument("--no-texts", action="store_true",
+                   help="leave each pair's texts out of the output (join it to the input by line or id): long "
+                        "premises would make it as large as the input")
     _add_hardware(p)
     _add_inference_compile(p)
     _add_no_progress(p)
@@ -608,11 +615,15 @@ def cmd_predict(args: argparse.Namespace) -> None:
         raise BertnliError(f"give {missing} (quoted), or --input pairs.jsonl")
     if args.input is None and (is_blank(args.premise) or is_blank(args.hypothesis)):
         raise BertnliError("the premise and the hypothesis must not be empty")
-    as_lines = args.input is not None or args.output is not None  # one pair without --output: a readable table
+    # One pair without --output (or --output-format): a readable table; else the predictions' lines.
+    as_lines = args.input is not None or args.output is not None or args.output_format is not None
     if args.output is not None and str(args.output) == "-":  # standard output, as --input - is standard input
         args.output = None
     if args.output:
         _check_output(args.output, args.input)
+        if args.output_format:
+            raise BertnliError(f"--output-format is for standard output; --output {args.output} is written as its "
+                               "suffix says (.jsonl, .csv or .tsv)")
     # The model first: a wrong --model must not cost the input's reading, nor a stream that cannot be read again.
     model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
                           progress=args.input is not None and not args.no_progress)
@@ -638,7 +649,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from bertnli.data.writers import write_predictions
 
     cut = write_predictions(model.predict_chunks(examples, tokenised=tokenised), examples, model.labels, args.output,
-                            sys.stdout)
+                            sys.stdout, f".{args.output_format or 'jsonl'}", texts=not args.no_texts)
     if args.output:
         print(f"{len(examples):,} prediction{'s' if len(examples) != 1 else ''} written to {args.output}",
               file=sys.stderr)

@@ -32,21 +32,23 @@ def holds_predictions(columns: Sequence[str]) -> bool:
 
 
 def format_predictions(examples: Sequence[Example], predictions: Sequence[Prediction], labels: Sequence[str],
-                       path: Path | None = None, *, header: bool = True, ids: bool | None = None) -> str:
-    """The predictions as ``path``'s suffix asks (CSV, TSV, else JSON lines): the input line of each pair (skipped
-    rows would otherwise shift the rest), its id with ``ids`` (default: when some pair has one), its texts, the
-    label, every label's probability and whether it was read cut. A table's later parts go without the
-    ``header`` line."""
+                       suffix: str = ".jsonl", *, header: bool = True, ids: bool | None = None,
+                       texts: bool = True) -> str:
+    """The predictions as a file ``suffix`` asks (.csv, .tsv, else JSON lines): the input line of each pair (skipped
+    rows would otherwise shift the rest), its id with ``ids`` (default: when some pair has one), its texts (unless
+    ``texts`` is False), the label, every label's probability and whether it was read cut. A table's later parts
+    go without the ``header`` line."""
     ids = any(e.id is not None for e in examples) if ids is None else ids
-    rows = [{"line": e.line, **({"id": e.id} if ids else {}), "premise": e.premise, "hypothesis": e.hypothesis,
-             **p.to_dict()} for e, p in zip(examples, predictions)]
-    delimiter = TABLE_DELIMITERS.get(path.suffix.lower()) if path else None
+    rows = [{"line": e.line, **({"id": e.id} if ids else {}),
+             **({"premise": e.premise, "hypothesis": e.hypothesis} if texts else {}), **p.to_dict()}
+            for e, p in zip(examples, predictions)]
+    delimiter = TABLE_DELIMITERS.get(suffix.lower())
     if delimiter is None:
         return "".join(json.dumps(r) + "\n" for r in rows)
-    return _table(rows, labels, delimiter, header, ids)
+    return _table(rows, labels, delimiter, header, named=["id"] * ids + ["premise", "hypothesis"] * texts)
 
 
-def _table(rows: list[dict], labels: Sequence[str], delimiter: str, header: bool, ids: bool) -> str:
+def _table(rows: list[dict], labels: Sequence[str], delimiter: str, header: bool, named: list[str]) -> str:
     """CSV is quoted as spreadsheets write it. TSV is written as the readers read it (GLUE's form): no quoting,
     and the texts' tabs and line breaks become spaces, so the file reads back with the same columns."""
     out = io.StringIO()
@@ -54,35 +56,36 @@ def _table(rows: list[dict], labels: Sequence[str], delimiter: str, header: bool
     writer = csv.writer(out, delimiter=delimiter, lineterminator="\n",
                         quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL, quotechar=None if tsv else '"')
     if header:
-        writer.writerow(["line", *(["id"] if ids else []), "premise", "hypothesis", "label",
-                         *(f"p_{label}" for label in labels), "truncated"])
+        writer.writerow(["line", *named, "label", *(f"p_{label}" for label in labels), "truncated"])
     for r in rows:
-        named = ["" if r[key] is None else re.sub(r"[\t\r\n]", " ", str(r[key])) if tsv else r[key]
-                 for key in ("id", "premise", "hypothesis") if key in r]
-        writer.writerow([r["line"], *named, r["label"], *(f"{r['probabilities'][label]:.6f}" for label in labels),
+        cells = ["" if r[key] is None else re.sub(r"[\t\r\n]", " ", str(r[key])) if tsv else r[key] for key in named]
+        writer.writerow([r["line"], *cells, r["label"], *(f"{r['probabilities'][label]:.6f}" for label in labels),
                          str(r["truncated"]).lower()])
     return out.getvalue()
 
 
 def write_predictions(chunks: Iterable[Sequence[Prediction]], examples: Sequence[Example], labels: Sequence[str],
-                      output: Path | None, stream: TextIO) -> int:
+                      output: Path | None, stream: TextIO, stream_suffix: str = ".jsonl", texts: bool = True) -> int:
     """Write the predictions of ``examples``, which come in ``chunks`` (as `NLIModel.predict_chunks` yields
-    them), each as it comes: to ``stream`` without an ``output``; to ``output`` otherwise, replaced whole once
-    every prediction is in. Ctrl-C or SIGTERM raises `Interrupted`, having kept the chunks done so far in
-    ``<output>.partial`` (which a later call that finishes removes). Returns how many pairs were read cut."""
+    them), each as it comes: to ``stream`` without an ``output``, in the format of ``stream_suffix``; to
+    ``output`` otherwise, in the format of its suffix, replaced whole once every prediction is in. Ctrl-C or
+    SIGTERM raises `Interrupted`, having kept the chunks done so far in ``<output>.partial`` (which a later call
+    that finishes removes). ``texts``: each pair's texts beside its prediction. Returns how many pairs were read
+    cut."""
     written = cut = whole_chunks_end = 0
+    suffix = output.suffix if output is not None else stream_suffix
     ids = any(e.id is not None for e in examples)  # decided once: every chunk has the same columns
 
     def write(out: TextIO) -> None:
         nonlocal written, cut, whole_chunks_end
         for chunk in chunks:
             part = examples[written : written + len(chunk)]
-            out.write(format_predictions(part, chunk, labels, output, header=written == 0, ids=ids))
+            out.write(format_predictions(part, chunk, labels, suffix, header=written == 0, ids=ids, texts=texts))
             out.flush()
             written, cut = written + len(chunk), cut + sum(p.truncated for p in chunk)
             whole_chunks_end = out.tell() if out.seekable() else 0
         if not examples:  # an input with no pairs: a CSV or TSV still gets its header
-            out.write(format_predictions([], [], labels, output, header=True, ids=False))
+            out.write(format_predictions([], [], labels, suffix, header=True, ids=False, texts=texts))
 
     if output is None:
         write(stream)
