@@ -267,6 +267,7 @@ def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_
     table = tmp_path / "predictions.csv"
     assert main(["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--output",
                  str(table)]) == 0
+    complete = table.read_bytes()
     with table.open(newline="") as f:
         read = list(csv.DictReader(f))  # one header, then every pair in order
     assert [(int(r["line"]), r["label"]) for r in read] == [(e.line, p.label) for e, p in zip(examples, wanted)]
@@ -287,7 +288,7 @@ def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_
                  str(table), "--no-progress"]) == 130
     partial = tmp_path / "predictions.csv.partial"
     assert capsys.readouterr().err == f"bertnli predict: interrupted; the first 80 of 300 predictions are in " \
-                                      f"{partial}\n"
+                                      f"{partial} (the same command with --resume goes on from there)\n"
     assert table.read_text() == "an earlier file\n"  # left as it was
     with partial.open(newline="") as f:
         assert [(int(r["line"]), r["label"]) for r in csv.DictReader(f)] == \
@@ -322,7 +323,7 @@ def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_
     assert main(["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--output",
                  str(table), "--no-progress"]) == 128 + signal.SIGTERM
     assert capsys.readouterr().err == f"bertnli predict: interrupted; the first 80 of 300 predictions are in " \
-                                      f"{partial}\n"
+                                      f"{partial} (the same command with --resume goes on from there)\n"
     assert signal.getsignal(signal.SIGTERM) == handler and table.read_text() == "an earlier file\n"
 
     class CountedWhenStopped(list):  # the stop comes once the third chunk is written, before it is counted
@@ -339,12 +340,55 @@ def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_
     assert "the first 80 of 300 predictions are in" in capsys.readouterr().err
     with partial.open(newline="") as f:
         assert len(list(csv.DictReader(f))) == 80  # the chunk not counted is not kept either
+    # --resume goes on from the 80 kept, and may itself be stopped and resumed: the file ends as one run's.
+    resume = ["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--output", str(table),
+              "--no-progress", "--resume"]
+    monkeypatch.setattr(NLIModel, "predict_chunks", stopped_after_two_chunks)
+    assert main(resume) == 130
+    assert "the first 160 of 300 predictions are in" in capsys.readouterr().err
     monkeypatch.setattr(NLIModel, "predict_chunks", chunks)
+    assert main(resume) == 0
+    assert f"resuming after the 160 predictions in {partial}" in capsys.readouterr().err
+    assert table.read_bytes() == complete and not partial.exists()
+    # A .partial of another input, or of other columns, is refused rather than joined to this one's.
+    partial.write_text(complete.decode().replace("\n3,", "\n4,", 1))
+    assert main(resume) == 1
+    assert f"{partial}: holds predictions of another input" in capsys.readouterr().err
+    partial.write_text(complete.decode())
+    assert main([*resume, "--no-texts"]) == 1 and "in other columns" in capsys.readouterr().err
     assert main(["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--output",
                  str(table), "--no-progress"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv"]  # the out-of-date part is gone
     with pytest.raises(ValueError, match="chunk_size must be at least 1, not 0"):
         model.predict_chunks(examples, chunk_size=0)  # at the call, not at the first chunk
+
+
+def test_predict_resumes_json_lines_as_one_run_writes_them(trained, tmp_path, capsys, monkeypatch):
+    from bertnli import NLIModel
+    from bertnli.inference import PREDICT_CHUNK
+
+    monkeypatch.setitem(PREDICT_CHUNK, "cpu", 100)  # 300 pairs: 3 chunks
+    out = tmp_path / "p.jsonl"
+    command = ["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--output", str(out),
+               "--no-progress", "--no-texts"]
+    assert main(command) == 0
+    complete = out.read_bytes()
+    chunks = NLIModel.predict_chunks
+
+    def stopped_after_a_chunk(self, *args, **kwargs):
+        for n, chunk in enumerate(chunks(self, *args, **kwargs)):
+            if n == 1:
+                raise KeyboardInterrupt
+            yield chunk
+
+    monkeypatch.setattr(NLIModel, "predict_chunks", stopped_after_a_chunk)
+    assert main(command) == 130 and out.read_bytes() == complete
+    monkeypatch.setattr(NLIModel, "predict_chunks", chunks)
+    assert main([*command, "--resume"]) == 0
+    assert "resuming after the 100 predictions" in capsys.readouterr().err and out.read_bytes() == complete
+    assert main([*command, "--resume"]) == 0  # nothing left to resume from: a whole run
+    assert f"no {out}.partial to resume from: predicting from the first pair" in capsys.readouterr().err
+    assert out.read_bytes() == complete
 
 
 def test_predict_into_a_pipe_that_closes_stops_quietly(trained):

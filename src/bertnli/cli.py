@@ -267,6 +267,9 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
                         "in OUTPUT.partial")
     p.add_argument("--output-format", choices=["jsonl", "csv", "tsv"],
                    help="the format on standard output (a file's is its suffix's)")
+    p.add_argument("--resume", action="store_true",
+                   help="go on from OUTPUT.partial, which a run on the same input left when it was interrupted: "
+                        "its predictions are kept, and the rest are made")
     p.add_argument("--no-texts", action="store_true",
                    help="leave each pair's texts out of the output (join it to the input by line or id): long "
                         "premises would make it as large as the input")
@@ -646,10 +649,18 @@ def cmd_predict(args: argparse.Namespace) -> None:
         if p.truncated:
             print(f"  (the pair is longer than the model's {model.max_len} tokens: it read the pair cut)")
         return
-    from bertnli.data.writers import write_predictions
+    from bertnli.data.writers import KeptPredictions, kept_predictions, partial_path, write_predictions
 
-    cut = write_predictions(model.predict_chunks(examples, tokenised=tokenised), examples, model.labels, args.output,
-                            sys.stdout, f".{args.output_format or 'jsonl'}", texts=not args.no_texts)
+    kept = KeptPredictions()
+    if args.resume:
+        if not args.output:
+            raise BertnliError("--resume goes on from OUTPUT.partial: give the --output of the interrupted run")
+        kept = kept_predictions(args.output, examples, model.labels, texts=not args.no_texts)
+        _note(f"resuming after the {kept.pairs:,} predictions in {partial_path(args.output)}" if kept.pairs else
+              f"no {partial_path(args.output)} to resume from: predicting from the first pair")
+    cut = write_predictions(model.predict_chunks(examples[kept.pairs :], tokenised=tokenised), examples, model.labels,
+                            args.output, sys.stdout, f".{args.output_format or 'jsonl'}", texts=not args.no_texts,
+                            kept=kept)
     if args.output:
         print(f"{len(examples):,} prediction{'s' if len(examples) != 1 else ''} written to {args.output}",
               file=sys.stderr)
