@@ -391,6 +391,17 @@ def test_predict_resumes_json_lines_as_one_run_writes_them(trained, tmp_path, ca
     assert out.read_bytes() == complete
 
 
+def test_predict_warns_of_ids_that_are_no_join_key(trained, tmp_path, capsys):
+    claims = tmp_path / "claims.csv"
+    claims.write_text("id,premise,hypothesis\n7,red dog runs,dog\n8,red dog,cat\n7,big dog,dog\n7,dog,red\n")
+    assert main(["predict", "--model", str(trained["run"]), "--input", str(claims), "--output", "-"]) == 0
+    assert ("warning: 2 pairs have the id of an earlier pair ('7' on lines 2 and 4, first): joined back by id, their "
+            "predictions would be mixed up; join by line") in capsys.readouterr().err
+    claims.write_text("id,premise,hypothesis\n7,red dog runs,dog\n8,red dog,cat\n")
+    assert main(["predict", "--model", str(trained["run"]), "--input", str(claims), "--output", "-"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_predict_into_a_pipe_that_closes_stops_quietly(trained):
     """`bertnli predict --input big.jsonl | head`: once the reader has gone, no error, and the shell's status."""
     import subprocess

@@ -26,7 +26,7 @@ from bertnli.errors import (
 )
 
 if TYPE_CHECKING:  # imported where used, so that `bertnli --help` starts at once
-    from bertnli.data import Dataset
+    from bertnli.data import Dataset, Example
     from bertnli.evaluation import Evaluation
     from bertnli.training import TrainConfig, TrainResult
 
@@ -607,7 +607,6 @@ def _comparison_table(results: list[Evaluation]) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from bertnli.data import Dataset, Example
     from bertnli.data.example import is_blank
     from bertnli.inference import NLIModel
 
@@ -630,17 +629,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     # The model first: a wrong --model must not cost the input's reading, nor a stream that cannot be read again.
     model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
                           progress=args.input is not None and not args.no_progress)
-    examples, tokenised = [Example(args.premise, args.hypothesis)], False
-    if args.input:
-        args.columns = {**(args.columns or {}), "label": None}  # labels in the file are not read
-        try:
-            dataset = _read(sys.stdin.buffer if str(args.input) == "-" else args.input, args)
-        except NoPairs as empty:  # a pipeline's batch may come empty: its output is empty too
-            _note(f"{empty}; no predictions to write")
-            dataset = Dataset(str(args.input), [])
-        if dataset.skipped:
-            print(dataset.describe(), file=sys.stderr)
-        examples, tokenised = dataset.examples, dataset.tokenised
+    examples, tokenised = _pairs_to_predict(args)
     if not as_lines:
         [p] = model.predict(examples, tokenised=tokenised)
         print(p.label)
@@ -667,6 +656,30 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if cut:
         _note(f"truncated: {cut:,} of {len(examples):,} pairs were longer than the model's {model.max_len} tokens "
               "and were read cut")
+
+
+def _pairs_to_predict(args: argparse.Namespace) -> tuple[list[Example], bool]:
+    """The pairs of --input (or the one pair given), and whether their texts are tokenised."""
+    from bertnli.data import Dataset, Example
+
+    if not args.input:
+        return [Example(args.premise, args.hypothesis)], False
+    args.columns = {**(args.columns or {}), "label": None}  # labels in the file are not read
+    try:
+        dataset = _read(sys.stdin.buffer if str(args.input) == "-" else args.input, args)
+    except NoPairs as empty:  # a pipeline's batch may come empty: its output is empty too
+        _note(f"{empty}; no predictions to write")
+        dataset = Dataset(str(args.input), [])
+    if dataset.skipped:
+        print(dataset.describe(), file=sys.stderr)
+    first_line: dict[str | int, int | None] = {}
+    repeated = [(e.id, first_line[e.id], e.line) for e in dataset.examples
+                if e.id is not None and first_line.setdefault(e.id, e.line) != e.line]
+    if repeated:
+        name, first, again = repeated[0]
+        _note(f"warning: {len(repeated):,} pairs have the id of an earlier pair ({name!r} on lines {first} and "
+              f"{again}, first): joined back by id, their predictions would be mixed up; join by line")
+    return dataset.examples, dataset.tokenised
 
 
 def _check_output(path: Path, source: Path | None = None) -> None:
