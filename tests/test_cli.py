@@ -293,8 +293,14 @@ def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_
     with partial.open(newline="") as f:
         assert [(int(r["line"]), r["label"]) for r in csv.DictReader(f)] == \
             [(e.line, p.label) for e, p in zip(examples[:80], wanted[:80])]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv", "predictions.csv.partial"]
+    record = tmp_path / "predictions.csv.partial.json"  # how far the partial file goes, kept after each chunk
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv", "predictions.csv.partial",
+                                                          "predictions.csv.partial.json"]
     assert stat.S_IMODE(partial.stat().st_mode) == stat.S_IMODE(table.stat().st_mode)  # not a temporary's 0600
+    assert main(["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--output",
+                 str(table), "--no-progress"]) == 1  # a new run would lose them: --resume, or remove them
+    assert f"{partial} holds the predictions of an interrupted run: the same command with --resume goes on " \
+           "from them" in capsys.readouterr().err
 
     def terminated_after_two_chunks(self, *args, **kwargs):  # a scheduler's notice, or `kill`
         for n, chunk in enumerate(chunks(self, *args, **kwargs)):
@@ -312,6 +318,7 @@ def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_
     assert capsys.readouterr().err == "bertnli predict: interrupted before the first predictions were done; nothing " \
                                       "was written\n"
     partial.unlink()
+    record.unlink()
     assert main(["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--output",
                  str(table), "--no-progress"]) == 130
     assert capsys.readouterr().err == "bertnli predict: interrupted before the first predictions were done; " \
@@ -333,6 +340,8 @@ def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_
                 raise KeyboardInterrupt
             return super().__len__()
 
+    partial.unlink()
+    record.unlink()
     monkeypatch.setattr(NLIModel, "predict_chunks", lambda self, *args, **kwargs: (
         CountedWhenStopped(chunk) if n == 2 else chunk for n, chunk in enumerate(chunks(self, *args, **kwargs))))
     assert main(["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--output",
@@ -350,15 +359,22 @@ def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_
     assert main(resume) == 0
     assert f"resuming after the 160 predictions in {partial}" in capsys.readouterr().err
     assert table.read_bytes() == complete and not partial.exists()
-    # A .partial of another input, or of other columns, is refused rather than joined to this one's.
-    partial.write_text(complete.decode().replace("\n3,", "\n4,", 1))
-    assert main(resume) == 1
-    assert f"{partial}: holds predictions of another input" in capsys.readouterr().err
-    partial.write_text(complete.decode())
-    assert main([*resume, "--no-texts"]) == 1 and "in other columns" in capsys.readouterr().err
-    assert main(["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--output",
-                 str(table), "--no-progress"]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv"]  # the out-of-date part is gone
+    # A crash or SIGKILL leaves no word, and may cut a chunk: its record says where the whole chunks end.
+    monkeypatch.setattr(NLIModel, "predict_chunks", stopped_after_two_chunks)
+    assert main(resume[:-1]) == 130
+    with partial.open("a") as cut:
+        cut.write("81,half a row")
+    monkeypatch.setattr(NLIModel, "predict_chunks", chunks)
+    # Another input, or other columns, are refused rather than joined to the predictions kept.
+    other = tmp_path / "other.jsonl"
+    other.write_text(trained["dev"].read_text().replace('"sentence2": "', '"sentence2": "not ', 1))
+    assert main([*resume[:4], str(other), *resume[5:]]) == 1
+    assert f"{partial}: holds the predictions of other pairs than the first 80 of this input" in \
+        capsys.readouterr().err
+    assert main([*resume, "--no-texts"]) == 1
+    assert "was written with another texts than this command's" in capsys.readouterr().err
+    assert main(resume) == 0 and table.read_bytes() == complete
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.jsonl", "predictions.csv"]
     with pytest.raises(ValueError, match="chunk_size must be at least 1, not 0"):
         model.predict_chunks(examples, chunk_size=0)  # at the call, not at the first chunk
 

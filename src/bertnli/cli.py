@@ -263,13 +263,14 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
                    help="where to write the predictions: the input line of each pair, its texts, label and "
                         "probabilities, as CSV or TSV for a .csv or .tsv file, else JSON lines (.jsonl; - or "
                         "none: standard output, JSON lines unless --output-format says otherwise); written a chunk "
-                        "at a time (8,192 pairs on a CPU, 65,536 on a GPU): Ctrl-C or SIGTERM keeps the chunks done "
-                        "in OUTPUT.partial")
+                        "at a time (8,192 pairs on a CPU, 65,536 on a GPU) into OUTPUT.partial, which takes its "
+                        "place once whole: Ctrl-C, SIGTERM, a crash or SIGKILL keep the chunks done there")
     p.add_argument("--output-format", choices=["jsonl", "csv", "tsv"],
                    help="the format on standard output (a file's is its suffix's)")
     p.add_argument("--resume", action="store_true",
-                   help="go on from OUTPUT.partial, which a run on the same input left when it was interrupted: "
-                        "its predictions are kept, and the rest are made")
+                   help="go on from OUTPUT.partial, which a run on the same input left when it stopped: its "
+                        "predictions are kept (once OUTPUT.partial.json shows them to be of these pairs, model and "
+                        "columns), and the rest are made")
     p.add_argument("--no-texts", action="store_true",
                    help="leave each pair's texts out of the output (join it to the input by line or id): long "
                         "premises would make it as large as the input")
@@ -607,25 +608,9 @@ def _comparison_table(results: list[Evaluation]) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from bertnli.data.example import is_blank
     from bertnli.inference import NLIModel
 
-    if args.input is not None and args.premise is not None:
-        raise BertnliError("give a premise and a hypothesis, or --input pairs.jsonl, not both")
-    if args.input is None and (args.premise is None or args.hypothesis is None):
-        missing = "a premise and a hypothesis" if args.premise is None else "the hypothesis after the premise"
-        raise BertnliError(f"give {missing} (quoted), or --input pairs.jsonl")
-    if args.input is None and (is_blank(args.premise) or is_blank(args.hypothesis)):
-        raise BertnliError("the premise and the hypothesis must not be empty")
-    # One pair without --output (or --output-format): a readable table; else the predictions' lines.
-    as_lines = args.input is not None or args.output is not None or args.output_format is not None
-    if args.output is not None and str(args.output) == "-":  # standard output, as --input - is standard input
-        args.output = None
-    if args.output:
-        _check_output(args.output, args.input)
-        if args.output_format:
-            raise BertnliError(f"--output-format is for standard output; --output {args.output} is written as its "
-                               "suffix says (.jsonl, .csv or .tsv)")
+    as_lines = _check_predict_options(args)
     # The model first: a wrong --model must not cost the input's reading, nor a stream that cannot be read again.
     model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
                           progress=args.input is not None and not args.no_progress)
@@ -638,24 +623,56 @@ def cmd_predict(args: argparse.Namespace) -> None:
         if p.truncated:
             print(f"  (the pair is longer than the model's {model.max_len} tokens: it read the pair cut)")
         return
-    from bertnli.data.writers import KeptPredictions, kept_predictions, partial_path, write_predictions
+    from bertnli.data.writers import Layout, Progress, partial_path, resume_point, write_predictions
+    from bertnli.runtime import precision_name
+    from bertnli.weights.native import resolve_model_dir
 
-    kept = KeptPredictions()
+    layout = Layout(args.output.suffix if args.output else f".{args.output_format or 'jsonl'}", tuple(model.labels),
+                    any(e.id is not None for e in examples), not args.no_texts,
+                    f"{resolve_model_dir(args.model).resolve()} in {precision_name(model.dtype)}")
+    start = resume_point(args.output, examples, layout) if args.resume else Progress()
     if args.resume:
-        if not args.output:
-            raise BertnliError("--resume goes on from OUTPUT.partial: give the --output of the interrupted run")
-        kept = kept_predictions(args.output, examples, model.labels, texts=not args.no_texts)
-        _note(f"resuming after the {kept.pairs:,} predictions in {partial_path(args.output)}" if kept.pairs else
+        _note(f"resuming after the {start.pairs:,} predictions in {partial_path(args.output)}" if start.pairs else
               f"no {partial_path(args.output)} to resume from: predicting from the first pair")
-    cut = write_predictions(model.predict_chunks(examples[kept.pairs :], tokenised=tokenised), examples, model.labels,
-                            args.output, sys.stdout, f".{args.output_format or 'jsonl'}", texts=not args.no_texts,
-                            kept=kept)
+    cut = write_predictions(model.predict_chunks(examples[start.pairs :], tokenised=tokenised), examples,
+                            args.output, sys.stdout, layout, start)
     if args.output:
         print(f"{len(examples):,} prediction{'s' if len(examples) != 1 else ''} written to {args.output}",
               file=sys.stderr)
     if cut:
         _note(f"truncated: {cut:,} of {len(examples):,} pairs were longer than the model's {model.max_len} tokens "
               "and were read cut")
+
+
+def _check_predict_options(args: argparse.Namespace) -> bool:
+    """Refuse, before any work, options that cannot go together; returns whether predictions are written as
+    lines (else one pair given without --output is shown as a readable table)."""
+    from bertnli.data.example import is_blank
+    from bertnli.data.writers import holds_kept_predictions, partial_path, record_path
+    from bertnli.paths import is_stream
+
+    if args.input is not None and args.premise is not None:
+        raise BertnliError("give a premise and a hypothesis, or --input pairs.jsonl, not both")
+    if args.input is None and (args.premise is None or args.hypothesis is None):
+        missing = "a premise and a hypothesis" if args.premise is None else "the hypothesis after the premise"
+        raise BertnliError(f"give {missing} (quoted), or --input pairs.jsonl")
+    if args.input is None and (is_blank(args.premise) or is_blank(args.hypothesis)):
+        raise BertnliError("the premise and the hypothesis must not be empty")
+    as_lines = args.input is not None or args.output is not None or args.output_format is not None
+    if args.output is not None and str(args.output) == "-":  # standard output, as --input - is standard input
+        args.output = None
+    if args.output:
+        _check_output(args.output, args.input)
+        if args.output_format:
+            raise BertnliError(f"--output-format is for standard output; --output {args.output} is written as its "
+                               "suffix says (.jsonl, .csv or .tsv)")
+    if args.resume and (args.output is None or is_stream(args.output)):
+        raise BertnliError("--resume goes on from OUTPUT.partial: give the --output file of the interrupted run")
+    if not args.resume and args.output and holds_kept_predictions(args.output):
+        raise BertnliError(f"{partial_path(args.output)} holds the predictions of an interrupted run: the same command "
+                           f"with --resume goes on from them; remove it and {record_path(args.output).name} to start "
+                           "over")
+    return as_lines
 
 
 def _pairs_to_predict(args: argparse.Namespace) -> tuple[list[Example], bool]:

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
 import re
 import signal
+import stat
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from bertnli.data.example import Example
 from bertnli.errors import DataError, Interrupted, termination_as_interrupt
-from bertnli.paths import FILE_MODE, atomic_write
+from bertnli.paths import FILE_MODE, is_stream, write_text
 
 if TYPE_CHECKING:
     from bertnli.inference import Prediction
@@ -65,105 +68,153 @@ def _table(rows: list[dict], labels: Sequence[str], delimiter: str, header: bool
     return out.getvalue()
 
 
-@dataclass
-class KeptPredictions:
-    """What an interrupted run left in ``<output>.partial``: its text, how many pairs it holds, and how many of
-    them were read cut."""
+@dataclass(frozen=True)
+class Layout:
+    """How predictions are written: the format (a file suffix: .jsonl, .csv, .tsv), the labels whose probabilities
+    have columns, whether each pair's id and texts are in, and what made them (the model and its precision)."""
 
-    text: str = ""
+    suffix: str
+    labels: tuple[str, ...]
+    ids: bool = False
+    texts: bool = True
+    made_by: str = ""
+
+
+@dataclass
+class Progress:
+    """How far the predictions in ``<output>.partial`` go, as ``<output>.partial.json`` records it after each
+    chunk: the pairs done, the bytes that hold them, how many were read cut, a digest of those pairs (lines, ids,
+    texts), and the `Layout` they are written in."""
+
     pairs: int = 0
+    bytes: int = 0
     cut: int = 0
+    digest: str = ""
+    layout: dict[str, Any] = field(default_factory=dict)
 
 
 def partial_path(output: Path) -> Path:
-    """Where an interrupted run keeps the predictions it made (see `write_predictions`)."""
+    """Where predictions go until every one is in (see `write_predictions`)."""
     return output.with_name(f"{output.name}.partial")
 
 
-def kept_predictions(output: Path, examples: Sequence[Example], labels: Sequence[str], texts: bool = True
-                     ) -> KeptPredictions:
-    """The predictions ``<output>.partial`` holds of the first of ``examples`` (none without that file), once they
-    are checked to be of these pairs, in the columns this run writes; a `DataError` otherwise."""
-    partial = partial_path(output)
-    if not partial.is_file():
-        return KeptPredictions()
-    text = partial.read_text(encoding="utf-8")
-    delimiter = TABLE_DELIMITERS.get(output.suffix.lower())
-    ids = any(e.id is not None for e in examples)
-    columns = ["line", *["id"] * ids, *["premise", "hypothesis"] * texts]
+def record_path(output: Path) -> Path:
+    """Where the progress of ``<output>.partial`` is recorded (a `Progress`)."""
+    return output.with_name(f"{output.name}.partial.json")
+
+
+def holds_kept_predictions(output: Path) -> bool:
+    """Whether an interrupted run left whole chunks of predictions for ``output`` (a record of them, and the file)."""
+    return partial_path(output).is_file() and record_path(output).is_file()
+
+
+def resume_point(output: Path, examples: Sequence[Example], layout: Layout) -> Progress:
+    """Where an interrupted run on ``examples`` stopped, as its record says, once the pairs it did are found to be
+    the first of these, written as this run writes (``layout``); a `DataError` naming what differs otherwise.
+    Without a ``<output>.partial`` and its record, no chunk was done whole: the run starts at the first pair."""
+    partial, record = partial_path(output), record_path(output)
+    if not holds_kept_predictions(output):
+        return Progress()
     try:
-        if delimiter is None:
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-            fits = all(list(r) == [*columns, "label", "probabilities", "truncated"]
-                       and list(r["probabilities"]) == list(labels) for r in rows[:1])
-            lines, cut = [r["line"] for r in rows], sum(bool(r["truncated"]) for r in rows)
-        else:
-            lines_of = io.StringIO(text)  # read as `_table` writes: TSV unquoted, CSV quoted
-            header, *rows = (csv.reader(lines_of, delimiter="\t", quoting=csv.QUOTE_NONE) if delimiter == "\t"
-                             else csv.reader(lines_of))
-            fits = header == format_predictions([], [], labels, output.suffix, ids=ids, texts=texts).rstrip("\n") \
-                .split(delimiter)
-            lines, cut = [int(r[0]) for r in rows], sum(r[-1] == "true" for r in rows)
-    except (ValueError, KeyError, IndexError, TypeError):
-        fits, lines, cut = False, [], 0
-    if not fits or lines != [e.line for e in examples[: len(lines)]]:
-        raise DataError(partial, "holds predictions of another input, or in other columns than this run writes; "
-                                 "remove it to start over")
-    return KeptPredictions(text, len(lines), cut)
+        saved = Progress(**json.loads(record.read_text(encoding="utf-8")))
+        if not (all(isinstance(n, int) for n in (saved.pairs, saved.bytes, saved.cut))
+                and isinstance(saved.layout, dict)):
+            raise ValueError("not a record of progress")
+    except (OSError, ValueError, TypeError) as exc:
+        raise DataError(partial, f"has no readable record of its progress in {record.name} ({exc}); remove both to "
+                                 "start over") from None
+    differs = [key for key, value in asdict(layout).items() if saved.layout.get(key) != _as_json(value)]
+    if differs:
+        raise DataError(partial, f"was written with another {', '.join(differs)} than this command's: run it as it "
+                                 f"ran, or remove it and {record.name} to start over")
+    if saved.pairs > len(examples) or _pairs_digest(examples[: saved.pairs]).hexdigest() != saved.digest:
+        raise DataError(partial, f"holds the predictions of other pairs than the first {saved.pairs:,} of this "
+                                 f"input: run it on its own input, or remove it and {record.name} to start over")
+    if partial.stat().st_size < saved.bytes:
+        raise DataError(partial, f"is shorter than the {saved.bytes:,} bytes its record says it holds; remove it "
+                                 f"and {record.name} to start over")
+    return saved
 
 
-def write_predictions(chunks: Iterable[Sequence[Prediction]], examples: Sequence[Example], labels: Sequence[str],
-                      output: Path | None, stream: TextIO, stream_suffix: str = ".jsonl", texts: bool = True,
-                      kept: KeptPredictions | None = None) -> int:
+def write_predictions(chunks: Iterable[Sequence[Prediction]], examples: Sequence[Example], output: Path | None,
+                      stream: TextIO, layout: Layout, start: Progress | None = None) -> int:
     """Write the predictions of ``examples``, which come in ``chunks`` (as `NLIModel.predict_chunks` yields
-    them), each as it comes: to ``stream`` without an ``output``, in the format of ``stream_suffix``; to
-    ``output`` otherwise, in the format of its suffix, replaced whole once every prediction is in. Ctrl-C or
-    SIGTERM raises `Interrupted`, having kept the chunks done so far in ``<output>.partial`` (which a later call
-    that finishes removes). ``texts``: each pair's texts beside its prediction. With ``kept`` (`kept_predictions`),
-    the output starts with those, and ``chunks`` hold the predictions of the pairs after them. Returns how many
+    them), each as it comes, as ``layout`` says: to ``stream`` without an ``output`` (or to ``output`` when it is
+    a stream itself, /dev/stdout); otherwise into ``<output>.partial``, recording after each chunk how far it goes
+    (`record_path`), and renamed to ``output`` once every prediction is in. Ctrl-C or SIGTERM raises `Interrupted`,
+    having kept the chunks done; so does a crash or SIGKILL, without a word. With ``start`` (`resume_point`), the
+    partial file goes on from there, and ``chunks`` hold the predictions of the pairs after it. Returns how many
     pairs were read cut."""
-    kept = kept or KeptPredictions()
-    written, cut, whole_chunks_end = kept.pairs, kept.cut, 0
-    suffix = output.suffix if output is not None else stream_suffix
-    ids = any(e.id is not None for e in examples)  # decided once: every chunk has the same columns
+    if output is None or is_stream(output):
+        return _write_stream(chunks, examples, output, stream, layout)
+    partial, record = partial_path(output), record_path(output)
+    done = start or Progress()
+    written, cut, digest = done.pairs, done.cut, _pairs_digest(examples[: done.pairs])
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with partial.open("r+b" if done.pairs else "wb") as out:
+        out.truncate(done.bytes)  # less any part of a chunk that a crash cut
+        out.seek(done.bytes)
+        try:
+            with termination_as_interrupt():
+                for chunk in chunks:
+                    part = examples[written : written + len(chunk)]
+                    out.write(_formatted(part, chunk, layout, header=written == 0).encode("utf-8"))
+                    out.flush()
+                    written, cut = written + len(chunk), cut + sum(p.truncated for p in chunk)
+                    digest.update(_pair_records(part))
+                    then = Progress(written, out.tell(), cut, digest.hexdigest(), _as_json(asdict(layout)))
+                    write_text(record, json.dumps(asdict(then)) + "\n")
+                    done = then  # only once recorded: a stop before leaves the record and the file as they were
+                if not examples:  # an input with no pairs: a CSV or TSV still gets its header
+                    out.write(_formatted([], [], layout, header=True).encode("utf-8"))
+        except KeyboardInterrupt as stop:
+            signum = getattr(stop, "signum", signal.SIGINT)
+            out.truncate(done.bytes)
+            if done.pairs:
+                raise Interrupted(f"interrupted; the first {done.pairs:,} of {len(examples):,} predictions are in "
+                                  f"{partial} (the same command with --resume goes on from there)", signum) from None
+            out.close()
+            partial.unlink()
+            record.unlink(missing_ok=True)
+            left = f"{output} is as it was" if output.exists() else "nothing was written"
+            raise Interrupted(f"interrupted before the first predictions were done; {left}", signum) from None
+    os.chmod(partial, stat.S_IMODE(output.stat().st_mode) if output.is_file() else FILE_MODE)
+    os.replace(partial, output.resolve() if output.is_symlink() else output)
+    record.unlink(missing_ok=True)
+    return cut
 
-    def write(out: TextIO) -> None:
-        nonlocal written, cut, whole_chunks_end
-        out.write(kept.text)
-        whole_chunks_end = out.tell() if out.seekable() else 0
+
+def _write_stream(chunks: Iterable[Sequence[Prediction]], examples: Sequence[Example], output: Path | None,
+                  stream: TextIO, layout: Layout) -> int:
+    """`write_predictions` to a stream, which keeps what it was given: no partial file."""
+    written = cut = 0
+    with contextlib.ExitStack() as stack:
+        out = stream if output is None else stack.enter_context(output.open("a", encoding="utf-8"))
         for chunk in chunks:
-            part = examples[written : written + len(chunk)]
-            out.write(format_predictions(part, chunk, labels, suffix, header=written == 0, ids=ids, texts=texts))
+            out.write(_formatted(examples[written : written + len(chunk)], chunk, layout, header=written == 0))
             out.flush()
             written, cut = written + len(chunk), cut + sum(p.truncated for p in chunk)
-            whole_chunks_end = out.tell() if out.seekable() else 0
-        if not examples:  # an input with no pairs: a CSV or TSV still gets its header
-            out.write(format_predictions([], [], labels, suffix, header=True, ids=False, texts=texts))
-
-    if output is None:
-        write(stream)
-        return cut
-    partial = partial_path(output)
-
-    def write_file(target: Path) -> None:
-        with target.open("a", encoding="utf-8") as out:  # a new file, or a stream (/dev/stdout) to add to
-            try:
-                with termination_as_interrupt():
-                    write(out)
-            except KeyboardInterrupt as stop:
-                signum = getattr(stop, "signum", signal.SIGINT)
-                if not written:
-                    left = f"{output} is as it was" if output.exists() and target != output else "nothing was written"
-                    raise Interrupted(f"interrupted before the first predictions were done; {left}", signum) from None
-                if target == output:  # a stream, which keeps what was written already
-                    raise Interrupted("interrupted", signum) from None
-                out.close()
-                os.truncate(target, whole_chunks_end)  # less any chunk the stop came in the middle of
-                os.chmod(target, FILE_MODE)  # as the finished file would have been
-                os.replace(target, partial)
-                raise Interrupted(f"interrupted; the first {written:,} of {len(examples):,} predictions are in "
-                                  f"{partial} (the same command with --resume goes on from there)", signum) from None
-
-    atomic_write(output, write_file)
-    partial.unlink(missing_ok=True)  # an interrupted run's, now out of date
+        if not examples:
+            out.write(_formatted([], [], layout, header=True))
     return cut
+
+
+def _formatted(examples: Sequence[Example], predictions: Sequence[Prediction], layout: Layout, header: bool) -> str:
+    return format_predictions(examples, predictions, layout.labels, layout.suffix, header=header, ids=layout.ids,
+                              texts=layout.texts)
+
+
+def _pair_records(examples: Sequence[Example]) -> bytes:
+    """The pairs as the digest of a `Progress` reads them: line, id and texts."""
+    return "".join(json.dumps([e.line, e.id, e.premise, e.hypothesis]) + "\n" for e in examples).encode()
+
+
+def _pairs_digest(examples: Sequence[Example]) -> Any:
+    digest = hashlib.sha256()
+    digest.update(_pair_records(examples))
+    return digest
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as JSON gives it back (tuples as lists), for comparison with a record read from JSON."""
+    return json.loads(json.dumps(value))
