@@ -373,6 +373,9 @@ def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_
         capsys.readouterr().err
     assert main([*resume, "--no-texts"]) == 1
     assert "was written with another texts than this command's" in capsys.readouterr().err
+    assert main([*resume, "--limit", "50"]) == 1
+    assert f"{partial}: holds 80 predictions, more than the 50 pairs of this input (--limit?)" in \
+        capsys.readouterr().err
     assert main(resume) == 0 and table.read_bytes() == complete
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.jsonl", "predictions.csv"]
     with pytest.raises(ValueError, match="chunk_size must be at least 1, not 0"):
@@ -522,6 +525,12 @@ def test_predictions_go_to_standard_output_in_the_format_asked_for(trained, tmp_
     assert main([*model, "--input", str(trained["dev"]), "--limit", "2", "--no-texts"]) == 0
     assert [set(json.loads(line)) for line in capsys.readouterr().out.splitlines()] == [
         {"line", "label", "probabilities", "truncated"}] * 2
+
+
+def test_a_stream_named_as_output_takes_the_format_asked_for(trained, capfd):
+    assert main(["predict", "--model", str(trained["run"]), "red dog runs", "dog", "--output", "/dev/stdout",
+                 "--output-format", "csv"]) == 0
+    assert capfd.readouterr().out.startswith("line,premise,hypothesis,label,")
 
 
 def test_predictions_written_as_tsv_read_back_with_the_same_texts(trained, tmp_path):

@@ -609,6 +609,7 @@ def _comparison_table(results: list[Evaluation]) -> str:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from bertnli.inference import NLIModel
+    from bertnli.paths import is_stream
 
     as_lines = _check_predict_options(args)
     # The model first: a wrong --model must not cost the input's reading, nor a stream that cannot be read again.
@@ -627,7 +628,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from bertnli.runtime import precision_name
     from bertnli.weights.native import resolve_model_dir
 
-    layout = Layout(args.output.suffix if args.output else f".{args.output_format or 'jsonl'}", tuple(model.labels),
+    to_file = args.output is not None and not is_stream(args.output)
+    layout = Layout(args.output.suffix if to_file else f".{args.output_format or 'jsonl'}", tuple(model.labels),
                     any(e.id is not None for e in examples), not args.no_texts,
                     f"{resolve_model_dir(args.model).resolve()} in {precision_name(model.dtype)}")
     start = resume_point(args.output, examples, layout) if args.resume else Progress()
@@ -663,9 +665,9 @@ def _check_predict_options(args: argparse.Namespace) -> bool:
         args.output = None
     if args.output:
         _check_output(args.output, args.input)
-        if args.output_format:
-            raise BertnliError(f"--output-format is for standard output; --output {args.output} is written as its "
-                               "suffix says (.jsonl, .csv or .tsv)")
+        if args.output_format and not is_stream(args.output):
+            raise BertnliError(f"--output-format is for standard output and other streams; --output {args.output} is "
+                               "written as its suffix says (.jsonl, .csv or .tsv)")
     if args.resume and (args.output is None or is_stream(args.output)):
         raise BertnliError("--resume goes on from OUTPUT.partial: give the --output file of the interrupted run")
     if not args.resume and args.output and holds_kept_predictions(args.output):

@@ -127,7 +127,10 @@ def resume_point(output: Path, examples: Sequence[Example], layout: Layout) -> P
     if differs:
         raise DataError(partial, f"was written with another {', '.join(differs)} than this command's: run it as it "
                                  f"ran, or remove it and {record.name} to start over")
-    if saved.pairs > len(examples) or _pairs_digest(examples[: saved.pairs]).hexdigest() != saved.digest:
+    if saved.pairs > len(examples):
+        raise DataError(partial, f"holds {saved.pairs:,} predictions, more than the {len(examples):,} pairs of this "
+                                 f"input (--limit?): run it as it ran, or remove it and {record.name} to start over")
+    if _pairs_digest(examples[: saved.pairs]).hexdigest() != saved.digest:
         raise DataError(partial, f"holds the predictions of other pairs than the first {saved.pairs:,} of this "
                                  f"input: run it on its own input, or remove it and {record.name} to start over")
     if partial.stat().st_size < saved.bytes:
