@@ -81,7 +81,7 @@ def test_train_writes_a_complete_run(trained):
     assert describe_run(config) == (f"tiny, d2l recipe · trained on train.jsonl · batch 32, lr 0.001 · fp32 on "
                                         f"{config['hardware']['device']}")
     for name in ("metrics.jsonl", "checkpoint.pt", "model/model.safetensors", "curves.png", "confusion.png",
-                 "class_scores.png", "accuracy.png", "evaluation.md", "evaluation.json"):
+                 "class_scores.png", "accuracy.png", "evaluation.md", "evaluation.json", "train_pairs.npy"):
         assert (run / name).is_file(), name
     assert json.loads((run / "evaluation.json").read_text())["accuracy"] > 0.9
 
@@ -484,6 +484,28 @@ def test_evaluate_and_train_name_the_lines_they_skipped(trained, tiny, tmp_path,
     assert main(["train", "--model", tiny, "--num-heads", "4", "--train", str(data), "--epochs", "1",
                  "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     assert "; skipped 1 empty premise or hypothesis (line 3)" in capsys.readouterr().err
+
+
+def test_evaluate_warns_of_training_pairs_in_its_data_by_their_texts(trained, tmp_path, capsys):
+    """A copy, a sample or a mix of the training file, under another name, is found by the pairs' texts, which the
+    run keeps as hashes."""
+    from bertnli.data import read_dataset
+
+    train_rows, dev_rows = (trained[name].read_text().splitlines(keepends=True) for name in ("train", "dev"))
+    mixed = tmp_path / "sample.jsonl"
+    mixed.write_text("".join(dev_rows[:20] + train_rows[:7] + dev_rows[20:40]))
+    trained_pairs = {(e.premise, e.hypothesis) for e in read_dataset(trained["train"]).examples}
+    expected = [e.line for e in read_dataset(mixed).examples if (e.premise, e.hypothesis) in trained_pairs]
+    assert len(expected) >= 7  # the training rows, and any dev pair that happens to be one too
+    assert main(["evaluate", "--model", str(trained["run"] / "model"), "--data", str(mixed)]) == 0
+    shown = ", ".join(map(str, expected[:3])) + ", ..."
+    assert (f"warning: {len(expected)} of the 47 pairs of {mixed} are pairs {trained['run'] / 'model'} was trained "
+            f"on (lines {shown}): their scores measure memory as much as skill") in capsys.readouterr().err
+    clean = tmp_path / "clean.jsonl"
+    clean.write_text("".join(row for row, e in zip(dev_rows, read_dataset(trained["dev"]).examples)
+                             if (e.premise, e.hypothesis) not in trained_pairs))
+    assert main(["evaluate", "--model", str(trained["run"]), "--data", str(clean)]) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_predict_on_an_input_with_no_pairs_writes_an_output_with_none(trained, tmp_path, capsys, monkeypatch):
@@ -1044,7 +1066,7 @@ def test_evaluating_on_the_training_file_warns(trained, capsys):
         assert main(["evaluate", "--model", str(model), "--data", str(trained["train"]), "--limit", "50"]) == 0
         assert f"warning: {trained['train']} is what {model} was trained on" in capsys.readouterr().err
     assert main(["evaluate", "--model", str(trained["run"]), "--data", str(trained["dev"]), "--limit", "50"]) == 0
-    assert "warning" not in capsys.readouterr().err
+    assert f"{trained['dev']} is what" not in capsys.readouterr().err  # another file (its pairs: by their texts)
 
 
 def test_two_class_scores_of_three_class_data(trained, capsys):

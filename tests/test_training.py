@@ -240,7 +240,11 @@ def test_overwrite_leaves_nothing_of_the_old_run(task, tmp_path):
     train(cfg, synthetic_dataset(64, 1), synthetic_dataset(32, 2), tmp_path / "run", progress=False)
     assert all((tmp_path / "run" / name).exists() for name in (*RUN_FILES, "tensorboard"))
     Trainer(cfg, synthetic_dataset(64, 3), None, tmp_path / "run", overwrite=True, progress=False)
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.json", "train_pairs.npy"]  # the new run's
+    from bertnli.training.run import pair_hashes
+
+    kept = np.load(tmp_path / "run" / "train_pairs.npy")
+    assert np.array_equal(kept, np.sort(pair_hashes(synthetic_dataset(64, 3).examples)))
 
 
 def test_a_config_built_directly_takes_its_recipe_values_and_overrides():

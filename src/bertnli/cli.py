@@ -541,11 +541,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     for dataset in datasets:  # a file the model cannot be scored on stops the command before any scoring
         check_scorable(model.labels, dataset, args.two_class)
     top = None if args.mistakes < 0 else args.mistakes
-    trained_on = _training_files(args.model)
-    for spec in args.data:
-        if _absolute(spec) in trained_on:
-            _note(f"warning: {spec} is what {args.model} was trained on: its scores include the training pairs "
-                  f"(the run's own held-out pairs were scored in its evaluation.md)")
+    _warn_of_training_pairs(args.model, args.data, datasets)
     results = [evaluate(model, dataset, two_class=args.two_class, top_errors=top) for dataset in datasets]
     for spec, result in zip(args.data, results):  # what was scored, for whoever reads the report later
         limit = f" (its first {args.limit:,} labelled pairs)" if args.limit else ""
@@ -561,6 +557,24 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         _print_evaluation(r)
     if len(results) > 1:
         print("\n" + _comparison_table(results))
+
+
+def _warn_of_training_pairs(model: str, specs: Sequence[str], datasets: Sequence[Dataset]) -> None:
+    """A warning for each data file that holds pairs ``model`` was trained on (as its run recorded them): its
+    scores would measure memory as much as skill."""
+    from bertnli.training import RunDir
+
+    trained_on = _training_files(model)
+    runs = [RunDir(folder) for folder in (Path(model), Path(model).parent) if RunDir(folder).train_pairs_path.is_file()]
+    for spec, dataset in zip(specs, datasets):
+        inside = runs[0].trained_on(dataset.examples) if runs else []
+        if _absolute(spec) in trained_on:
+            _note(f"warning: {spec} is what {model} was trained on: its scores include the training pairs "
+                  f"(the run's own held-out pairs were scored in its evaluation.md)")
+        elif inside:
+            lines = ", ".join(str(dataset.examples[i].line) for i in inside[:3]) + ", ..." * (len(inside) > 3)
+            _note(f"warning: {len(inside):,} of the {len(dataset):,} pairs of {spec} are pairs {model} was trained "
+                  f"on (lines {lines}): their scores measure memory as much as skill")
 
 
 def _training_files(model: str) -> list[str]:

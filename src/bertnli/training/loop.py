@@ -278,6 +278,7 @@ class Trainer:
             if isinstance(self.tokenizer, WordTokenizer) else {}
         self.run.start({**self.cfg.to_dict(), "labels": self.labels, **rule, "max_tokens_per": "process"}, data,
                        hardware, overwrite=overwrite)
+        self.run.keep_training_pairs(train_set)
 
     def _go_on(self) -> None:
         """Take up a stopped run from its checkpoint; a run stopped before its first starts again."""

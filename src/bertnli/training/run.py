@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from bertnli.data.example import Dataset
+from bertnli.data.example import Dataset, Example
 from bertnli.errors import CheckpointError, ConfigError
 from bertnli.paths import TEMPORARY_PREFIX, atomic_write, remove_dead_leftovers, write_text
+from bertnli.text.cache import text_record
 from bertnli.training.config import TrainConfig
 from bertnli.weights.files import clear_dead_swaps, reason
 
@@ -69,6 +70,15 @@ def _model_name(train: dict[str, Any]) -> str:
     return Path(str(train.get("model", "?"))).name
 
 
+def pair_hashes(examples: Sequence[Example]) -> np.ndarray:
+    """A 64-bit hash of each pair's two texts, in order: what a run keeps of its training pairs
+    (``train_pairs.npy``), so that data scored later can be checked for them."""
+    def hashed(e: Example) -> int:
+        return int.from_bytes(hashlib.blake2b(text_record(e.premise, e.hypothesis), digest_size=8).digest(), "little")
+
+    return np.fromiter(map(hashed, examples), dtype=np.uint64, count=len(examples))
+
+
 def dataset_fingerprint(dataset: Dataset) -> str:
     """sha256 of the examples' text and labels: the same data gives the same fingerprint."""
     digest = hashlib.sha256()
@@ -99,7 +109,7 @@ def library_versions() -> dict[str, str]:
 
 #: What a run writes into its folder (all of it goes when a run starts over with ``overwrite``).
 RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "model", "curves.png", "confusion.png", "class_scores.png",
-             "accuracy.png", "evaluation.md", "evaluation.json")
+             "accuracy.png", "evaluation.md", "evaluation.json", "train_pairs.npy")
 
 
 #: What every checkpoint holds (see `Trainer.state_dict`).
@@ -127,6 +137,29 @@ class RunDir:
     @property
     def model_dir(self) -> Path:
         return self.path / "model"
+
+    @property
+    def train_pairs_path(self) -> Path:
+        """The hashes of the pairs the run trains on (`pair_hashes`), sorted."""
+        return self.path / "train_pairs.npy"
+
+    def keep_training_pairs(self, dataset: Dataset) -> None:
+        hashes = np.sort(pair_hashes(dataset.examples))
+
+        def save(tmp: Path) -> None:
+            with tmp.open("wb") as f:
+                np.save(f, hashes)
+
+        atomic_write(self.train_pairs_path, save)
+
+    def trained_on(self, examples: Sequence[Example]) -> list[int]:
+        """The positions of the ``examples`` that are pairs the run trained on, as `keep_training_pairs` kept them
+        (none for a run that kept none, as runs before it did)."""
+        try:
+            seen = np.load(self.train_pairs_path)
+        except (OSError, ValueError):
+            return []
+        return np.flatnonzero(np.isin(pair_hashes(examples), seen)).tolist()
 
     def start(self, config: dict[str, Any], data: dict[str, Any], hardware: dict[str, Any] | None = None,
               overwrite: bool = False) -> None:
