@@ -254,6 +254,17 @@ def test_predict_one_pair_and_a_file(trained, capsys, tmp_path):
     assert not sheet.exists()
 
 
+def stopping_after(chunks, n: int):
+    """`NLIModel.predict_chunks` as ``chunks`` makes them, with Ctrl-C once ``n`` chunks are out."""
+    def stopped(self, *args, **kwargs):
+        for made, chunk in enumerate(chunks(self, *args, **kwargs)):
+            if made == n:
+                raise KeyboardInterrupt
+            yield chunk
+
+    return stopped
+
+
 def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_done(trained, tmp_path, capsys,
                                                                                      monkeypatch):
     from bertnli import NLIModel
@@ -275,13 +286,7 @@ def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_
             if line.startswith("predicting:")] == ["0/300", "300/300"]  # one bar over every chunk
 
     chunks = NLIModel.predict_chunks
-
-    def stopped_after_two_chunks(self, *args, **kwargs):
-        for n, chunk in enumerate(chunks(self, *args, **kwargs)):
-            if n == 2:
-                raise KeyboardInterrupt
-            yield chunk
-
+    stopped_after_two_chunks = stopping_after(chunks, 2)
     monkeypatch.setattr(NLIModel, "predict_chunks", stopped_after_two_chunks)
     table.write_text("an earlier file\n")
     assert main(["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--output",
@@ -393,14 +398,7 @@ def test_predict_resumes_json_lines_as_one_run_writes_them(trained, tmp_path, ca
     assert main(command) == 0
     complete = out.read_bytes()
     chunks = NLIModel.predict_chunks
-
-    def stopped_after_a_chunk(self, *args, **kwargs):
-        for n, chunk in enumerate(chunks(self, *args, **kwargs)):
-            if n == 1:
-                raise KeyboardInterrupt
-            yield chunk
-
-    monkeypatch.setattr(NLIModel, "predict_chunks", stopped_after_a_chunk)
+    monkeypatch.setattr(NLIModel, "predict_chunks", stopping_after(chunks, 1))
     assert main(command) == 130 and out.read_bytes() == complete
     monkeypatch.setattr(NLIModel, "predict_chunks", chunks)
     assert main([*command, "--resume"]) == 0
