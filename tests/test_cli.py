@@ -304,8 +304,8 @@ def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_
     assert stat.S_IMODE(partial.stat().st_mode) == stat.S_IMODE(table.stat().st_mode)  # not a temporary's 0600
     assert main(["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--output",
                  str(table), "--no-progress"]) == 1  # a new run would lose them: --resume, or remove them
-    assert f"{partial} holds the predictions of an interrupted run: the same command with --resume goes on " \
-           "from them" in capsys.readouterr().err
+    assert f"{partial} holds the predictions of a run that stopped (or is still writing them): the same command " \
+           "with --resume goes on from them" in capsys.readouterr().err
 
     def terminated_after_two_chunks(self, *args, **kwargs):  # a scheduler's notice, or `kill`
         for n, chunk in enumerate(chunks(self, *args, **kwargs)):
@@ -377,7 +377,7 @@ def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_
     assert f"{partial}: holds the predictions of other pairs than the first 80 of this input" in \
         capsys.readouterr().err
     assert main([*resume, "--no-texts"]) == 1
-    assert "was written with another texts than this command's" in capsys.readouterr().err
+    assert "was written with another texts (--no-texts) than this command's" in capsys.readouterr().err
     assert main([*resume, "--limit", "50"]) == 1
     assert f"{partial}: holds 80 predictions, more than the 50 pairs of this input (--limit?)" in \
         capsys.readouterr().err
@@ -417,6 +417,40 @@ def test_predict_warns_of_ids_that_are_no_join_key(trained, tmp_path, capsys):
     claims.write_text("id,premise,hypothesis\n7,red dog runs,dog\n8,red dog,cat\n")
     assert main(["predict", "--model", str(trained["run"]), "--input", str(claims), "--output", "-"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_predict_partial_files_are_held_private_and_true_to_their_record(trained, tmp_path, capsys, monkeypatch):
+    import fcntl
+
+    from bertnli.data import writers
+    from bertnli.inference import PREDICT_CHUNK
+
+    monkeypatch.setitem(PREDICT_CHUNK, "cpu", 100)  # 300 pairs: 3 chunks
+    out = tmp_path / "p.jsonl"
+    command = ["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--output", str(out),
+               "--no-progress"]
+    assert main(command) == 0
+    complete = out.read_bytes()
+    out.chmod(0o600)  # private output: its partial file is private too, from the start
+    record_now = writers.write_text
+
+    def stopped_once_recorded(path, text):  # the stop comes after the record of the second chunk is saved
+        record_now(path, text)
+        if json.loads(text)["pairs"] == 200:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(writers, "write_text", stopped_once_recorded)
+    assert main(command) == 130
+    assert "the first 200 of 300 predictions are in" in capsys.readouterr().err  # as the record says
+    partial = tmp_path / "p.jsonl.partial"
+    assert stat.S_IMODE(partial.stat().st_mode) == 0o600
+    monkeypatch.setattr(writers, "write_text", record_now)
+    with partial.open("rb") as held:  # a run writing it: a second run on the same --output is refused
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main([*command, "--resume"]) == 1
+        assert f"{partial}: is being written by another run on --output {out}" in capsys.readouterr().err
+    assert main([*command, "--resume"]) == 0 and out.read_bytes() == complete
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
 
 
 def test_predict_into_a_pipe_that_closes_stops_quietly(trained):
@@ -499,6 +533,12 @@ def test_evaluate_warns_of_training_pairs_in_its_data_by_their_texts(trained, tm
     shown = ", ".join(map(str, expected[:3])) + ", ..."
     assert (f"warning: {len(expected)} of the 47 pairs of {mixed} are pairs {trained['run'] / 'model'} was trained "
             f"on (lines {shown}): their scores measure memory as much as skill") in capsys.readouterr().err
+    # Only the run's own model: a model folder copied out of it, beside a run's files, is no run's.
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(trained["run"] / "model", elsewhere / "model")
+    shutil.copy(trained["run"] / "train_pairs.npy", elsewhere)
+    assert main(["evaluate", "--model", str(elsewhere / "model"), "--data", str(mixed)]) == 0
+    assert "warning" not in capsys.readouterr().err
     clean = tmp_path / "clean.jsonl"
     clean.write_text("".join(row for row, e in zip(dev_rows, read_dataset(trained["dev"]).examples)
                              if (e.premise, e.hypothesis) not in trained_pairs))

@@ -247,6 +247,18 @@ def test_overwrite_leaves_nothing_of_the_old_run(task, tmp_path):
     assert np.array_equal(kept, np.sort(pair_hashes(synthetic_dataset(64, 3).examples)))
 
 
+def test_a_resumed_run_that_kept_no_training_pairs_keeps_them(task, tmp_path):
+    """As runs started before they were kept: the resumed run checks its data are the same, then keeps them."""
+    from bertnli.training.run import pair_hashes
+
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=32)
+    data = synthetic_dataset(64, 1)
+    train(cfg, data, None, tmp_path / "run", progress=False)
+    (tmp_path / "run" / "train_pairs.npy").unlink()
+    train(cfg, data, None, tmp_path / "run", resume=True, progress=False)
+    assert np.array_equal(np.load(tmp_path / "run" / "train_pairs.npy"), np.sort(pair_hashes(data.examples)))
+
+
 def test_a_config_built_directly_takes_its_recipe_values_and_overrides():
     d2l = TrainConfig(recipe="d2l", lr=3e-4)
     assert (d2l.optimizer, d2l.batch_size, d2l.schedule, d2l.grad_clip, d2l.lr) == ("adam", 512, "constant", 0.0, 3e-4)

@@ -28,7 +28,7 @@ from bertnli.errors import (
 if TYPE_CHECKING:  # imported where used, so that `bertnli --help` starts at once
     from bertnli.data import Dataset, Example
     from bertnli.evaluation import Evaluation
-    from bertnli.training import TrainConfig, TrainResult
+    from bertnli.training import RunDir, TrainConfig, TrainResult
 
 EXAMPLES = {
     "train": """examples:
@@ -562,12 +562,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def _warn_of_training_pairs(model: str, specs: Sequence[str], datasets: Sequence[Dataset]) -> None:
     """A warning for each data file that holds pairs ``model`` was trained on (as its run recorded them): its
     scores would measure memory as much as skill."""
-    from bertnli.training import RunDir
-
-    trained_on = _training_files(model)
-    runs = [RunDir(folder) for folder in (Path(model), Path(model).parent) if RunDir(folder).train_pairs_path.is_file()]
+    run = _run_of(model)
+    source = run.read_config()["data"].get("source") if run is not None else None
+    trained_on = list((source if isinstance(source, dict) else {}).get("train") or [])
     for spec, dataset in zip(specs, datasets):
-        inside = runs[0].trained_on(dataset.examples) if runs else []
+        inside = run.trained_on(dataset.examples) if run is not None else []
         if _absolute(spec) in trained_on:
             _note(f"warning: {spec} is what {model} was trained on: its scores include the training pairs "
                   f"(the run's own held-out pairs were scored in its evaluation.md)")
@@ -577,16 +576,14 @@ def _warn_of_training_pairs(model: str, specs: Sequence[str], datasets: Sequence
                   f"on (lines {lines}): their scores measure memory as much as skill")
 
 
-def _training_files(model: str) -> list[str]:
-    """The --train files of the run that trained ``model`` (a run directory or its model folder), as recorded;
-    none when unknown (a model folder elsewhere, a run started from Python or with --dataset)."""
+def _run_of(model: str) -> RunDir | None:
+    """The run that trained ``model`` (a run directory, or a run's model/ folder); None for a model elsewhere."""
     from bertnli.training import RunDir
+    from bertnli.weights.native import resolve_model_dir
 
-    for folder in (Path(model), Path(model).parent):
-        with contextlib.suppress(BertnliError, OSError):  # a model's config.json is no run's record
-            source = RunDir(folder).read_config()["data"].get("source")
-            return list((source if isinstance(source, dict) else {}).get("train") or [])
-    return []
+    path = Path(model).expanduser()
+    return next((run for run in (RunDir(path), RunDir(path.parent)) if run.holds_run_record()
+                 and run.model_dir.resolve() == resolve_model_dir(path).resolve()), None)
 
 
 def _print_evaluation(result: Evaluation) -> None:
@@ -648,8 +645,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
                     f"{resolve_model_dir(args.model).resolve()} in {precision_name(model.dtype)}")
     start = resume_point(args.output, examples, layout) if args.resume else Progress()
     if args.resume:
-        _note(f"resuming after the {start.pairs:,} predictions in {partial_path(args.output)}" if start.pairs else
-              f"no {partial_path(args.output)} to resume from: predicting from the first pair")
+        partial = partial_path(args.output)
+        _note(f"resuming after the {start.pairs:,} predictions in {partial}" if start.pairs else
+              f"{partial} holds no whole chunk on record (the run stopped in its first): predicting from the first "
+              "pair" if partial.exists() else f"no {partial} to resume from: predicting from the first pair")
     cut = write_predictions(model.predict_chunks(examples[start.pairs :], tokenised=tokenised), examples,
                             args.output, sys.stdout, layout, start)
     if args.output:
@@ -685,9 +684,9 @@ def _check_predict_options(args: argparse.Namespace) -> bool:
     if args.resume and (args.output is None or is_stream(args.output)):
         raise BertnliError("--resume goes on from OUTPUT.partial: give the --output file of the interrupted run")
     if not args.resume and args.output and holds_kept_predictions(args.output):
-        raise BertnliError(f"{partial_path(args.output)} holds the predictions of an interrupted run: the same command "
-                           f"with --resume goes on from them; remove it and {record_path(args.output).name} to start "
-                           "over")
+        raise BertnliError(f"{partial_path(args.output)} holds the predictions of a run that stopped (or is still "
+                           f"writing them): the same command with --resume goes on from them; remove it and "
+                           f"{record_path(args.output).name} to start over")
     return as_lines
 
 

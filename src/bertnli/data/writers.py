@@ -14,7 +14,7 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import IO, TYPE_CHECKING, Any, TextIO
 
 from bertnli.data.example import Example
 from bertnli.errors import DataError, Interrupted, termination_as_interrupt
@@ -94,13 +94,20 @@ class Progress:
 
 
 def partial_path(output: Path) -> Path:
-    """Where predictions go until every one is in (see `write_predictions`)."""
-    return output.with_name(f"{output.name}.partial")
+    """Where predictions go until every one is in (see `write_predictions`): beside the file ``output`` names
+    (the file a symbolic link leads to), so that it can take that file's place."""
+    real = _followed(output)
+    return real.with_name(f"{real.name}.partial")
 
 
 def record_path(output: Path) -> Path:
     """Where the progress of ``<output>.partial`` is recorded (a `Progress`)."""
-    return output.with_name(f"{output.name}.partial.json")
+    real = _followed(output)
+    return real.with_name(f"{real.name}.partial.json")
+
+
+def _followed(path: Path) -> Path:
+    return path.resolve() if path.is_symlink() else path
 
 
 def holds_kept_predictions(output: Path) -> bool:
@@ -115,15 +122,11 @@ def resume_point(output: Path, examples: Sequence[Example], layout: Layout) -> P
     partial, record = partial_path(output), record_path(output)
     if not holds_kept_predictions(output):
         return Progress()
-    try:
-        saved = Progress(**json.loads(record.read_text(encoding="utf-8")))
-        if not (all(isinstance(n, int) for n in (saved.pairs, saved.bytes, saved.cut))
-                and isinstance(saved.layout, dict)):
-            raise ValueError("not a record of progress")
-    except (OSError, ValueError, TypeError) as exc:
-        raise DataError(partial, f"has no readable record of its progress in {record.name} ({exc}); remove both to "
-                                 "start over") from None
-    differs = [key for key, value in asdict(layout).items() if saved.layout.get(key) != _as_json(value)]
+    saved = _recorded(record)
+    if saved is None:
+        raise DataError(partial, f"has no readable record of its progress in {record.name}; remove both to start "
+                                 "over")
+    differs = [_SETTINGS[key] for key, value in asdict(layout).items() if saved.layout.get(key) != _as_json(value)]
     if differs:
         raise DataError(partial, f"was written with another {', '.join(differs)} than this command's: run it as it "
                                  f"ran, or remove it and {record.name} to start over")
@@ -153,9 +156,13 @@ def write_predictions(chunks: Iterable[Sequence[Prediction]], examples: Sequence
     partial, record = partial_path(output), record_path(output)
     done = start or Progress()
     written, cut, digest = done.pairs, done.cut, _pairs_digest(examples[: done.pairs])
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with partial.open("r+b" if done.pairs else "wb") as out:
-        out.truncate(done.bytes)  # less any part of a chunk that a crash cut
+    target = _followed(output)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    mode = stat.S_IMODE(target.stat().st_mode) if target.is_file() else FILE_MODE  # the output's, from the start
+    with os.fdopen(os.open(partial, os.O_RDWR | os.O_CREAT, mode), "r+b") as out:
+        _hold(out, output)
+        os.chmod(partial, mode)
+        out.truncate(done.bytes)  # less any part of a chunk that a crash cut (all of it for a new run)
         out.seek(done.bytes)
         try:
             with termination_as_interrupt():
@@ -165,13 +172,13 @@ def write_predictions(chunks: Iterable[Sequence[Prediction]], examples: Sequence
                     out.flush()
                     written, cut = written + len(chunk), cut + sum(p.truncated for p in chunk)
                     digest.update(_pair_records(part))
-                    then = Progress(written, out.tell(), cut, digest.hexdigest(), _as_json(asdict(layout)))
-                    write_text(record, json.dumps(asdict(then)) + "\n")
-                    done = then  # only once recorded: a stop before leaves the record and the file as they were
+                    done = Progress(written, out.tell(), cut, digest.hexdigest(), _as_json(asdict(layout)))
+                    write_text(record, json.dumps(asdict(done)) + "\n")
                 if not examples:  # an input with no pairs: a CSV or TSV still gets its header
                     out.write(_formatted([], [], layout, header=True).encode("utf-8"))
         except KeyboardInterrupt as stop:
             signum = getattr(stop, "signum", signal.SIGINT)
+            done = _recorded(record) or Progress()  # the record says what is whole: a stop may come before it
             out.truncate(done.bytes)
             if done.pairs:
                 raise Interrupted(f"interrupted; the first {done.pairs:,} of {len(examples):,} predictions are in "
@@ -181,10 +188,38 @@ def write_predictions(chunks: Iterable[Sequence[Prediction]], examples: Sequence
             record.unlink(missing_ok=True)
             left = f"{output} is as it was" if output.exists() else "nothing was written"
             raise Interrupted(f"interrupted before the first predictions were done; {left}", signum) from None
-    os.chmod(partial, stat.S_IMODE(output.stat().st_mode) if output.is_file() else FILE_MODE)
-    os.replace(partial, output.resolve() if output.is_symlink() else output)
+    os.replace(partial, target)
     record.unlink(missing_ok=True)
     return cut
+
+
+def _hold(out: IO[bytes], output: Path) -> None:
+    """Hold ``<output>.partial`` for this run (where the system can lock files): a second run on the same
+    --output is refused, rather than writing into the same file."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return
+    try:
+        fcntl.flock(out.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise DataError(partial_path(output), f"is being written by another run on --output {output}; wait for it, "
+                                              "or write elsewhere") from None
+
+
+def _recorded(record: Path) -> Progress | None:
+    """The `Progress` a record holds, or None where there is none to read."""
+    try:
+        saved = Progress(**json.loads(record.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+    whole = all(isinstance(n, int) for n in (saved.pairs, saved.bytes, saved.cut)) and isinstance(saved.layout, dict)
+    return saved if whole else None
+
+
+#: What each field of a `Layout` is to the command line.
+_SETTINGS = {"suffix": "output format", "labels": "labels", "ids": "id column", "texts": "texts (--no-texts)",
+             "made_by": "model or precision (--model, --precision)"}
 
 
 def _write_stream(chunks: Iterable[Sequence[Prediction]], examples: Sequence[Example], output: Path | None,

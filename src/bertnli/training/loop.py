@@ -259,7 +259,7 @@ class Trainer:
         self.stop_requested, self.stop_signal = False, signal.SIGINT
         self.board: SummaryWriter | None = None
         if resume:
-            self._go_on()
+            self._go_on(train_set)
         elif self.rank == 0:
             self._start(train_set, eval_set, overwrite)
             logger.info("%s: %s, %s", self.run.path, describe_run(self.run.read_config()), _epochs(cfg.epochs))
@@ -280,10 +280,14 @@ class Trainer:
                        hardware, overwrite=overwrite)
         self.run.keep_training_pairs(train_set)
 
-    def _go_on(self) -> None:
-        """Take up a stopped run from its checkpoint; a run stopped before its first starts again."""
+    def _go_on(self, train_set: Dataset) -> None:
+        """Take up a stopped run from its checkpoint; a run stopped before its first starts again. A run started
+        before runs kept their training pairs (or stopped before it did) keeps them now: its data are checked to be
+        the same."""
         if self.rank == 0:
             self.run.remove_leftovers()
+            if not self.run.train_pairs_path.is_file():
+                self.run.keep_training_pairs(train_set)
         checkpoint = self.run.load_checkpoint()
         if checkpoint is None:  # a model saved before the first checkpoint is made again
             warnings.warn(f"{self.run.path} stopped before its first checkpoint: it starts again from its first "
