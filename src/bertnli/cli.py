@@ -566,11 +566,10 @@ def _warn_of_training_pairs(model: str, specs: Sequence[str], datasets: Sequence
     source = run.read_config()["data"].get("source") if run is not None else None
     trained_on = list((source if isinstance(source, dict) else {}).get("train") or [])
     for spec, dataset in zip(specs, datasets):
-        inside = run.trained_on(dataset.examples) if run is not None else []
         if _absolute(spec) in trained_on:
             _note(f"warning: {spec} is what {model} was trained on: its scores include the training pairs "
                   f"(the run's own held-out pairs were scored in its evaluation.md)")
-        elif inside:
+        elif run is not None and (inside := run.trained_on(dataset.examples)):
             lines = ", ".join(str(dataset.examples[i].line) for i in inside[:3]) + ", ..." * (len(inside) > 3)
             _note(f"warning: {len(inside):,} of the {len(dataset):,} pairs of {spec} are pairs {model} was trained "
                   f"on (lines {lines}): their scores measure memory as much as skill")

@@ -391,7 +391,8 @@ def _tsv_rows(lines: Iterator[str], display: str) -> tuple[list[str], _Rows]:
             if len(fields) != len(header):
                 problem = f"{len(fields)} tab-separated fields where the header has {len(header)}"
                 raise DataError(display, problem + (f"; {_TSV_UNQUOTED}" if '"' in line else ""), n)
-            if not warned and any(len(f) > 1 and f[0] == f[-1] == '"' and '""' in f[1:-1] for f in fields):
+            if not warned and '""' in line and any(len(f) > 1 and f[0] == f[-1] == '"' and '""' in f[1:-1]
+                                                    for f in fields):
                 warnings.warn(f"{display}:{n}: a field is quoted as CSV writers quote it (\"...\"\"...\"); "
                               f"{_TSV_UNQUOTED}", BertnliWarning, stacklevel=_caller())
                 warned = True

@@ -87,16 +87,16 @@ def is_classifier(config: Mapping[str, Any]) -> bool:
     return any(str(name).endswith("ForSequenceClassification") for name in config.get("architectures") or [])
 
 
-def classifier_labels(config: Mapping[str, Any], exported: bool = False) -> list[str] | None:
-    """The NLI label that each output of a Hugging Face classifier scores, read off its ``id2label`` in any
-    case (``ENTAILMENT`` is entailment) and any order; None when a name is none of them (``LABEL_0``), unless
-    the classifier is a bertnli export (``exported``), whose names are its model's own."""
+def classifier_labels(directory: Path, config: Mapping[str, Any]) -> list[str] | None:
+    """The NLI label that each output of the Hugging Face classifier in ``directory`` (its ``config``) scores,
+    read off its ``id2label`` in any case (``ENTAILMENT`` is entailment) and any order; None when a name is none
+    of them (``LABEL_0``), unless the classifier is a bertnli export, whose names are its model's own."""
     id2label = config.get("id2label")
     if not isinstance(id2label, Mapping) or not id2label:
         return None
     names = [str(id2label.get(str(i), "")).strip().lower() for i in range(len(id2label))]
     named = all(names) and len(set(names)) == len(names)
-    return names if named and (exported or set(names) <= set(KNOWN_LABELS)) else None
+    return names if named and (set(names) <= set(KNOWN_LABELS) or is_bertnli_export(directory)) else None
 
 
 def is_bertnli_export(directory: Path) -> bool:
@@ -123,7 +123,7 @@ def load_hf_classifier(directory: Path) -> tuple[BERTClassifier, Tokenizer, list
     source = directory / "config.json"
     config = read_json_object(source)
     cfg = config_from_hf(config, source)  # first: a classifier of another architecture is refused as such
-    labels = classifier_labels(config, exported=is_bertnli_export(directory))
+    labels = classifier_labels(directory, config)
     if labels is None:
         raise CheckpointError(source, f"{outputs_named(config)}, not NLI labels "
                                       f"({', '.join(KNOWN_LABELS)}, in any case); name each output there, as in "

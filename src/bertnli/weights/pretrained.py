@@ -100,7 +100,7 @@ def _load_huggingface(directory: Path) -> Pretrained:
     """A Hugging Face folder: an NLI classifier whole, or the encoder of any other BERT."""
     config = read_json_object(directory / "config.json")
     if is_classifier(config):
-        if classifier_labels(config) is not None:
+        if classifier_labels(directory, config) is not None:
             return _from_classifier(directory, "huggingface")
         warnings.warn(f"{directory} is a classifier, and {outputs_named(config)}, not NLI labels: its output layer "
                       "is left behind, and a new one is trained", BertnliWarning, stacklevel=5)
