@@ -479,7 +479,7 @@ class Trainer:
         scale = self.world / len(global_batch)  # DDP averages over ranks: the result is the global mean
         micro_batches = self._micro_batches(global_batch)
         sums = torch.zeros(4, device=self.device, dtype=torch.float64)
-        sums[3] = len(micro_batches)
+        sums[3].fill_(len(micro_batches))  # `sums[3] = n` would copy n from the host, waiting for the GPU
         for i, index in enumerate(micro_batches):
             batch = self._device_batch(index)
             with self._maybe_no_sync(i == len(micro_batches) - 1), autocast(self.device, self.dtype):
