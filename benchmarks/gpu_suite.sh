@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU benchmarks behind the README's GPU table in one go, most telling first, each line cut short at the
-# suite's deadline (SUITE_SECONDS, default 540: 9 minutes); then, with what time is left, a profile of one
-# training step.
+# suite's deadline (SUITE_SECONDS, default 540: 9 minutes); then, with what time is left, the GPU tests and a
+# profile of one training step.
 #   MODEL   a Hugging Face folder or `minilm` (default)          OUT   where the log goes (default .)
 #   BERTNLI_SHARED_DATA   the folder holding snli/snli_1.0_dev.jsonl (default ../shared/data)
 set -u
@@ -44,6 +44,12 @@ if (( limit >= 40 )); then
         python3 -m bertnli evaluate --model '$run_dir' --data '$snli' --limit 2000 --compile --no-progress"
     echo "exit status $?"
     rm -rf "$(dirname "$run_dir")"
+fi
+# The tests that need a GPU (a training step that never waits for it, eager and compiled).
+limit=$(( DEADLINE - SECONDS ))
+if (( limit >= 40 )); then
+    echo "=== $(date +%T) tests/test_gpu.py (at most ${limit} s)"
+    PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} timeout "$limit" python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py
 fi
 # Where an eager step's time goes at batch 1024 (host or device, which kernels); the trace opens in Perfetto.
 limit=$(( DEADLINE - SECONDS ))
