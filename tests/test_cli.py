@@ -265,6 +265,35 @@ def stopping_after(chunks, n: int):
     return stopped
 
 
+def test_a_model_trained_on_short_pairs_reads_more_of_long_ones_when_asked(trained, capsys, tmp_path):
+    """A model saved with max_len 32 and embeddings for 128 positions: --max-len 128 (max_len= in Python) reads
+    a 70-token pair whole, as the same weights saved with max_len 128 do; beyond its positions is refused."""
+    from bertnli import NLIModel
+    from bertnli.errors import ConfigError
+
+    whole = NLIModel.load(trained["run"], device="cpu")
+    NLIModel(whole.network, whole.tokenizer, whole.labels, max_len=32, device="cpu").save(tmp_path / "short")
+    long = ("red dog runs big " * 17).strip()  # 68 words: 70 tokens with the specials
+    assert NLIModel.load(tmp_path / "short", device="cpu").predict([(long, "dog")])[0].truncated
+    [read] = NLIModel.load(tmp_path / "short", device="cpu", max_len=128).predict([(long, "dog")])
+    [wanted] = whole.predict([(long, "dog")])
+    assert not read.truncated and read.probabilities == pytest.approx(wanted.probabilities, abs=1e-6)
+    with pytest.raises(ConfigError, match="max_len 129 must be from 3 to the 128 positions"):
+        NLIModel.load(tmp_path / "short", max_len=129)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"premise": long, "hypothesis": "dog"}) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", "--model", str(tmp_path / "short"), "--input", str(pairs), "--output", str(out)]) == 0
+    assert "a longer max_len (up to 128) reads more of them" in capsys.readouterr().err
+    assert json.loads(out.read_text())["truncated"] is True
+    assert main(["predict", "--model", str(tmp_path / "short"), "--input", str(pairs), "--output", str(out),
+                 "--max-len", "128"]) == 0
+    assert json.loads(out.read_text())["probabilities"] == pytest.approx(wanted.probabilities, abs=1e-6)
+    assert main(["evaluate", "--model", str(tmp_path / "short"), "--data", str(trained["dev"]),
+                 "--max-len", "200"]) == 1
+    assert "max_len 200 must be from 3 to the 128 positions the model has embeddings for" in capsys.readouterr().err
+
+
 def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_done(trained, tmp_path, capsys,
                                                                                      monkeypatch):
     from bertnli import NLIModel
@@ -378,6 +407,9 @@ def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_
         capsys.readouterr().err
     assert main([*resume, "--no-texts"]) == 1
     assert "was written with another texts (--no-texts) than this command's" in capsys.readouterr().err
+    assert main([*resume, "--max-len", "64"]) == 1
+    assert "was written with another model, precision or length read (--model, --precision, --max-len)" in \
+        capsys.readouterr().err
     assert main([*resume, "--limit", "50"]) == 1
     assert f"{partial}: holds 80 predictions, more than the 50 pairs of this input (--limit?)" in \
         capsys.readouterr().err

@@ -139,7 +139,26 @@ def test_serve_takes_the_batching_settings_from_the_command_line(monkeypatch):
     given = {}
     monkeypatch.setattr(serving, "serve", lambda *args, **kwargs: given.update(kwargs))
     assert main(["serve", "--model", "runs/x", "--max-batch-pairs", "64", "--max-wait-ms", "0.5"]) == 0
-    assert (given["max_batch_pairs"], given["max_wait_ms"]) == (64, 0.5)
+    assert (given["max_batch_pairs"], given["max_wait_ms"], given["max_len"]) == (64, 0.5, None)
+    assert main(["serve", "--model", "runs/x", "--max-len", "48", "--max-chars", "900"]) == 0
+    assert (given["max_len"], given["max_chars"]) == (48, 900)
+
+
+def test_texts_may_by_default_be_as_long_as_the_model_reads_and_a_two_class_model_says_what_it_answers(model):
+    """A text the length of what a 512-token model reads (about 2,300 characters of English) must not be
+    refused by a limit set for 128 tokens."""
+    from bertnli.serving.app import CHARS_PER_TOKEN
+
+    two_class = NLIModel(BERTClassifier(model.network.config, 2), model.tokenizer, ["entailment", "not_entailment"],
+                         max_len=64, device="cpu")
+    for served in (model, two_class):
+        with TestClient(create_app(served)) as client:
+            limit = client.get("/model").json()["limits"]["max_chars"]
+            assert limit == CHARS_PER_TOKEN * served.max_len
+            long = " ".join(["a"] * (limit // 2))
+            assert client.post("/predict", json=body([(long, "a dog")])).status_code == 200
+            description = client.get("/openapi.json").json()["info"]["description"]
+            assert ("contradict it, or neither?" in description) == (served is model)
 
 
 @pytest.mark.parametrize(

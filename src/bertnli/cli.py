@@ -236,6 +236,12 @@ def _add_hardware(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
                         "GPUs, fp32 on CPUs; bf16 also speeds up CPUs with bf16 units")
 
 
+def _add_max_len(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-len", type=_positive, metavar="N",
+                   help="tokens read of each pair (default: the length the model was trained at, saved with it); "
+                        "up to the model's positions (512 for BERT checkpoints), to read more of long premises")
+
+
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="a run directory or a saved model folder")
     p.add_argument("--data", action="append", required=True, metavar="FILE", help="labelled file; repeat")
@@ -246,6 +252,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
                    help="how many of the most confidently wrong pairs the report and --json list (default 10; "
                         "a negative number: every mistake, most confident first)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    _add_max_len(p)
     _add_hardware(p)
     _add_inference_compile(p)
     _add_no_progress(p)
@@ -274,6 +281,7 @@ def _add_predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-texts", action="store_true",
                    help="leave each pair's texts out of the output (join it to the input by line or id): long "
                         "premises would make it as large as the input")
+    _add_max_len(p)
     _add_hardware(p)
     _add_inference_compile(p)
     _add_no_progress(p)
@@ -315,9 +323,12 @@ def _add_serve(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
     p.add_argument("--port", type=_port, default=8000, help="port to listen on (default 8000)")
+    _add_max_len(p)
     _add_hardware(p)
     p.add_argument("--max-pairs", type=_positive, default=256, help="pairs allowed in one request (default 256)")
-    p.add_argument("--max-chars", type=_positive, default=2000, help="characters allowed in one text (default 2000)")
+    p.add_argument("--max-chars", type=_positive,
+                   help="characters allowed in one text (default 16 for each token the model reads: 2,048 at "
+                        "--max-len 128, 8,192 at 512)")
     p.add_argument("--max-batch-pairs", type=_positive,
                    help="pairs of concurrent requests run together in one model call (default 1024 on GPUs, 128 on "
                         "CPUs; smaller keeps a short request from waiting on a long batch, larger keeps a GPU busy)")
@@ -536,8 +547,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             dataset.name = str(spec)
     for spec, dataset in zip(args.data, datasets):
         require_gold_labels(dataset, spec)
-    model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
-                          progress=not args.no_progress)
+    model = NLIModel.load(args.model, device=args.device, precision=args.precision, max_len=args.max_len,
+                          compile=args.compile, progress=not args.no_progress)
     for dataset in datasets:  # a file the model cannot be scored on stops the command before any scoring
         check_scorable(model.labels, dataset, args.two_class)
     top = None if args.mistakes < 0 else args.mistakes
@@ -623,8 +634,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     as_lines = _check_predict_options(args)
     # The model first: a wrong --model must not cost the input's reading, nor a stream that cannot be read again.
-    model = NLIModel.load(args.model, device=args.device, precision=args.precision, compile=args.compile,
-                          progress=args.input is not None and not args.no_progress)
+    model = NLIModel.load(args.model, device=args.device, precision=args.precision, max_len=args.max_len,
+                          compile=args.compile, progress=args.input is not None and not args.no_progress)
     examples, tokenised = _pairs_to_predict(args)
     if not as_lines:
         [p] = model.predict(examples, tokenised=tokenised)
@@ -641,7 +652,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     to_file = args.output is not None and not is_stream(args.output)
     layout = Layout(args.output.suffix if to_file else f".{args.output_format or 'jsonl'}", tuple(model.labels),
                     any(e.id is not None for e in examples), not args.no_texts,
-                    f"{resolve_model_dir(args.model).resolve()} in {precision_name(model.dtype)}")
+                    f"{resolve_model_dir(args.model).resolve()} in {precision_name(model.dtype)}, "
+                    f"reading {model.max_len} tokens")
     start = resume_point(args.output, examples, layout) if args.resume else Progress()
     if args.resume:
         partial = partial_path(args.output)
@@ -654,8 +666,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(f"{len(examples):,} prediction{'s' if len(examples) != 1 else ''} written to {args.output}",
               file=sys.stderr)
     if cut:
-        _note(f"truncated: {cut:,} of {len(examples):,} pairs were longer than the model's {model.max_len} tokens "
-              "and were read cut")
+        _note(f"truncated: {model.describe_truncation(cut, len(examples))}")
 
 
 def _check_predict_options(args: argparse.Namespace) -> bool:
@@ -794,8 +805,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
     try:
         serve(args.model, host=args.host, port=args.port, device=args.device, max_pairs=args.max_pairs,
-              max_chars=args.max_chars, precision=args.precision, max_batch_pairs=args.max_batch_pairs,
-              max_wait_ms=args.max_wait_ms)
+              max_chars=args.max_chars, precision=args.precision, max_len=args.max_len,
+              max_batch_pairs=args.max_batch_pairs, max_wait_ms=args.max_wait_ms)
     except KeyboardInterrupt:
         if not model_thread_running():
             raise

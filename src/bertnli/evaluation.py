@@ -245,7 +245,7 @@ def evaluate(model: NLIModel | str | Path, dataset: Dataset, *, two_class: bool 
                      "is entailment when the model gives entailment a probability over 0.5.")
     cut = int(pairs.truncated.sum()) if pairs.truncated is not None else 0
     if cut:
-        notes.append(f"{cut:,} pairs were longer than the model's {model.max_len} tokens and were read cut.")
+        notes.append(f"{model.describe_truncation(cut, len(examples))}.")
     return Evaluation(dataset.name, report, dict(dataset.skipped),
                       _confident_errors(examples, labels, gold, predicted, probs, top_errors),
                       _accuracy_by_length(pairs.valid_lens, gold == predicted, pairs.truncated, model.max_len),

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from bertnli.data.batching import BatchPlan, inference_batches
 from bertnli.data.example import Dataset, Example, is_blank, surrogate_problem
 from bertnli.data.readers import DEFAULT_COLUMNS
+from bertnli.errors import ConfigError
 from bertnli.model import BERTClassifier
 from bertnli.progress import progress_bar
 from bertnli.runtime import DeviceBatch, autocast, autocast_dtype, compile_network, pick_device, precision_name
@@ -125,6 +126,10 @@ class NLIModel:
         default suits the device: large batches keep a GPU busy, while a CPU runs faster on batches that stay
         in its caches. Compiled (``compile``), batches are packed rows of ``max_len`` tokens: ``batch_tokens``
         tokens' worth of rows, or ``batch_size`` rows without a token cap."""
+        positions = network.config.max_position
+        if not MIN_PAIR_TOKENS <= max_len <= positions:
+            raise ConfigError(f"max_len {max_len} must be from {MIN_PAIR_TOKENS} to the {positions} positions the "
+                              "model has embeddings for")
         self.device = pick_device(device) if isinstance(device, str) else device
         self.network = network.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -138,12 +143,20 @@ class NLIModel:
         self.progress = progress  # a progress bar on standard error for long predictions
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "auto", precision: str = "auto", **options: Any
-             ) -> NLIModel:
-        """Load a run directory or a saved model folder. ``options``: ``batch_size``, ``batch_tokens``,
-        ``compile`` (torch.compile the network; pays off on long GPU jobs), ``progress``."""
+    def load(cls, path: str | Path, device: str | torch.device = "auto", precision: str = "auto",
+             max_len: int | None = None, **options: Any) -> NLIModel:
+        """Load a run directory or a saved model folder. ``max_len``: the tokens read of each pair (default: the
+        length the model was trained at, saved with it; up to the model's positions, so a model tuned on pairs
+        cut short can read more of long premises). ``options``: ``batch_size``, ``batch_tokens``, ``compile``
+        (torch.compile the network; pays off on long GPU jobs), ``progress``."""
         saved = load_classifier(resolve_model_dir(path))
-        return cls(saved.model, saved.tokenizer, saved.labels, saved.max_len, device, precision, **options)
+        return cls(saved.model, saved.tokenizer, saved.labels, max_len or saved.max_len, device, precision, **options)
+
+    def describe_truncation(self, cut: int, total: int) -> str:
+        """How many of ``total`` pairs were read cut, and how to read more of them where the model can."""
+        said = f"{cut:,} of {total:,} pairs were longer than the model's {self.max_len} tokens and were read cut"
+        positions = self.network.config.max_position
+        return said + (f"; a longer max_len (up to {positions}) reads more of them" if self.max_len < positions else "")
 
     @property
     def parameter_count(self) -> int:

@@ -71,7 +71,8 @@ def _table(rows: list[dict], labels: Sequence[str], delimiter: str, header: bool
 @dataclass(frozen=True)
 class Layout:
     """How predictions are written: the format (a file suffix: .jsonl, .csv, .tsv), the labels whose probabilities
-    have columns, whether each pair's id and texts are in, and what made them (the model and its precision)."""
+    have columns, whether each pair's id and texts are in, and what made them (the model, its precision and the
+    tokens it reads of each pair)."""
 
     suffix: str
     labels: tuple[str, ...]
@@ -219,7 +220,7 @@ def _recorded(record: Path) -> Progress | None:
 
 #: What each field of a `Layout` is to the command line.
 _SETTINGS = {"suffix": "output format", "labels": "labels", "ids": "id column", "texts": "texts (--no-texts)",
-             "made_by": "model or precision (--model, --precision)"}
+             "made_by": "model, precision or length read (--model, --precision, --max-len)"}
 
 
 def _write_stream(chunks: Iterable[Sequence[Prediction]], examples: Sequence[Example], output: Path | None,

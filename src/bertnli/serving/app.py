@@ -26,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.config import LOGGING_CONFIG
 
 from bertnli import __version__
+from bertnli.data.example import NLI_LABELS
 from bertnli.errors import ConfigError
 from bertnli.inference import NLIModel
 from bertnli.runtime import precision_name
@@ -57,17 +58,24 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+#: Characters allowed in a text for each token the model reads, by default: English runs 4 to 5 characters a
+#: token, so a text that reaches the limit is one the model reads cut anyway.
+CHARS_PER_TOKEN = 16
+
+
 def create_app(
     model: NLIModel,
     *,
     max_pairs: int = 256,
-    max_chars: int = 2000,
+    max_chars: int | None = None,
     max_batch_pairs: int | None = None,
     max_wait_ms: float = 5,
     name: str = "bertnli",
 ) -> FastAPI:
-    """A FastAPI app serving ``model``. Its lifespan starts and stops the batching worker.
-    ``max_batch_pairs`` (None: by device, see `default_batch_pairs`) caps the pairs of one model call."""
+    """A FastAPI app serving ``model``. Its lifespan starts and stops the batching worker. ``max_chars`` (None:
+    `CHARS_PER_TOKEN` for each token the model reads) caps each text, and ``max_batch_pairs`` (None: by device,
+    see `default_batch_pairs`) the pairs of one model call."""
+    max_chars = max_chars or CHARS_PER_TOKEN * model.max_len
     max_batch_pairs = max_batch_pairs or default_batch_pairs(model.device)
     limits = Limits(max_pairs=max_pairs, max_chars=max_chars, max_batch_pairs=max_batch_pairs, max_wait_ms=max_wait_ms)
     batcher = Batcher(lambda premises, hypotheses: model.predict(zip(premises, hypotheses)), max_batch_pairs,
@@ -90,8 +98,8 @@ def create_app(
     app = FastAPI(
         title="bertnli",
         version=__version__,
-        description=f"Natural language inference with `{name}`: does the premise entail the hypothesis, "
-        f"contradict it, or neither? Labels: {', '.join(model.labels)}.",
+        description=f"Natural language inference with `{name}`: {_question(model.labels)} "
+        f"Labels: {', '.join(model.labels)}.",
         lifespan=lifespan,
     )
     app.state.batcher = batcher
@@ -145,6 +153,13 @@ def default_batch_pairs(device: torch.device) -> int:
     and a short request then waits on less (2-core EPYC, 200 clients of 1-8 pairs: 128 gave 249 pairs/s and a
     p99 latency of 4.0 s, 1024 gave 214 pairs/s and 7.6 s; `benchmarks/serve_load.py`)."""
     return 1024 if device.type == "cuda" else 128
+
+
+def _question(labels: list[str]) -> str:
+    """What a model of these labels answers."""
+    if set(labels) == set(NLI_LABELS):
+        return "does the premise entail the hypothesis, contradict it, or neither?"
+    return "does the premise entail the hypothesis?"
 
 
 def max_body_bytes(max_pairs: int, max_chars: int) -> int:
@@ -279,14 +294,16 @@ def serve(
     port: int = 8000,
     device: str = "auto",
     max_pairs: int = 256,
-    max_chars: int = 2000,
+    max_chars: int | None = None,
     precision: str = "auto",
+    max_len: int | None = None,
     max_batch_pairs: int | None = None,
     max_wait_ms: float = 5,
 ) -> None:
-    """Load the model at ``model_path`` (a run directory or a model folder) and serve it until Ctrl-C."""
+    """Load the model at ``model_path`` (a run directory or a model folder) and serve it until Ctrl-C; ``max_len``
+    as `NLIModel.load` takes it."""
     _check_address(host, port)
-    model = NLIModel.load(model_path, device=device, precision=precision)
+    model = NLIModel.load(model_path, device=device, precision=precision, max_len=max_len)
     name = _model_name(Path(model_path))
     app = create_app(model, max_pairs=max_pairs, max_chars=max_chars, max_batch_pairs=max_batch_pairs,
                      max_wait_ms=max_wait_ms, name=name)
