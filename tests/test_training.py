@@ -148,8 +148,12 @@ def interrupt_after_step(trainer: Trainer, step: int, signum: int = signal.SIGIN
     trainer.optimizer_step = step_then_interrupt
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl_c", "sigterm"])
-def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_says_how_to_resume(task, tmp_path, signum, caplog):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)],
+                         ids=["ctrl_c", "sigterm", "sighup"])
+def test_ctrl_c_sigterm_or_a_closed_terminal_saves_a_checkpoint_and_says_how_to_resume(task, tmp_path, signum,
+                                                                                       caplog):
+    if signum is None:
+        pytest.skip("this system has no SIGHUP")
     train_set, eval_set = synthetic_dataset(400, 1), synthetic_dataset(50, 2)
     cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=8)
     trainer = Trainer(cfg, train_set, eval_set, tmp_path / "run", progress=False)
@@ -162,6 +166,7 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_says_how_to_resume(task, tmp_p
     assert saved["progress"]["step"] == 4 and saved["progress"]["batch"] == 4
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert not hasattr(signal, "SIGHUP") or signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
     assert step_records(tmp_path / "run")[-1]["step"] == 4  # the steps since the last log are logged, not lost
     # Before its first epoch ends a run has no model: loading it says so, and what to do.
     with pytest.raises(CheckpointError, match=r"a training run with no model yet .*: resume it \(bertnli train "
@@ -184,6 +189,19 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_says_how_to_resume(task, tmp_p
                                                                      whole.epochs[0]["eval_accuracy"])
     weights = [load_file(run / "model" / "model.safetensors") for run in (tmp_path / "run", tmp_path / "whole")]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
+
+
+def test_an_epoch_is_saved_before_it_is_told(task, tmp_path):
+    """The epoch's line is told once its checkpoint is saved: a reader that has gone (`bertnli train ... 2>&1 |
+    head`) or a failing callback costs no training."""
+    def reader_gone(record):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=2, batch_size=8)
+    with pytest.raises(BrokenPipeError):
+        train(cfg, synthetic_dataset(64, 1), None, tmp_path / "run", progress=False, on_epoch=reader_gone)
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert (saved["progress"]["epoch"], saved["progress"]["step"]) == (1, 8)
 
 
 def test_a_resumed_run_reads_raw_text_as_it_began_to(task, tmp_path):

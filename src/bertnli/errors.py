@@ -80,13 +80,19 @@ def resume_command(run_dir: str | Path, command_line: bool, processes: int) -> s
     return f"torchrun --nproc-per-node {processes} -m {how}" if processes > 1 else how
 
 
+#: The signals on which work stops and keeps what it has done: Ctrl-C, SIGTERM (a scheduler's notice, `kill`)
+#: and, where there is one, SIGHUP (the terminal closed, an ssh session lost).
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM,
+                                            *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
+
+
 class Interrupted(KeyboardInterrupt):
     """Work stopped on Ctrl-C or SIGTERM after keeping what it had done; the message says where. A
     `KeyboardInterrupt`, as the Ctrl-C it comes from: a loop that catches `Exception` still stops."""
 
     def __init__(self, message: str, signum: int = 2) -> None:
         super().__init__(message)
-        self.signum = signum  # SIGINT (2) or SIGTERM (15)
+        self.signum = signum  # one of STOP_SIGNALS
 
 
 class TrainingInterrupted(Interrupted):
@@ -102,7 +108,7 @@ class TrainingInterrupted(Interrupted):
 
 @contextlib.contextmanager
 def termination_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a scheduler's notice, `kill`) raises an `Interrupted` as Ctrl-C raises KeyboardInterrupt, for
+    """SIGTERM and SIGHUP (see `STOP_SIGNALS`) raise an `Interrupted` as Ctrl-C raises KeyboardInterrupt, for
     the length of the block: what was done can then be kept."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -111,8 +117,9 @@ def termination_as_interrupt() -> Iterator[None]:
     def interrupt(signum: int, frame: object) -> None:
         raise Interrupted("interrupted", signum)
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {signum: signal.signal(signum, interrupt) for signum in STOP_SIGNALS if signum != signal.SIGINT}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)

@@ -31,6 +31,7 @@ from bertnli.data.batching import BatchPlan, shard, training_batches
 from bertnli.data.example import D2L_LABELS, NLI_LABELS, Dataset
 from bertnli.data.labels import TWO_CLASS_LABELS
 from bertnli.errors import (
+    STOP_SIGNALS,
     BertnliWarning,
     CheckpointError,
     ConfigError,
@@ -530,13 +531,14 @@ class Trainer:
         p.stale_epochs = 0 if p.best_epoch == p.epoch + 1 else p.stale_epochs + 1
         p.epochs.append(record)
         self.log(record)
+        p.epoch, p.batch = p.epoch + 1, 0
+        p.loss_sum, p.correct, p.seen, p.train_seconds = 0.0, 0, 0, 0.0
+        self.save_checkpoint()
+        # Told once saved: a reader that has gone (`2>&1 | head`) or a failing callback costs no training.
         if self.rank == 0 and self.on_epoch is not None:
             self.on_epoch(record)
         elif self.rank == 0 and self.show_progress:  # a notebook's bertnli.train: the scores, not bars alone
             progress_note(describe_epoch(record))
-        p.epoch, p.batch = p.epoch + 1, 0
-        p.loss_sum, p.correct, p.seen, p.train_seconds = 0.0, 0, 0, 0.0
-        self.save_checkpoint()
         return record
 
     def _validation_due(self, within_epoch: bool) -> bool:
@@ -610,8 +612,9 @@ class Trainer:
 
     @contextlib.contextmanager
     def _stop_on_signals(self) -> Iterator[None]:
-        """The first Ctrl-C or SIGTERM (a scheduler's notice, or torchrun passing either on) asks the loop to
-        stop after the current step and save; a second one acts as it would have."""
+        """The first Ctrl-C, SIGTERM (a scheduler's notice, or torchrun passing either on) or SIGHUP (the
+        terminal closed) asks the loop to stop after the current step and save; a second one acts as it would
+        have."""
         self.stop_requested, self.stop_signal = False, signal.SIGINT
         if threading.current_thread() is not threading.main_thread():
             yield
@@ -623,7 +626,7 @@ class Trainer:
 
         # A handler set outside Python reads as None, and cannot be set back: the default takes its place.
         previous = {signum: signal.signal(signum, request_stop) or signal.SIG_DFL
-                    for signum in (signal.SIGINT, signal.SIGTERM)}
+                    for signum in STOP_SIGNALS}
         try:
             yield
         finally:
