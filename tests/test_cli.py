@@ -1335,6 +1335,20 @@ def test_a_path_of_the_wrong_kind_is_named_for_what_it_is(trained, tmp_path, cap
     assert capsys.readouterr().err.strip().endswith(f"{run / 'checkpoint.pt'}: a file, not a model folder (a "
                                                     f"fine-tuned model is a run directory or its model/): the run "
                                                     f"that holds it is {run}")
+    # A file without labels is told as such, whatever its size (one row could not be split in two either).
+    unlabelled = tmp_path / "unlabelled.csv"
+    unlabelled.write_text("premise,hypothesis\nred dog runs,a dog\n")
+    assert main(["train", "--model", trained["run"].as_posix(), "--train", str(unlabelled), "--out",
+                 str(tmp_path / "u")]) == 1
+    assert capsys.readouterr().err.strip().endswith("unlabelled.csv: has no labelled pairs: training needs a gold "
+                                                    "label for each pair (a column label or gold_label, or name it "
+                                                    "with --columns label=NAME)")
+    # The checkpoint as train's --model (PyTorch files are zip archives, as d2l's are): named, before any data.
+    assert main(["train", "--model", str(run / "checkpoint.pt"), "--train", "nowhere.jsonl", "--out", "new"]) == 1
+    assert capsys.readouterr().err.strip() == (f"bertnli train: error: {run / 'checkpoint.pt'}: the training "
+                                               f"checkpoint of the run {run}, not a pretrained model: give the run "
+                                               f"folder ({run}) to train on from its model, or resume the run "
+                                               f"(bertnli train --resume {run})")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs").mkdir()
     monkeypatch.setattr("bertnli.weights.pretrained.hub_download", lambda name: pytest.fail("sent to the hub"))

@@ -593,6 +593,8 @@ def test_missing_values_are_skipped_and_counted_like_empty_ones(tmp_path):
         ("bad.csv", 'premise,hypothesis,label\na,"b"x,neutral\n', 2, "malformed CSV"),
         ("bad.csv", 'premise,hypothesis,label\na,b,neutral\na,"b,neutral\nc,d,neutral\n', 3, "malformed CSV"),
         ("bad.csv", "text,other\na,b\n", 1, "cannot tell which column holds the premise"),
+        ("tabs.csv", "premise\thypothesis\tlabel\na\tb\tneutral\n", 1, "a tab-separated file? Read it with "
+                                                                         "--format tsv"),
         ("bad.csv", "premise,hypothesis\na,b\n", 1, "no column 'gold' for the label"),
     ],
 )

@@ -367,6 +367,18 @@ def test_a_label_beside_nlis_names_is_told(task, tmp_path):
         train(cfg, data, None, tmp_path / "run", progress=False)
 
 
+@pytest.mark.parametrize("lr", [1e-2, 1e4], ids=["usual", "far-above"])
+def test_a_learning_rate_far_above_fine_tuning_is_told(task, tmp_path, lr):
+    """Far too high a learning rate makes the loss grow, most often without becoming NaN, which would stop it."""
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=32, lr=lr)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Trainer(cfg, synthetic_dataset(64, 1), None, tmp_path / "run", progress=False)
+    told = [str(w.message) for w in caught if "is far above" in str(w.message)]
+    assert told == ([] if lr == 1e-2 else ["lr 10000 is far above the 1e-5 to 1e-3 that fine-tuning a pretrained "
+                                           "BERT takes; the loss will likely grow rather than fall"])
+
+
 def test_adam_decays_the_weights_it_should_and_adamw_the_same_ones(task):
     from bertnli.training.optim import build_optimizer
 

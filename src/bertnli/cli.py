@@ -472,6 +472,10 @@ def _load_training_data(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
         train_set = _combine("+".join(Path(s).name for s in args.train), [_read(s, args) for s in args.train])
         eval_set = _combine("+".join(Path(s).name for s in args.eval), [_read(s, args) for s in args.eval]) \
             if args.eval else None
+    for dataset in (train_set, eval_set):  # before a split, whose sizes would be the complaint
+        if dataset is not None and not dataset.label_counts():
+            raise DataError(dataset.name, "has no labelled pairs: training needs a gold label for each pair (a column "
+                                          "label or gold_label, or name it with --columns label=NAME)")
     if eval_set is None:
         _note(f"read {train_set.describe()}")  # the halves below no longer list what was skipped
         train_set, eval_set = train_validation_split(  # runs recorded before the cap was set held out 10%

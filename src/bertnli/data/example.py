@@ -119,7 +119,7 @@ class Dataset:
     def describe(self) -> str:
         """One line: size, labels and what was skipped."""
         labels = ", ".join(f"{k} {v:,}" for k, v in sorted(self.label_counts().items()))
-        text = f"{self.name}: {len(self):,} pairs ({labels or 'unlabelled'})"
+        text = f"{self.name}: {len(self):,} pair{'s' * (len(self) != 1)} ({labels or 'unlabelled'})"
         if self.skipped:
             text += "; skipped " + describe_skipped(self.skipped, self.skipped_lines)
         return text

@@ -520,6 +520,9 @@ def _resolve(
     chosen = {role: _column(role, available, options, display, line, header or role in ("premise", "hypothesis"))
               for role in ROLES}
     for role in ("premise", "hypothesis"):
+        if chosen[role] is None and len(available) == 1 and "\t" in available[0]:
+            raise DataError(display, "has tabs between the names in its header, and is read as another format: "
+                                     "a tab-separated file? Read it with --format tsv (format='tsv' in Python)", line)
         if chosen[role] is None:
             raise DataError(
                 display,

@@ -160,6 +160,17 @@ def _warn_about_shared_pairs(train_set: Dataset, eval_set: Dataset | None) -> No
                       "accuracy will flatter the model", BertnliWarning, stacklevel=5)
 
 
+#: Fine-tuning a pretrained BERT takes learning rates of 1e-5 to 1e-3 (d2l's recipe: 1e-4); far above, the loss
+#: grows, often without becoming NaN, which would stop the run.
+HIGHEST_USUAL_LR = 1e-2
+
+
+def _warn_about_learning_rate(lr: float) -> None:
+    if lr > HIGHEST_USUAL_LR:
+        warnings.warn(f"lr {lr:g} is far above the 1e-5 to 1e-3 that fine-tuning a pretrained BERT takes; the loss "
+                      "will likely grow rather than fall", BertnliWarning, stacklevel=5)
+
+
 def _warn_about_pseudo_labels(train_set: Dataset) -> None:
     """Training on predictions bertnli wrote is self-training or distillation when meant, a mix-up when not."""
     if train_set.predicted:
@@ -271,6 +282,7 @@ class Trainer:
         _warn_about_missing_labels(train_set, self.labels)
         _warn_about_shared_pairs(train_set, eval_set)
         _warn_about_pseudo_labels(train_set)
+        _warn_about_learning_rate(self.cfg.lr)
         data = {"train": describe_dataset(train_set), "eval": describe_dataset(eval_set) if eval_set else None,
                 "source": self.source}
         hardware = {"device": device_name(self.device), "processes": self.world,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -52,9 +53,7 @@ def load_pretrained(name_or_path: str | Path, *, num_heads: int | None = None) -
     which do not record it.
     """
     path = Path(name_or_path).expanduser()
-    if path.is_file() and path.suffix != ".zip" and not zipfile.is_zipfile(path):
-        raise CheckpointError(path, "a file, but not a d2l .zip archive; a model given as a folder is read whole: "
-                                    "name the folder that holds it")
+    check_model_source(path)
     if path.is_file() or (path / PARAMS).is_file():
         model, tokenizer = load_d2l(path, num_heads)
         return Pretrained(model, tokenizer, str(path), "d2l")
@@ -67,7 +66,6 @@ def load_pretrained(name_or_path: str | Path, *, num_heads: int | None = None) -
         archive = d2l_download(name)
         model, tokenizer = load_d2l(archive, num_heads)
         return Pretrained(model, tokenizer, str(archive), "d2l")
-    check_model_source(name_or_path)
     return _load_huggingface(hub_download(name))
 
 
@@ -77,6 +75,8 @@ def check_model_source(name_or_path: str | Path) -> None:
     a local folder."""
     path = Path(name_or_path).expanduser()
     name = str(name_or_path)
+    if path.is_file():
+        _check_model_file(path)
     if path.exists() or is_minilm(name) or is_d2l_name(name):
         return
     if not looks_like_hub_id(name):
@@ -84,6 +84,22 @@ def check_model_source(name_or_path: str | Path) -> None:
     if path.parent != Path(".") and path.parent.is_dir():
         raise CheckpointError(path, f"no such file or folder (read as a path since the folder {path.parent}/ is "
                                     f"here; for the Hugging Face Hub model {name}, run where no {path.parent}/ is)")
+
+
+def _check_model_file(path: Path) -> None:
+    """A model given as a file must be a d2l .zip archive (PyTorch's own files are zip archives too)."""
+    with contextlib.suppress(OSError, zipfile.BadZipFile), zipfile.ZipFile(path) as archive:
+        if not any(name.endswith("/data.pkl") for name in archive.namelist()):
+            return
+        run = path.parent
+        if path.name == "checkpoint.pt" and (run / "config.json").is_file():
+            raise CheckpointError(path, f"the training checkpoint of the run {run}, not a pretrained model: give the "
+                                        f"run folder ({run}) to train on from its model, or resume the run "
+                                        f"(bertnli train --resume {run})")
+        raise CheckpointError(path, "a PyTorch file, not a d2l .zip archive or a model folder")
+    if path.suffix != ".zip" and not zipfile.is_zipfile(path):
+        raise CheckpointError(path, "a file, but not a d2l .zip archive; a model given as a folder is read whole: "
+                                    "name the folder that holds it")
 
 
 def _load_folder(directory: Path) -> Pretrained:
