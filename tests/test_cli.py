@@ -12,6 +12,7 @@ import shlex
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import zipfile
@@ -731,7 +732,7 @@ def test_plot_redraws_the_figures(trained, capsys):
 
 def test_plot_compares_runs_in_a_table_and_on_one_figure_against_epochs(trained, tiny, tmp_path, capsys,
                                                                         monkeypatch):
-    from bertnli.plots import comparison_figure
+    from bertnli.plots import DPI, comparison_figure
 
     # 128 pairs in batches of 32: 4 steps an epoch, validated every 2 steps and at each epoch's end.
     often = tmp_path / "often"
@@ -756,6 +757,17 @@ def test_plot_compares_runs_in_a_table_and_on_one_figure_against_epochs(trained,
 
     shown = comparison_figure([trained["run"], often])
     assert validation_line(shown, trained["run"])[0] == list(range(1, 31))
+    # Each kept model is starred in its run's colour, behind the validations, so that a lone one shows on it.
+    lines = shown.axes[1].lines
+    stars = [line for line in lines if line.get_marker() == "*"]
+    runs_lines = [next(line for line in lines if line.get_label() == str(run)) for run in (trained["run"], often)]
+    assert [star.get_color() for star in stars] == [line.get_color() for line in runs_lines]
+    assert max(star.get_zorder() for star in stars) < min(line.get_zorder() for line in runs_lines)
+    # A notebook shows it as a PNG, whether pyplot's inline backend has been loaded or not.
+    png = shown._repr_png_()
+    width, height = struct.unpack(">II", png[16:24])
+    assert png.startswith(b"\x89PNG") and (width, height) == tuple(round(DPI * inches)
+                                                                   for inches in shown.get_size_inches())
     x, y = validation_line(shown, often)
     assert x == [0.5, 1.0, 1.5, 2.0] and y == [r["eval_accuracy"] for r in RunDir(often).validations()]
     # A run stopped within its second epoch: that epoch is taken to be as long as the first.

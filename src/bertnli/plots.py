@@ -6,6 +6,7 @@ figures of a notebook that trains a model."""
 
 from __future__ import annotations
 
+import io
 import math
 import textwrap
 from collections.abc import Callable, Sequence
@@ -26,6 +27,20 @@ if TYPE_CHECKING:
     from bertnli.evaluation import Evaluation
 
 
+#: Dots per inch of the figures written and shown.
+DPI = 110
+
+
+class ShownFigure(Figure):
+    """A `Figure` that a notebook shows as a PNG: drawn without pyplot, a plain one shows as text until pyplot's
+    inline backend has been loaded."""
+
+    def _repr_png_(self) -> bytes:
+        png = io.BytesIO()
+        self.savefig(png, dpi=DPI, format="png")
+        return png.getvalue()
+
+
 def plot_curves(run: RunDir | str | Path, path: str | Path | None = None) -> Path:
     """`curves_figure` saved to ``path``, by default the run's ``curves.png``."""
     run = run if isinstance(run, RunDir) else RunDir(run)
@@ -42,7 +57,7 @@ def curves_figure(run: RunDir | str | Path) -> Figure:
     steps = [r for r in records if r.get("kind") == "step"]
     epochs = [r for r in records if r.get("kind") == "epoch"]
     validated = run.validations()
-    fig = Figure(figsize=(11, 4))
+    fig = ShownFigure(figsize=(11, 4))
     loss_ax, acc_ax = fig.subplots(1, 2)
     if steps:
         x = [r["step"] for r in steps]
@@ -88,7 +103,7 @@ def comparison_figure(runs: Sequence[RunDir | str | Path]) -> Figure:
     below the axes."""
     dirs = [run if isinstance(run, RunDir) else RunDir(run) for run in runs]
     configs = [run.read_config() for run in dirs]
-    fig = Figure(figsize=(11, 4.4 + 0.22 * len(dirs)))
+    fig = ShownFigure(figsize=(11, 4.4 + 0.22 * len(dirs)))
     loss_ax, acc_ax = fig.subplots(1, 2)
     for run, config, color in zip(dirs, configs, _colours(len(dirs))):
         records = list(run.metrics())
@@ -101,7 +116,7 @@ def comparison_figure(runs: Sequence[RunDir | str | Path]) -> Figure:
                     markersize=4, label=str(run.path))
         kept = run.kept_validation()
         if kept:
-            _star(acc_ax, at(kept), kept["eval_accuracy"])
+            _star(acc_ax, at(kept), kept["eval_accuracy"], color)
     classes = {_classes(config) for config in configs}
     if len(classes) == 1:  # the same task: one chance level
         _chance(loss_ax, acc_ax, classes.pop())
@@ -152,9 +167,9 @@ def _chance(loss_ax: Axes, acc_ax: Axes, classes: int) -> None:
     acc_ax.axhline(1 / classes, color="grey", ls="--", lw=1, label=f"chance (1/{classes})")
 
 
-def _star(ax: Axes, x: float, y: float, label: str | None = None) -> None:
-    """The mark of a kept model."""
-    ax.plot(x, y, "*", color="gold", markeredgecolor="black", markersize=14, label=label, zorder=3)
+def _star(ax: Axes, x: float, y: float, color: str | tuple = "gold", label: str | None = None) -> None:
+    """The mark of a kept model: large and behind the lines, so that the validation it marks shows on it."""
+    ax.plot(x, y, "*", color=color, markeredgecolor="black", markersize=18, label=label, zorder=1.5)
 
 
 def _colours(n: int) -> list:
@@ -169,7 +184,7 @@ def plot_confusion(report: ClassificationReport, path: str | Path, title: str = 
     counts = report.confusion
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     k = len(report.labels)
-    fig = Figure(figsize=(1.6 * k + 2, 1.4 * k + 1.5))
+    fig = ShownFigure(figsize=(1.6 * k + 2, 1.4 * k + 1.5))
     ax = fig.subplots()
     image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for (i, j), n in np.ndenumerate(counts):
@@ -188,7 +203,7 @@ def plot_class_scores(report: ClassificationReport, path: str | Path, title: str
     """Precision, recall and F1 of each label as grouped bars."""
     scores = report.per_class()
     x = np.arange(len(scores))
-    fig = Figure(figsize=(2 + 1.8 * len(scores), 3.8))
+    fig = ShownFigure(figsize=(2 + 1.8 * len(scores), 3.8))
     ax = fig.subplots()
     for offset, metric in zip((-0.27, 0, 0.27), ("precision", "recall", "f1")):
         values = [s[metric] for s in scores.values()]
@@ -208,7 +223,7 @@ def plot_accuracy_breakdown(by_length: list[dict], by_genre: list[dict], path: s
     panels = [("pair length (tokens with specials)", by_length, "range")]
     panels += [("genre", by_genre, "genre")] if by_genre else []
     widths = [max(6, 0.55 * len(rows) + 1) for _, rows, _ in panels]  # room for every genre's name
-    fig = Figure(figsize=(sum(widths), 4.2))
+    fig = ShownFigure(figsize=(sum(widths), 4.2))
     axes = fig.subplots(1, len(panels), squeeze=False, width_ratios=widths)
     pairs = sum(r["pairs"] for r in by_length)
     overall = sum(r["accuracy"] * r["pairs"] for r in by_length) / max(pairs, 1)
@@ -250,5 +265,5 @@ def _wrapped(title: str, width: int = 48) -> str:
 
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=path.suffix.lstrip(".")))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI, format=path.suffix.lstrip(".")))
     return path
