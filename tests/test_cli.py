@@ -15,6 +15,7 @@ import stat
 import struct
 import subprocess
 import sys
+import warnings
 import zipfile
 from io import BytesIO
 from pathlib import Path
@@ -1109,6 +1110,32 @@ def test_progress_in_a_log_file_is_whole_lines(trained, tiny, tmp_path, capsys, 
     assert counts == [f"{n}/5" for n in range(6)]  # 270 pairs: 5 batches, each line once
     notes = [line.split(":")[0] for line in err.splitlines() if "validation accuracy" in line]
     assert notes == ["step 2 (epoch 1 of 1)", "step 4 (epoch 1 of 1)", "epoch 1"]  # every 2 steps, then the end
+
+
+def test_progress_in_a_notebook_without_ipywidgets_is_tqdms_text_bar_without_a_warning(monkeypatch):
+    """A notebook's stderr is no terminal, yet redraws a bar in place: tqdm's text bar, where its widget would need
+    ipywidgets (tqdm.auto warned that they were missing)."""
+    import importlib.util
+    import io
+
+    from tqdm import tqdm
+
+    from bertnli.progress import progress_bar
+
+    class KernelStream(io.StringIO):  # as ipykernel's OutStream reads to bertnli
+        pass
+
+    KernelStream.__module__ = "ipykernel.iostream"
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ipywidgets" else
+                        find_spec(name, *a))
+    monkeypatch.setattr(sys, "stderr", KernelStream())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bar = progress_bar(total=3, desc="epoch 1/1", file=sys.stderr)
+        bar.update(3)
+        bar.close()
+    assert type(bar) is tqdm and "\r" in sys.stderr.getvalue() and "3/3" in sys.stderr.getvalue()
 
 
 def test_progress_in_a_log_file_of_short_work_is_its_first_and_last_line(trained, tiny, tmp_path, capsys):
