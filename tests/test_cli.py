@@ -731,6 +731,15 @@ def test_plot_redraws_the_figures(trained, capsys):
     assert capsys.readouterr().out.split() == [str(figure) for figure in figures]
 
 
+def test_train_keeps_the_model_by_the_validation_score_asked_for(trained, tiny, tmp_path, capsys):
+    assert main(["train", "--model", tiny, "--num-heads", "4", "--train", str(trained["dev"]), "--out",
+                 str(tmp_path / "run"), "--epochs", "1", "--batch-size", "64", "--select-by", "macro_f1",
+                 "--no-progress"]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["train"]["select_by"] == "macro_f1"
+    assert " · kept by validation macro F1 · " in capsys.readouterr().err  # the run's opening line
+    assert "macro_f1" in json.loads((tmp_path / "run" / "model" / "config.json").read_text())["trained"]
+
+
 def test_plot_compares_runs_in_a_table_and_on_one_figure_against_epochs(trained, tiny, tmp_path, capsys,
                                                                         monkeypatch):
     from bertnli.plots import DPI, comparison_figure

@@ -34,6 +34,20 @@ def test_macro_f1_leaves_out_a_label_neither_gold_nor_predicted():
     assert f1s[2] == 0.0 and np.isclose(once_neutral.macro_f1(), np.mean(f1s))  # predicted, so it counts
 
 
+def test_the_score_to_beat_is_always_answering_the_most_frequent_gold_label():
+    """80% entailment: a model that answers entailment every time is 0.8 accurate, and learned nothing."""
+    from bertnli.evaluation import Evaluation
+
+    gold = np.array([0] * 8 + [1, 2])
+    lazy = ClassificationReport.from_predictions(LABELS, gold, np.zeros(10, int))
+    assert lazy.majority() == ("entailment", 0.8) and lazy.accuracy == 0.8
+    assert lazy.to_dict()["majority"] == {"label": "entailment", "accuracy": 0.8}
+    told = Evaluation("claims", lazy, {}, [], []).describe_majority()
+    assert told == "always answering entailment, the most frequent gold label, scores 0.8000: the model does no better"
+    better = ClassificationReport.from_predictions(LABELS, gold, np.array([0] * 8 + [1, 1]))
+    assert Evaluation("claims", better, {}, [], []).describe_majority().endswith("scores 0.8000")
+
+
 def test_an_empty_report_scores_zero():
     empty = ClassificationReport.from_predictions(LABELS, np.array([], int), np.array([], int))
     assert empty.total == 0 and empty.accuracy == 0.0 and empty.macro_f1() == 0.0

@@ -424,6 +424,49 @@ def test_the_model_folder_keeps_the_epoch_of_best_validation_accuracy(task, tmp_
     assert not all(torch.equal(saved[k], after[2][k]) for k in saved)
 
 
+#: Two validations of 10 pairs, 8 of them entailment (gold rows, predicted columns; d2l's label order): the
+#: first answers entailment almost always (accuracy 0.8, macro F1 0.30), the second tells the labels apart
+#: (accuracy 0.7, macro F1 0.65).
+LAZY_THEN_DISCERNING = [[[8, 0, 0], [1, 0, 0], [1, 0, 0]], [[5, 2, 1], [0, 1, 0], [0, 0, 1]]]
+
+
+@pytest.mark.parametrize(("select_by", "kept"), [("accuracy", 1), ("macro_f1", 2)])
+def test_the_kept_model_is_the_best_by_the_score_chosen(task, tmp_path, monkeypatch, select_by, kept):
+    from bertnli.metrics import ClassificationReport
+
+    confusions = iter(LAZY_THEN_DISCERNING)
+    monkeypatch.setattr(Trainer, "validate", lambda self: ClassificationReport(self.labels,
+                                                                                np.array(next(confusions))))
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=2, batch_size=32,
+                                  select_by=select_by)
+    monkeypatch.setattr(Trainer, "write_reports", lambda self: None)  # no third validation to script
+    result = train(cfg, synthetic_dataset(64, 1), synthetic_dataset(10, 2), tmp_path / "run", progress=False)
+    trained = json.loads((tmp_path / "run" / "model" / "config.json").read_text())["trained"]
+    assert (trained["epoch"], result.best_accuracy) == (kept, [0.8, 0.7][kept - 1])
+    assert [r["best"] for r in result.epochs] == [True, kept == 2]
+
+
+def test_a_run_checkpointed_before_select_by_resumes_keeping_by_accuracy(task, tmp_path, monkeypatch):
+    """Its checkpoint has the best accuracy but no best score: a worse accuracy after the resume must not
+    replace the model kept."""
+    from bertnli.metrics import ClassificationReport
+
+    confusions = iter(LAZY_THEN_DISCERNING)
+    monkeypatch.setattr(Trainer, "validate", lambda self: ClassificationReport(self.labels,
+                                                                                np.array(next(confusions))))
+    monkeypatch.setattr(Trainer, "write_reports", lambda self: None)
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=2, batch_size=32)
+    trainer = Trainer(cfg, synthetic_dataset(64, 1), synthetic_dataset(10, 2), tmp_path / "run", progress=False)
+    interrupt_after_step(trainer, 3)  # in epoch 2, after epoch 1's validation kept its model
+    with pytest.raises(TrainingInterrupted):
+        trainer.fit()
+    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    del checkpoint["progress"]["best_score"]
+    torch.save(checkpoint, tmp_path / "run" / "checkpoint.pt")
+    train(cfg, synthetic_dataset(64, 1), synthetic_dataset(10, 2), tmp_path / "run", resume=True, progress=False)
+    assert json.loads((tmp_path / "run" / "model" / "config.json").read_text())["trained"]["epoch"] == 1
+
+
 def test_validation_every_n_steps_keeps_the_best_model_and_early_stopping_counts_epochs(task, tmp_path,
                                                                                         monkeypatch, caplog):
     """4 steps an epoch, a validation every 2: at steps 2, 4 (epoch end), 6, 8 (end), 10, 12 (end). Scripted
@@ -450,7 +493,7 @@ def test_validation_every_n_steps_keeps_the_best_model_and_early_stopping_counts
     assert [r["best"] for r in result.epochs] == [True, False, False]
     saved = load_file(tmp_path / "run" / "model" / "model.safetensors")
     assert json.loads((tmp_path / "run" / "model" / "config.json").read_text())["trained"] == \
-        {"epoch": 2, "step": 6, "accuracy": 0.9}
+        {"epoch": 2, "step": 6, "accuracy": 0.9, "macro_f1": pytest.approx((18 / 19 + 0) / 2)}  # neutral F1 0
     assert all(torch.equal(saved[k], weights[2][k]) for k in saved)  # the weights validated at step 6
     [star] = [line for line in curves_figure(RunDir(tmp_path / "run")).axes[1].lines
               if line.get_label() == "the kept model"]

@@ -194,7 +194,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                                 "per process and micro-batch, like --batch-size"),
         ("--grad-accum", int, "batches per optimizer step"),
         ("--grad-clip", float, "clip the gradient norm (0: no clipping)"),
-        ("--early-stopping", int, "stop after N epochs in which no validation beat the best accuracy"),
+        ("--early-stopping", int, "stop after N epochs in which no validation beat the best (--select-by)"),
         ("--num-heads", int, "attention heads, for d2l checkpoints of unusual sizes"),
         ("--dropout", float, "replace the checkpoint's dropout rate"),
         ("--checkpoint-every", int, "steps between mid-epoch checkpoints (0: at epoch ends only)"),
@@ -206,6 +206,10 @@ def _add_train(p: argparse.ArgumentParser) -> None:
                                                   "about 20 times an epoch when epochs are shorter")
     hp.add_argument("--optimizer", choices=["adam", "adamw"], help=_recipe_defaults("--optimizer"))
     hp.add_argument("--schedule", choices=["constant", "linear"], help=_recipe_defaults("--schedule"))
+    hp.add_argument("--select-by", choices=["accuracy", "macro_f1"],
+                    help="the validation score that picks the kept model and counts for --early-stopping: "
+                         "macro_f1 for data where one label dominates, on which accuracy rewards a model that "
+                         "always answers it; default accuracy")
     hw = p.add_argument_group("hardware")
     _add_hardware(hw)
     hw.add_argument("--compile", action="store_true",
@@ -430,7 +434,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
     overrides = {k: getattr(args, k) for k in (
         "epochs", "batch_size", "lr", "max_len", "seed", "weight_decay", "warmup_ratio", "max_tokens",
         "grad_accum", "grad_clip", "early_stopping", "num_heads", "dropout", "log_every", "checkpoint_every",
-        "eval_every", "optimizer", "schedule")}
+        "eval_every", "optimizer", "schedule", "select_by")}
     return TrainConfig.from_recipe(args.recipe, model=_absolute(args.model), device=args.device,
                                    precision=args.precision, compile=args.compile or None,
                                    tensorboard=args.tensorboard or None,
@@ -558,8 +562,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     top = None if args.mistakes < 0 else args.mistakes
     _warn_of_training_pairs(args.model, args.data, datasets)
     results = [evaluate(model, dataset, two_class=args.two_class, top_errors=top) for dataset in datasets]
-    for spec, result in zip(args.data, results):  # what was scored, for whoever reads the report later
-        limit = f" (its first {args.limit:,} labelled pairs)" if args.limit else ""
+    for spec, dataset, result in zip(args.data, datasets, results):  # what was scored, for a later reader
+        cut = args.limit and len(dataset) == args.limit  # a --limit beyond the file's pairs took them all
+        limit = f" (its first {args.limit:,} labelled pairs)" if cut else ""
         result.notes.insert(0, f"Model {args.model}, data {_absolute(spec)}{limit}.")
     if args.report:
         write_reports(results, args.report)
@@ -606,6 +611,7 @@ def _print_evaluation(result: Evaluation) -> None:
     report = result.report
     width = max(len(label) for label in report.labels) + 2
     print(f"\n{result.dataset}: accuracy {result.describe_accuracy()}, macro F1 {report.macro_f1():.4f}")
+    print(result.describe_majority())
     for note in result.notes:
         print(note)
     if result.skipped:

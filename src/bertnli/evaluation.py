@@ -51,6 +51,13 @@ class Evaluation:
         low, high = self.accuracy_interval
         return f"{self.accuracy:.4f} on {self.report.total:,} pairs (95% interval {low:.4f}–{high:.4f})"
 
+    def describe_majority(self) -> str:
+        """"always answering entailment, the most frequent gold label, scores 0.7786", and whether the model does
+        no better: on data where one label dominates, accuracy alone hides a model that learned only that."""
+        label, accuracy = self.report.majority()
+        said = f"always answering {label}, the most frequent gold label, scores {accuracy:.4f}"
+        return said + (": the model does no better" if self.accuracy <= accuracy else "")
+
     def __repr__(self) -> str:
         return (f"<Evaluation on {self.dataset}: accuracy {self.accuracy:.4f}, macro F1 "
                 f"{self.report.macro_f1():.4f}, {self.report.total:,} pairs>")
@@ -68,7 +75,8 @@ class Evaluation:
     def to_markdown(self) -> str:
         r = self.report
         lines = [f"# Evaluation on {self.dataset}", "",
-                 f"Accuracy **{self.describe_accuracy()}**, macro F1 {r.macro_f1():.4f}.", ""]
+                 f"Accuracy **{self.describe_accuracy()}**, macro F1 {r.macro_f1():.4f}; "
+                 f"{self.describe_majority()}.", ""]
         lines += [*self.notes, ""] if self.notes else []
         if self.skipped:
             lines += ["Skipped: " + describe_skipped(self.skipped, self.skipped_lines), ""]

@@ -43,6 +43,12 @@ class ClassificationReport:
             for label, p, r, f, s in zip(self.labels, precision, recall, f1, support)
         }
 
+    def majority(self) -> tuple[str, float]:
+        """The most frequent gold label, and the accuracy of always answering it: the score to beat."""
+        support = self.confusion.sum(axis=1)
+        most = int(support.argmax())
+        return self.labels[most], float(support[most] / max(self.total, 1))
+
     def macro_f1(self) -> float:
         """The mean F1 of the labels that occur, as gold or as predicted (as scikit-learn counts it): a model's
         label that a dataset does not use, and that the model never gave, does not count as a zero."""
@@ -54,6 +60,7 @@ class ClassificationReport:
         return {
             "accuracy": self.accuracy,
             "macro_f1": self.macro_f1(),
+            "majority": dict(zip(("label", "accuracy"), self.majority())),
             "total": self.total,
             "labels": self.labels,
             "per_class": self.per_class(),

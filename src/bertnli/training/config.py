@@ -43,7 +43,9 @@ class TrainConfig:
     (``log_every=None``: every 50 steps, or often enough for about 20 records in a shorter epoch, so a short run
     still draws a curve;
     ``checkpoint_every=0``: checkpoints at epoch ends only; ``eval_every=0``: validation at epoch ends only).
-    ``early_stopping`` counts epochs in which no validation improved on the best."""
+    ``early_stopping`` counts epochs in which no validation improved on the best. ``select_by`` is the validation
+    score that decides the best (``macro_f1`` for data where one label dominates: accuracy rewards a model that
+    answers it always)."""
 
     model: str = "minilm"
     recipe: Literal["d2l", "finetune"] = "finetune"
@@ -73,6 +75,7 @@ class TrainConfig:
     log_every: int | None = None
     checkpoint_every: int = 500
     eval_every: int = 0
+    select_by: Literal["accuracy", "macro_f1"] = "accuracy"
     tensorboard: bool = False
 
     def __post_init__(self) -> None:

@@ -98,7 +98,8 @@ class RunState:
     correct: int = 0
     seen: int = 0
     train_seconds: float = 0.0
-    best_accuracy: float | None = None
+    best_accuracy: float | None = None  # the kept model's
+    best_score: float | None = None  # the kept model's score by `TrainConfig.select_by`
     best_epoch: int | None = None  # the epoch (from 1) whose validation found the best model
     stale_epochs: int = 0  # epochs in a row in which no validation improved on the best
     pending_validation: bool = False  # stopped on the step where a validation was due: it comes first
@@ -539,7 +540,8 @@ class Trainer:
             report = self.validate()
             record.update(eval_accuracy=report.accuracy, eval_macro_f1=report.macro_f1(),
                           eval_seconds=time.perf_counter() - started)
-        record["best"] = self._keep_if_best(record.get("eval_accuracy", record["train_accuracy"]))
+        record["best"] = self._keep_if_best(record.get("eval_accuracy", record["train_accuracy"]),
+                                            record.get("eval_macro_f1"))
         p.stale_epochs = 0 if p.best_epoch == p.epoch + 1 else p.stale_epochs + 1
         p.epochs.append(record)
         self.log(record)
@@ -566,7 +568,7 @@ class Trainer:
         started = time.perf_counter()
         report = self.validate()
         seconds = time.perf_counter() - started
-        best = self._keep_if_best(report.accuracy)
+        best = self._keep_if_best(report.accuracy, report.macro_f1())
         self.log({"kind": "eval", "epoch": p.epoch + 1, "step": p.step, "eval_accuracy": report.accuracy,
                   "eval_macro_f1": report.macro_f1(), "eval_seconds": seconds, "best": best})
         p.pending_validation = False
@@ -574,15 +576,18 @@ class Trainer:
             logger.info("step %d (epoch %d of %d): validation accuracy %.4f%s", p.step, p.epoch + 1,
                         self.cfg.epochs, report.accuracy, " (best so far)" if best else "")
 
-    def _keep_if_best(self, accuracy: float) -> bool:
-        """Save the model if ``accuracy`` beats the best so far; returns whether it did."""
+    def _keep_if_best(self, accuracy: float, macro_f1: float | None = None) -> bool:
+        """Save the model if its score (``macro_f1`` when the run selects by it and there is one, else
+        ``accuracy``) beats the best so far; returns whether it did."""
         p = self.state
-        if p.best_accuracy is not None and accuracy <= p.best_accuracy:
+        score = macro_f1 if self.cfg.select_by == "macro_f1" and macro_f1 is not None else accuracy
+        if p.best_score is not None and score <= p.best_score:
             return False
-        p.best_accuracy, p.best_epoch = accuracy, p.epoch + 1
+        p.best_accuracy, p.best_score, p.best_epoch = accuracy, score, p.epoch + 1
+        scores = {"accuracy": accuracy, **({"macro_f1": macro_f1} if macro_f1 is not None else {})}
         if self.rank == 0:
             save_classifier(self.run.model_dir, self.model, self.tokenizer, self.labels, self.cfg.max_len,
-                            extra={"trained": {"epoch": p.epoch + 1, "step": p.step, "accuracy": accuracy}})
+                            extra={"trained": {"epoch": p.epoch + 1, "step": p.step, **scores}})
         return True
 
     def validate(self) -> ClassificationReport:
@@ -754,7 +759,9 @@ class Trainer:
         self.schedule.load_state_dict(checkpoint["schedule"])
         if checkpoint.get("scaler"):  # absent from checkpoints of runs without fp16, and from older ones
             self.scaler.load_state_dict(checkpoint["scaler"])
-        self.state = RunState(**checkpoint["progress"])
+        progress = {"best_score": checkpoint["progress"].get("best_accuracy"),  # runs that kept by accuracy alone
+                    **checkpoint["progress"]}
+        self.state = RunState(**progress)
         if isinstance(checkpoint["rng"], torch.Tensor):  # checkpoints from before one state per rank: rank 0's
             cuda = checkpoint.get("cuda_rng") or []
             mine = cuda[self.device.index or 0] if self.device.type == "cuda" and cuda else None
