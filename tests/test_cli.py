@@ -280,7 +280,7 @@ def test_a_model_trained_on_short_pairs_reads_more_of_long_ones_when_asked(train
     [read] = NLIModel.load(tmp_path / "short", device="cpu", max_len=128).predict([(long, "dog")])
     [wanted] = whole.predict([(long, "dog")])
     assert not read.truncated and read.probabilities == pytest.approx(wanted.probabilities, abs=1e-6)
-    with pytest.raises(ConfigError, match="max_len 129 must be from 3 to the 128 positions"):
+    with pytest.raises(ConfigError, match="max_len 129 must be from 5 to the 128 positions"):
         NLIModel.load(tmp_path / "short", max_len=129)
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"premise": long, "hypothesis": "dog"}) + "\n")
@@ -293,7 +293,9 @@ def test_a_model_trained_on_short_pairs_reads_more_of_long_ones_when_asked(train
     assert json.loads(out.read_text())["probabilities"] == pytest.approx(wanted.probabilities, abs=1e-6)
     assert main(["evaluate", "--model", str(tmp_path / "short"), "--data", str(trained["dev"]),
                  "--max-len", "200"]) == 1
-    assert "max_len 200 must be from 3 to the 128 positions the model has embeddings for" in capsys.readouterr().err
+    assert "max_len 200 must be from 5 to the 128 positions the model has embeddings for" in capsys.readouterr().err
+    assert main(["predict", "--model", str(tmp_path / "short"), "--max-len", "4", "red dog", "dog"]) == 1
+    assert "max_len 4 must be from 5 to the 128 positions" in capsys.readouterr().err  # a pair needs 5
 
 
 def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_done(trained, tmp_path, capsys,
@@ -333,6 +335,8 @@ def test_predict_writes_large_inputs_a_chunk_at_a_time_and_ctrl_c_keeps_what_is_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.csv", "predictions.csv.partial",
                                                           "predictions.csv.partial.json"]
     assert stat.S_IMODE(partial.stat().st_mode) == stat.S_IMODE(table.stat().st_mode)  # not a temporary's 0600
+    made_by = json.loads(record.read_text())["layout"]["made_by"]  # as recorded before --max-len, which resume
+    assert made_by == f"{(trained['run'] / 'model').resolve()} in fp32"  # compares: such partials resume
     assert main(["predict", "--model", str(trained["run"]), "--input", str(trained["dev"]), "--output",
                  str(table), "--no-progress"]) == 1  # a new run would lose them: --resume, or remove them
     assert f"{partial} holds the predictions of a run that stopped (or is still writing them): the same command " \
@@ -1389,8 +1393,9 @@ def test_a_path_of_the_wrong_kind_is_named_for_what_it_is(trained, tmp_path, cap
     assert main(["train", "--model", trained["run"].as_posix(), "--train", str(unlabelled), "--out",
                  str(tmp_path / "u")]) == 1
     assert capsys.readouterr().err.strip().endswith("unlabelled.csv: has no labelled pairs: training needs a gold "
-                                                    "label for each pair (a column label or gold_label, or name it "
-                                                    "with --columns label=NAME)")
+                                                    "label for each pair (a column label or gold_label, or one "
+                                                    "named by --columns label=NAME; columns={'label': NAME} in "
+                                                    "Python)")
     # The checkpoint as train's --model (PyTorch files are zip archives, as d2l's are): named, before any data.
     assert main(["train", "--model", str(run / "checkpoint.pt"), "--train", "nowhere.jsonl", "--out", "new"]) == 1
     assert capsys.readouterr().err.strip() == (f"bertnli train: error: {run / 'checkpoint.pt'}: the training "

@@ -191,6 +191,20 @@ def test_ctrl_c_sigterm_or_a_closed_terminal_saves_a_checkpoint_and_says_how_to_
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="this system has no SIGHUP")
+def test_under_nohup_a_closed_terminal_does_not_stop_training(task, tmp_path):
+    cfg = TrainConfig.from_recipe("d2l", model=task["model"], num_heads=4, epochs=1, batch_size=8)
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts a command
+    try:
+        trainer = Trainer(cfg, synthetic_dataset(64, 1), synthetic_dataset(16, 2), tmp_path / "run", progress=False)
+        interrupt_after_step(trainer, 2, signal.SIGHUP)
+        result = trainer.fit()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    assert [r["epoch"] for r in result.epochs] == [1]
+
+
 def test_an_epoch_is_saved_before_it_is_told(task, tmp_path):
     """The epoch's line is told once its checkpoint is saved: a reader that has gone (`bertnli train ... 2>&1 |
     head`) or a failing callback costs no training."""
@@ -989,7 +1003,7 @@ cfg = TrainConfig.from_recipe("d2l", model={model!r}, num_heads=4, epochs=2, bat
 try:
     train(cfg, synthetic_dataset(330, 1), None, {run!r}, progress=False, resume={resume!r})
 except TrainingInterrupted:
-    print("interrupted", os.environ["RANK"])
+    print(f"interrupted {{os.environ['RANK']}}")  # one write: the two processes share the pipe
 """
 
 

@@ -466,6 +466,7 @@ def _load_training_data(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
     """(train, validation) from --dataset, or --train/--eval files, holding out a slice when no --eval."""
     from bertnli.data import download, train_validation_split
     from bertnli.data.download import remote_dataset
+    from bertnli.data.labels import require_labelled
 
     eval_set: Dataset | None
     if args.dataset:
@@ -477,9 +478,8 @@ def _load_training_data(args: argparse.Namespace) -> tuple[Dataset, Dataset]:
         eval_set = _combine("+".join(Path(s).name for s in args.eval), [_read(s, args) for s in args.eval]) \
             if args.eval else None
     for dataset in (train_set, eval_set):  # before a split, whose sizes would be the complaint
-        if dataset is not None and not dataset.label_counts():
-            raise DataError(dataset.name, "has no labelled pairs: training needs a gold label for each pair (a column "
-                                          "label or gold_label, or name it with --columns label=NAME)")
+        if dataset is not None:
+            require_labelled(dataset)
     if eval_set is None:
         _note(f"read {train_set.describe()}")  # the halves below no longer list what was skipped
         train_set, eval_set = train_validation_split(  # runs recorded before the cap was set held out 10%
@@ -662,8 +662,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     to_file = args.output is not None and not is_stream(args.output)
     layout = Layout(args.output.suffix if to_file else f".{args.output_format or 'jsonl'}", tuple(model.labels),
                     any(e.id is not None for e in examples), not args.no_texts,
-                    f"{resolve_model_dir(args.model).resolve()} in {precision_name(model.dtype)}, "
-                    f"reading {model.max_len} tokens")
+                    f"{resolve_model_dir(args.model).resolve()} in {precision_name(model.dtype)}"
+                    + (f", reading {model.max_len} tokens" if args.max_len else ""))  # as partials made before
     start = resume_point(args.output, examples, layout) if args.resume else Progress()
     if args.resume:
         partial = partial_path(args.output)
@@ -886,7 +886,8 @@ def _run(args: argparse.Namespace) -> int:
     try:
         COMMANDS[args.command](args)
     except Interrupted as exc:
-        _note(f"bertnli {args.command}: {exc}")
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone: the work is kept all the same
+            _note(f"bertnli {args.command}: {exc}")
         return 128 + exc.signum  # as a shell reports a process ended by that signal
     except BertnliError as exc:
         _error(args, str(exc), storage=isinstance(exc, (DataError, CheckpointError, DownloadError)),

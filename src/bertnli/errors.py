@@ -86,8 +86,13 @@ STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM,
                                             *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []))
 
 
+def stop_signals() -> list[signal.Signals]:
+    """`STOP_SIGNALS` less those this process ignores: `nohup` ignores SIGHUP, so that work goes on."""
+    return [signum for signum in STOP_SIGNALS if signal.getsignal(signum) is not signal.SIG_IGN]
+
+
 class Interrupted(KeyboardInterrupt):
-    """Work stopped on Ctrl-C or SIGTERM after keeping what it had done; the message says where. A
+    """Work stopped on Ctrl-C or another of `STOP_SIGNALS` after keeping what it had done; the message says where. A
     `KeyboardInterrupt`, as the Ctrl-C it comes from: a loop that catches `Exception` still stops."""
 
     def __init__(self, message: str, signum: int = 2) -> None:
@@ -96,7 +101,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 class TrainingInterrupted(Interrupted):
-    """Training stopped on Ctrl-C (or SIGTERM) after saving a checkpoint. Carries the run directory; the
+    """Training stopped on Ctrl-C (or SIGTERM, or SIGHUP) after saving a checkpoint. Carries the run directory; the
     message says how to resume (from the command line, or from Python for runs started there)."""
 
     def __init__(self, run_dir: str | Path, command_line: bool = True, processes: int = 1, signum: int = 2) -> None:
@@ -117,7 +122,7 @@ def termination_as_interrupt() -> Iterator[None]:
     def interrupt(signum: int, frame: object) -> None:
         raise Interrupted("interrupted", signum)
 
-    previous = {signum: signal.signal(signum, interrupt) for signum in STOP_SIGNALS if signum != signal.SIGINT}
+    previous = {signum: signal.signal(signum, interrupt) for signum in stop_signals() if signum != signal.SIGINT}
     try:
         yield
     finally:

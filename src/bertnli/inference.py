@@ -20,6 +20,7 @@ from bertnli.progress import progress_bar
 from bertnli.runtime import DeviceBatch, autocast, autocast_dtype, compile_network, pick_device, precision_name
 from bertnli.text import EncodedPairs, Tokenizer, encode_pairs
 from bertnli.text.packing import MIN_PAIR_TOKENS, pack_rows, row_batches
+from bertnli.text.pairs import MIN_MAX_LEN
 from bertnli.weights import load_classifier, save_classifier
 from bertnli.weights.native import resolve_model_dir
 
@@ -127,8 +128,8 @@ class NLIModel:
         in its caches. Compiled (``compile``), batches are packed rows of ``max_len`` tokens: ``batch_tokens``
         tokens' worth of rows, or ``batch_size`` rows without a token cap."""
         positions = network.config.max_position
-        if not MIN_PAIR_TOKENS <= max_len <= positions:
-            raise ConfigError(f"max_len {max_len} must be from {MIN_PAIR_TOKENS} to the {positions} positions the "
+        if not MIN_MAX_LEN <= max_len <= positions:
+            raise ConfigError(f"max_len {max_len} must be from {MIN_MAX_LEN} to the {positions} positions the "
                               "model has embeddings for")
         self.device = pick_device(device) if isinstance(device, str) else device
         self.network = network.to(self.device).eval()
@@ -150,7 +151,8 @@ class NLIModel:
         cut short can read more of long premises). ``options``: ``batch_size``, ``batch_tokens``, ``compile``
         (torch.compile the network; pays off on long GPU jobs), ``progress``."""
         saved = load_classifier(resolve_model_dir(path))
-        return cls(saved.model, saved.tokenizer, saved.labels, max_len or saved.max_len, device, precision, **options)
+        return cls(saved.model, saved.tokenizer, saved.labels, saved.max_len if max_len is None else max_len, device,
+                   precision, **options)
 
     def describe_truncation(self, cut: int, total: int) -> str:
         """How many of ``total`` pairs were read cut, and how to read more of them where the model can."""

@@ -36,6 +36,14 @@ TWO_CLASS_MAP: dict[str, str] = {
 _NUMBER = re.compile(r"-?\d+(?:\.\d*)?")
 
 
+def require_labelled(dataset: Dataset) -> None:
+    """Refuse training data without a labelled pair, naming where labels are read from."""
+    if not dataset.label_counts():
+        raise DataError(dataset.name, "has no labelled pairs: training needs a gold label for each pair (a column "
+                                      "label or gold_label, or one named by --columns label=NAME; columns={'label': "
+                                      "NAME} in Python)")
+
+
 def resolve_label_map(label_map: Mapping[str | int, str] | str | None) -> dict[str, str] | None:
     """A preset name ("glue", "d2l") or a mapping of raw label → label name, as {lower-case raw: lower-case name}
     (raw labels match in any case, as label names do)."""

@@ -66,6 +66,10 @@ def _scatter(out: np.ndarray, flat: np.ndarray, lens: np.ndarray, keep: np.ndarr
     out[rows[kept], start[rows[kept]] + pos[kept]] = flat[kept]
 
 
+#: The shortest max_len a pair can be laid out in: <cls>, a token of each text, and two <sep>.
+MIN_MAX_LEN = 5
+
+
 def lay_out_pairs(
     premise_ids: list[list[int]],
     hypothesis_ids: list[list[int]],
@@ -73,8 +77,8 @@ def lay_out_pairs(
     max_len: int = 128,
 ) -> EncodedPairs:
     """Lay out already tokenised pairs (see the module docstring for the layout and the truncation rule)."""
-    if max_len < 5:
-        raise ValueError(f"max_len must be at least 5, got {max_len}")
+    if max_len < MIN_MAX_LEN:
+        raise ValueError(f"max_len must be at least {MIN_MAX_LEN}, got {max_len}")
     if len(premise_ids) != len(hypothesis_ids):
         raise ValueError(f"{len(premise_ids)} premises but {len(hypothesis_ids)} hypotheses")
     p_flat, p_lens = _flatten(premise_ids)

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from bertnli.errors import ConfigError
+from bertnli.text.pairs import MIN_MAX_LEN
 
 #: The two starting points. ``d2l`` is the "Dive into Deep Learning" SNLI chapter; ``finetune`` is the
 #: usual recipe for Hugging Face checkpoints (AdamW, linear warm-up then decay).
@@ -117,7 +118,7 @@ class TrainConfig:
             "epochs": (self.epochs >= 1, "at least 1"),
             "batch_size": (self.batch_size >= 1, "at least 1"),
             "lr": (0 < self.lr < math.inf, "above 0 and finite"),
-            "max_len": (5 <= self.max_len <= 4096, "from 5 to 4096"),
+            "max_len": (MIN_MAX_LEN <= self.max_len <= 4096, f"from {MIN_MAX_LEN} to 4096"),
             "grad_accum": (self.grad_accum >= 1, "at least 1"),
             "warmup_ratio": (0 <= self.warmup_ratio < 1, "at least 0 and below 1"),
             "max_tokens": (self.max_tokens is None or self.max_tokens >= self.max_len,

@@ -29,15 +29,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 from bertnli.data.batching import BatchPlan, shard, training_batches
 from bertnli.data.example import D2L_LABELS, NLI_LABELS, Dataset
-from bertnli.data.labels import TWO_CLASS_LABELS
+from bertnli.data.labels import TWO_CLASS_LABELS, require_labelled
 from bertnli.errors import (
-    STOP_SIGNALS,
     BertnliWarning,
     CheckpointError,
     ConfigError,
     DataError,
     TrainingDiverged,
     TrainingInterrupted,
+    stop_signals,
     termination_as_interrupt,
 )
 from bertnli.inference import batched_logits
@@ -109,9 +109,8 @@ class RunState:
 def choose_labels(dataset: Dataset, recipe: str) -> list[str]:
     """The label order a new model gets: NLI's three classes (d2l's order for the d2l recipe),
     two-class RTE-style labels, or the sorted names found in the data."""
+    require_labelled(dataset)
     found = set(dataset.label_counts())
-    if not found:
-        raise DataError(dataset.name, "the training data has no labelled pairs")
     if not all(isinstance(label, str) and label == label.lower() for label in found):
         raise DataError(dataset.name, f"labels must be lower-case names such as 'entailment', not "
                                       f"{sorted(map(repr, found))}")
@@ -630,8 +629,8 @@ class Trainer:
     @contextlib.contextmanager
     def _stop_on_signals(self) -> Iterator[None]:
         """The first Ctrl-C, SIGTERM (a scheduler's notice, or torchrun passing either on) or SIGHUP (the
-        terminal closed) asks the loop to stop after the current step and save; a second one acts as it would
-        have."""
+        terminal closed; not under nohup, which ignores it) asks the loop to stop after the current step and
+        save; a second one acts as it would have."""
         self.stop_requested, self.stop_signal = False, signal.SIGINT
         if threading.current_thread() is not threading.main_thread():
             yield
@@ -643,7 +642,7 @@ class Trainer:
 
         # A handler set outside Python reads as None, and cannot be set back: the default takes its place.
         previous = {signum: signal.signal(signum, request_stop) or signal.SIG_DFL
-                    for signum in STOP_SIGNALS}
+                    for signum in stop_signals()}
         try:
             yield
         finally:
@@ -788,13 +787,13 @@ def train(
     ``cfg.eval_every`` steps); files in ``run_dir``.
 
     ``source`` records how the data was chosen (the CLI's options), so `--resume` can read it again.
-    ``on_epoch`` is called with each epoch's record as soon as it is logged.
+    ``on_epoch`` is called with each epoch's record once its checkpoint is saved.
     With ``resume``, the settings come from the run's config.json and ``cfg`` is ignored.
 
-    The best model is chosen by validation accuracy, or by training accuracy (at epoch ends) without
-    ``eval_set``. The run seeds torch's global generator with ``cfg.seed``. Ctrl-C or SIGTERM stops it after
-    the current step (or evaluation), saves a checkpoint and raises `TrainingInterrupted`; ``resume=True``
-    then continues where it stopped."""
+    The best model is chosen by validation accuracy (or macro F1: ``cfg.select_by``), or by training accuracy
+    (at epoch ends) without ``eval_set``. The run seeds torch's global generator with ``cfg.seed``. Ctrl-C,
+    SIGTERM or SIGHUP (unless ignored, as under nohup) stops it after the current step (or evaluation), saves a
+    checkpoint and raises `TrainingInterrupted`; ``resume=True`` then continues where it stopped."""
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg must be a TrainConfig, e.g. TrainConfig(epochs=1), not a {type(cfg).__name__}")
     for role, dataset in (("train_set", train_set), ("eval_set", eval_set)):

@@ -41,7 +41,7 @@ def describe_run(config: dict) -> str:
         batch = f"{batch} ({batch * processes * accum} a step: {' x '.join(shares)})"
     parts = [f"{_model_name(train)}, {train.get('recipe', '?')} recipe",
              f"trained on {data.get('train', {}).get('name', '?')}", f"batch {batch}, lr {train.get('lr', '?')}"]
-    if train.get("select_by", "accuracy") != "accuracy":
+    if train.get("select_by", "accuracy") != "accuracy" and data.get("eval"):  # else by training accuracy
         parts.append(f"kept by validation {train['select_by'].replace('_', ' ').replace('f1', 'F1')}")
     if hardware:  # runs started before the hardware was recorded have none
         parts.append(f"{hardware['precision']} on {hardware['device']}" + f" x {processes}" * (processes > 1))

@@ -53,7 +53,7 @@ def load_pretrained(name_or_path: str | Path, *, num_heads: int | None = None) -
     which do not record it.
     """
     path = Path(name_or_path).expanduser()
-    check_model_source(path)
+    check_model_source(name_or_path)  # as given: a hub id's slash is no path separator
     if path.is_file() or (path / PARAMS).is_file():
         model, tokenizer = load_d2l(path, num_heads)
         return Pretrained(model, tokenizer, str(path), "d2l")
