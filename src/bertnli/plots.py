@@ -56,7 +56,7 @@ def curves_figure(run: RunDir | str | Path) -> Figure:
     records = list(run.metrics())
     steps = [r for r in records if r.get("kind") == "step"]
     epochs = [r for r in records if r.get("kind") == "epoch"]
-    validated = run.validations()
+    validated = run.validations(records)
     fig = ShownFigure(figsize=(11, 4))
     loss_ax, acc_ax = fig.subplots(1, 2)
     if steps:
@@ -73,7 +73,7 @@ def curves_figure(run: RunDir | str | Path) -> Figure:
     if validated:
         acc_ax.plot([r["step"] for r in validated], [r["eval_accuracy"] for r in validated], "s-",
                     label="validation accuracy")
-        kept = run.kept_validation()
+        kept = run.kept_validation(records)
         if kept:
             _star(acc_ax, kept["step"], kept["eval_accuracy"], label="the kept model")
     _chance(loss_ax, acc_ax, _classes(config))
@@ -111,10 +111,10 @@ def comparison_figure(runs: Sequence[RunDir | str | Path]) -> Figure:
         steps = [r for r in records if r["kind"] == "step"]
         loss_ax.plot([at(r) for r in steps], [r["loss"] for r in steps], color=color, lw=1,
                      marker="." if len(steps) < 20 else None, label=str(run.path))
-        validated = run.validations()
+        validated = run.validations(records)
         acc_ax.plot([at(r) for r in validated], [r["eval_accuracy"] for r in validated], "s-", color=color,
                     markersize=4, label=str(run.path))
-        kept = run.kept_validation()
+        kept = run.kept_validation(records)
         if kept:
             _star(acc_ax, at(kept), kept["eval_accuracy"], color)
     classes = {_classes(config) for config in configs}

@@ -567,9 +567,10 @@ class Trainer:
         started = time.perf_counter()
         report = self.validate()
         seconds = time.perf_counter() - started
-        best = self._keep_if_best(report.accuracy, report.macro_f1())
+        macro_f1 = report.macro_f1()
+        best = self._keep_if_best(report.accuracy, macro_f1)
         self.log({"kind": "eval", "epoch": p.epoch + 1, "step": p.step, "eval_accuracy": report.accuracy,
-                  "eval_macro_f1": report.macro_f1(), "eval_seconds": seconds, "best": best})
+                  "eval_macro_f1": macro_f1, "eval_seconds": seconds, "best": best})
         p.pending_validation = False
         if self.rank == 0:
             logger.info("step %d (epoch %d of %d): validation accuracy %.4f%s", p.step, p.epoch + 1,

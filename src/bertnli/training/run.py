@@ -56,7 +56,7 @@ def runs_table(runs: Sequence[RunDir]) -> str:
         config, records = run.read_config(), list(run.metrics())
         train = config.get("train", {})
         done = sum(r["kind"] == "epoch" for r in records)
-        kept = run.kept_validation()
+        kept = run.kept_validation(records)
         seconds = sum(r.get("train_seconds", 0) for r in records if r["kind"] == "epoch")
         rows.append((str(run.path), _model_name(train), str(train.get("recipe", "?")),
                      str(train.get("batch_size", "?")), str(train.get("lr", "?")),
@@ -317,14 +317,16 @@ class RunDir:
                                       f"line {number} is not a record of a step, validation or epoch")
             yield record
 
-    def validations(self) -> list[dict[str, Any]]:
-        """Every validation logged (at epoch ends, and every ``eval_every`` steps), in step order."""
-        return sorted((r for r in self.metrics() if r["kind"] in ("epoch", "eval") and "eval_accuracy" in r),
+    def validations(self, records: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """Every validation logged (at epoch ends, and every ``eval_every`` steps), in step order: among
+        ``records`` when the caller has read them already (`metrics`)."""
+        logged = self.metrics() if records is None else records
+        return sorted((r for r in logged if r["kind"] in ("epoch", "eval") and "eval_accuracy" in r),
                       key=lambda r: r["step"])
 
-    def kept_validation(self) -> dict[str, Any] | None:
+    def kept_validation(self, records: Sequence[dict[str, Any]] | None = None) -> dict[str, Any] | None:
         """The validation whose model was kept: the last that beat every one before it (None without any)."""
-        return next((r for r in reversed(self.validations()) if r.get("best")), None)
+        return next((r for r in reversed(self.validations(records)) if r.get("best")), None)
 
     def truncate_metrics(self, keep_step: int) -> None:
         """Drop records logged after ``keep_step`` (they belong to work a resume will redo)."""
